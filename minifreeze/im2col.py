@@ -1,0 +1,110 @@
+"""im2col and col2im in plain NumPy: the reference every accelerated kernel is checked against.
+
+A convolution slides a (C, KH, KW) filter over a zero-padded (C, H, W) image. im2col copies every
+patch the filter sees into one column, so the whole convolution becomes one matrix product:
+
+    x     (N, C, H, W)
+    cols  (N, C*KH*KW, OH*OW)      cols[n, (c, i, j), (oh, ow)] = xpad[n, c, oh*s + i, ow*s + j]
+    out   (N, F, OH*OW) = w.reshape(F, C*KH*KW) @ cols
+
+with OH = (H + 2*pad - KH) / stride + 1 (and OW likewise), which must be a whole number.
+
+col2im is the adjoint (transpose) of im2col, not its inverse: it adds every column entry back onto
+the pixel it came from, so pixels seen by several patches receive the sum. That is exactly what the
+backward pass of a convolution needs (dx = col2im(w^T @ dout)), and the identity
+
+    <im2col(x), y> == <x, col2im(y)>
+
+is a cheap, strong test. Notebook 02 (`notebooks/02_im2col.ipynb`) walks through this file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def conv_output_size(size: int, k: int, stride: int, pad: int, *, layer: str = "conv") -> int:
+    """Output length of a window of length `k` sliding with `stride` over `size + 2*pad` samples.
+
+    Raises ValueError when the window is larger than the padded input or when the windows do not
+    tile the padded input exactly (a non-integer output size).
+    """
+    if k < 1 or stride < 1 or pad < 0:
+        raise ValueError(f"{layer}: need kernel >= 1, stride >= 1 and pad >= 0, got kernel={k}, "
+                         f"stride={stride}, pad={pad}")
+    span = size + 2 * pad - k
+    if span < 0:
+        raise ValueError(f"{layer}: kernel {k} is larger than the padded input "
+                         f"{size} + 2*{pad} = {size + 2 * pad}")
+    if span % stride:
+        raise ValueError(f"{layer}: output size ({size} + 2*{pad} - {k}) / {stride} + 1 = "
+                         f"{span / stride + 1:g} is not an integer; change stride or padding")
+    return span // stride + 1
+
+
+def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """Unfold image patches into columns: (N, C, H, W) -> (N, C*KH*KW, OH*OW)."""
+    n, c, h, w = x.shape
+    oh = conv_output_size(h, kh, stride, pad, layer="im2col")
+    ow = conv_output_size(w, kw, stride, pad, layer="im2col")
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x  # (N, C, H+2p, W+2p)
+    sn, sc, sh, sw = xp.strides
+    # A read-only strided view: patches[n, c, i, j, oh, ow] = xp[n, c, oh*s + i, ow*s + j].
+    patches = np.lib.stride_tricks.as_strided(
+        xp, shape=(n, c, kh, kw, oh, ow),
+        strides=(sn, sc, sh, sw, sh * stride, sw * stride), writeable=False)
+    return patches.reshape(n, c * kh * kw, oh * ow)  # (N, C*KH*KW, OH*OW), a copy
+
+
+def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kh: int, kw: int,
+           stride: int = 1, pad: int = 0) -> np.ndarray:
+    """Adjoint of im2col: scatter-add columns (N, C*KH*KW, OH*OW) back onto an (N, C, H, W) image."""
+    n, c, h, w = x_shape
+    oh = conv_output_size(h, kh, stride, pad, layer="col2im")
+    ow = conv_output_size(w, kw, stride, pad, layer="col2im")
+    if cols.shape != (n, c * kh * kw, oh * ow):
+        raise ValueError(f"col2im: expected cols of shape {(n, c * kh * kw, oh * ow)}, "
+                         f"got {cols.shape}")
+    cols6 = cols.reshape(n, c, kh, kw, oh, ow)
+    xp = np.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=cols.dtype)  # (N, C, H+2p, W+2p)
+    # One strided add per kernel offset (KH*KW of them); overlapping patches accumulate.
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += cols6[:, :, i, j]
+    return xp[:, :, pad:pad + h, pad:pad + w] if pad else xp
+
+
+def _windows(x: np.ndarray, kh: int, kw: int, stride: int, oh: int, ow: int) -> np.ndarray:
+    """Read-only view (N, C, OH, OW, KH, KW) of the pooling windows of an unpadded x."""
+    sn, sc, sh, sw = x.strides
+    return np.lib.stride_tricks.as_strided(
+        x, shape=(x.shape[0], x.shape[1], oh, ow, kh, kw),
+        strides=(sn, sc, sh * stride, sw * stride, sh, sw), writeable=False)
+
+
+def maxpool_forward(x: np.ndarray, kh: int, kw: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Max over each (KH, KW) window: x (N, C, H, W) -> out (N, C, OH, OW), argmax (N, C, OH, OW).
+
+    argmax is the flat index i*KW + j of the winner inside its window; ties go to the first.
+    """
+    n, c, h, w = x.shape
+    oh = conv_output_size(h, kh, stride, 0, layer="maxpool")
+    ow = conv_output_size(w, kw, stride, 0, layer="maxpool")
+    win = _windows(x, kh, kw, stride, oh, ow).reshape(n, c, oh, ow, kh * kw)  # copy
+    argmax = win.argmax(axis=-1).astype(np.int32)  # (N, C, OH, OW)
+    out = np.take_along_axis(win, argmax[..., None].astype(np.intp), axis=-1)[..., 0]
+    return out, argmax
+
+
+def maxpool_backward(dout: np.ndarray, argmax: np.ndarray, x_shape: tuple[int, int, int, int],
+                     kh: int, kw: int, stride: int) -> np.ndarray:
+    """Route each output gradient to the input pixel that won its window: -> dx (N, C, H, W)."""
+    n, c, h, w = x_shape
+    oh, ow = argmax.shape[2:]
+    dx = np.zeros(x_shape, dtype=dout.dtype)  # (N, C, H, W)
+    for i in range(kh):
+        for j in range(kw):
+            # Windows overlap when stride < kernel: accumulate, never overwrite.
+            dx[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += \
+                np.where(argmax == i * kw + j, dout, 0)
+    return dx
