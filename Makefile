@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test clean
+.PHONY: install test test-cuda-sim clean
 
 install: $(STAMP)
 
@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml
 # pytest exits 5 when it collected no test: that fails `make test` too.
 test: install
 	$(BIN)/python -m pytest -q
+
+# The cuda tests on Numba's CUDA simulator (no GPU needed), in their own process: the simulator is
+# chosen when Numba is first imported. MINIFREEZE_REQUIRE_CUDA=1 turns "cuda unavailable" into a
+# failure instead of a skip, and `-m cuda` selecting nothing exits 5: both make this target red.
+test-cuda-sim: install
+	NUMBA_ENABLE_CUDASIM=1 MINIFREEZE_REQUIRE_CUDA=1 $(BIN)/python -m pytest -q -m cuda
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis runs

@@ -21,7 +21,7 @@ import os
 from types import SimpleNamespace
 from typing import Callable, Iterator
 
-NAMES = ("numpy",)
+NAMES = ("numpy", "cuda")
 """Backends this build knows about, in order of preference for the default."""
 
 _loaders: dict[str, Callable[[], SimpleNamespace]] = {}
@@ -45,6 +45,24 @@ def _load_numpy() -> SimpleNamespace:
 
 
 _loaders["numpy"] = _load_numpy
+
+
+def _load_cuda() -> SimpleNamespace:
+    """numba.cuda kernels (kernels_cuda.py), imported only now: on a GPU or Numba's simulator."""
+    try:
+        from minifreeze import kernels_cuda
+    except ImportError as err:
+        raise BackendUnavailable(
+            f"cuda: numba.cuda cannot be imported ({err}); install the CUDA extra with "
+            f"pip install 'minifreeze[cuda]', or set NUMBA_ENABLE_CUDASIM=1 to use the simulator"
+        ) from None
+    reason = kernels_cuda.unavailable_reason()
+    if reason is not None:
+        raise BackendUnavailable(f"cuda: {reason}")
+    return kernels_cuda.kernel_table()
+
+
+_loaders["cuda"] = _load_cuda
 
 
 def _load(name: str) -> SimpleNamespace:
@@ -72,9 +90,12 @@ def default_backend() -> str:
     env = os.environ.get("MINIFREEZE_BACKEND", "").strip()
     if env:
         return env
-    for name, reason in available_backends().items():
-        if reason is None:
+    for name in NAMES:  # stop at the first that loads: the others are never imported
+        try:
+            _load(name)
             return name
+        except BackendUnavailable:
+            continue
     return "numpy"
 
 

@@ -56,15 +56,22 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np
     return patches.reshape(n, c * kh * kw, oh * ow)  # (N, C*KH*KW, OH*OW), a copy
 
 
+def check_cols(cols_shape, x_shape, kh: int, kw: int, stride: int, pad: int) -> tuple[int, int]:
+    """(OH, OW) for col2im, after checking that cols has the shape im2col of x_shape gives."""
+    n, c, h, w = x_shape
+    oh = conv_output_size(h, kh, stride, pad, layer="col2im")
+    ow = conv_output_size(w, kw, stride, pad, layer="col2im")
+    if tuple(cols_shape) != (n, c * kh * kw, oh * ow):
+        raise ValueError(f"col2im: expected cols of shape {(n, c * kh * kw, oh * ow)}, "
+                         f"got {tuple(cols_shape)}")
+    return oh, ow
+
+
 def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kh: int, kw: int,
            stride: int = 1, pad: int = 0) -> np.ndarray:
     """Adjoint of im2col: scatter-add columns (N, C*KH*KW, OH*OW) back onto an (N, C, H, W) image."""
     n, c, h, w = x_shape
-    oh = conv_output_size(h, kh, stride, pad, layer="col2im")
-    ow = conv_output_size(w, kw, stride, pad, layer="col2im")
-    if cols.shape != (n, c * kh * kw, oh * ow):
-        raise ValueError(f"col2im: expected cols of shape {(n, c * kh * kw, oh * ow)}, "
-                         f"got {cols.shape}")
+    oh, ow = check_cols(cols.shape, x_shape, kh, kw, stride, pad)
     cols6 = cols.reshape(n, c, kh, kw, oh, ow)
     xp = np.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=cols.dtype)  # (N, C, H+2p, W+2p)
     # One strided add per kernel offset (KH*KW of them); overlapping patches accumulate.
