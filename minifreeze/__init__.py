@@ -7,6 +7,8 @@ Modules, one concept each:
     losses     numerically stable softmax cross-entropy
     models     LeNet-300-100, LeNet-5-Caffe and a small VGG as layer specs over a params dict
     gradcheck  finite-difference and complex-step gradients, relative error
+    kernels_cuda  optional numba.cuda kernels (imported only by the cuda backend)
+    cuda_train    DeviceTrainer: a whole training run kept on the GPU
 """
 
 __version__ = "0.1.0"
