@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test clean
+.PHONY: install test notebooks clean
 
 install: $(STAMP)
 
@@ -18,6 +18,13 @@ $(STAMP): pyproject.toml
 # pytest exits 5 when it collected no test: that fails `make test` too.
 test: install
 	$(BIN)/python -m pytest -q
+
+# Execute every notebook in notebooks/ in a fresh kernel from .venv; any failing cell fails the run.
+# Fast mode (MINIFREEZE_FAST=1, small sizes) by default; `make notebooks FULL=1` for the real sizes.
+# The executed copies are thrown away, so the committed notebooks keep no outputs.
+notebooks: install
+	MINIFREEZE_FAST=$(if $(FULL),0,1) MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider \
+		--nbmake --nbmake-timeout=600 notebooks/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis runs
