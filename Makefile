@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-cuda-sim clean
+.PHONY: install test test-cuda-sim notebooks clean
 
 install: $(STAMP)
 
@@ -24,6 +24,13 @@ test: install
 # failure instead of a skip, and `-m cuda` selecting nothing exits 5: both make this target red.
 test-cuda-sim: install
 	NUMBA_ENABLE_CUDASIM=1 MINIFREEZE_REQUIRE_CUDA=1 $(BIN)/python -m pytest -q -m cuda
+
+# Execute every notebook in notebooks/ in a fresh kernel from .venv; any failing cell fails the run.
+# Fast mode (MINIFREEZE_FAST=1, small sizes) by default; `make notebooks FULL=1` for the real sizes.
+# The executed copies are thrown away, so the committed notebooks keep no outputs.
+notebooks: install
+	MINIFREEZE_FAST=$(if $(FULL),0,1) MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider \
+		--nbmake --nbmake-timeout=600 notebooks/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis runs

@@ -1,0 +1,50 @@
+"""The committed notebooks: output-free, valid, opening with a parameters cell, listed in the course.
+
+Executing them is `make notebooks` (run by CI); these checks are cheap and run with `make test`.
+Adding a notebook is adding a file to notebooks/: every check here picks it up.
+"""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+CLEAR = "clear all outputs before committing (Jupyter: Edit > Clear Outputs of All Cells)"
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, f"no notebooks found in {NOTEBOOK_DIR.name}/"
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def notebook(request):
+    nb = nbformat.read(request.param, as_version=nbformat.NO_CONVERT)
+    nbformat.validate(nb)
+    return request.param.name, nb
+
+
+def test_committed_notebook_has_no_outputs(notebook):
+    name, nb = notebook
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{name}: cell {i} has outputs; {CLEAR}"
+            assert cell.execution_count is None, f"{name}: cell {i} has an execution count; {CLEAR}"
+
+
+def test_notebook_opens_with_a_parameters_cell(notebook):
+    name, nb = notebook
+    assert nb.cells and nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), \
+        f"{name}: expected a markdown title cell first"
+    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    assert "parameters" in first_code.metadata.get("tags", []), \
+        f"{name}: the first code cell should carry the tag 'parameters'"
+    assert "MINIFREEZE_FAST" in first_code.source, \
+        f"{name}: the parameters cell should read MINIFREEZE_FAST to shrink sizes in CI"
+
+
+def test_notebook_is_listed_in_the_course():
+    listing = (NOTEBOOK_DIR / "README.md").read_text(encoding="utf-8")
+    missing = [p.name for p in NOTEBOOKS if p.name not in listing]
+    assert not missing, f"notebooks/README.md does not list {missing}"
