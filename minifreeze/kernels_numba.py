@@ -22,6 +22,8 @@ happen in the small Python wrappers, which reuse the reference's error messages.
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 from numba import njit, prange
 
@@ -42,7 +44,11 @@ def _twin(**options):
     """
     def wrap(fn):
         par = njit(parallel=True, **options, **_jit)(fn)
-        ser = njit(**options, **_jit)(fn)
+        # A copy under its own name: numba's disk cache is keyed by the function's qualified
+        # name and signature, not by its options, so the twins must not share a name.
+        serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial")
+        serial.__qualname__ = fn.__qualname__ + "_serial"
+        ser = njit(**options, **_jit)(serial)
         par.pick = lambda size: par if size >= PARALLEL_MIN_SIZE else ser
         return par
     return wrap
