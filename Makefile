@@ -34,3 +34,8 @@ notebooks: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis runs
+
+# Throughput per backend (and against PyTorch when it is installed): `make bench BENCH_ARGS=--quick`.
+.PHONY: bench
+bench: install
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)

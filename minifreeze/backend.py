@@ -10,7 +10,9 @@ run one layer under two backends and compare.
     with backend.use_backend("numpy"):      # for one block
         ...
 
-The environment variable MINIFREEZE_BACKEND picks the backend at import time. Asking for a backend
+Backends: `numba` (compiled CPU loops in `kernels_numba.py`, the default when numba imports) and
+`numpy` (the reference in `im2col.py`, always available). The environment variable
+MINIFREEZE_BACKEND picks the backend at import time. Asking for a backend
 that is not available raises an error that says why; there is no silent fallback.
 """
 
@@ -21,8 +23,10 @@ import os
 from types import SimpleNamespace
 from typing import Callable, Iterator
 
-NAMES = ("numpy", "cuda")
-"""Backends this build knows about, in order of preference for the default."""
+NAMES = ("numba", "numpy", "cuda")
+"""Backends this build knows about, in order of preference for the default: numba when it can
+be imported, else numpy (the reference, always available). cuda is only ever chosen explicitly
+(it is tried last, and needs a GPU or the simulator)."""
 
 _loaders: dict[str, Callable[[], SimpleNamespace]] = {}
 _tables: dict[str, SimpleNamespace] = {}
@@ -33,18 +37,32 @@ class BackendUnavailable(RuntimeError):
     """The requested backend cannot run here; the message says why and how to enable it."""
 
 
+KERNELS = ("im2col", "col2im", "maxpool_forward", "maxpool_backward", "sampled_weight_grad")
+"""The kernels every backend's table holds (training-only ones such as masked_sgd_update aside)."""
+
+
+def _table(name: str, module, extra: tuple[str, ...] = ()) -> SimpleNamespace:
+    return SimpleNamespace(name=name, **{k: getattr(module, k) for k in KERNELS + extra})
+
+
 def _load_numpy() -> SimpleNamespace:
     from minifreeze import im2col as ref
-    return SimpleNamespace(
-        name="numpy",
-        im2col=ref.im2col,
-        col2im=ref.col2im,
-        maxpool_forward=ref.maxpool_forward,
-        maxpool_backward=ref.maxpool_backward,
-    )
+    return _table("numpy", ref)
 
 
 _loaders["numpy"] = _load_numpy
+
+
+def _load_numba() -> SimpleNamespace:
+    try:
+        import numba  # noqa: F401
+    except ImportError as err:
+        raise BackendUnavailable(f"numba is not importable ({err}); pip install numba") from None
+    from minifreeze import kernels_numba as nb
+    return _table("numba", nb, ("masked_sgd_update",))
+
+
+_loaders["numba"] = _load_numba
 
 
 def _load_cuda() -> SimpleNamespace:
@@ -59,7 +77,7 @@ def _load_cuda() -> SimpleNamespace:
     reason = kernels_cuda.unavailable_reason()
     if reason is not None:
         raise BackendUnavailable(f"cuda: {reason}")
-    return kernels_cuda.kernel_table()
+    return _table("cuda", kernels_cuda, ("masked_sgd_update",))
 
 
 _loaders["cuda"] = _load_cuda
@@ -126,5 +144,6 @@ def use_backend(name: str) -> Iterator[SimpleNamespace]:
 
 
 def kernels() -> SimpleNamespace:
-    """The kernel table of the active backend: im2col, col2im, maxpool_forward, maxpool_backward."""
+    """The kernel table of the active backend: im2col, col2im, maxpool_forward, maxpool_backward,
+    sampled_weight_grad (and masked_sgd_update, the fused optimiser step)."""
     return _load(get_backend())

@@ -15,7 +15,8 @@ backward pass of a convolution needs (dx = col2im(w^T @ dout)), and the identity
 
     <im2col(x), y> == <x, col2im(y)>
 
-is a cheap, strong test. Notebook 02 (`notebooks/02_im2col.ipynb`) walks through this file.
+is a cheap, strong test. `sampled_weight_grad` is the reference for the sparse weight gradient
+of a layer whose mask trains only a few weights (see layers.py). Notebook 02 (`notebooks/02_im2col.ipynb`) walks through this file.
 """
 
 from __future__ import annotations
@@ -56,14 +57,15 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np
     return patches.reshape(n, c * kh * kw, oh * ow)  # (N, C*KH*KW, OH*OW), a copy
 
 
-def check_cols(cols_shape, x_shape, kh: int, kw: int, stride: int, pad: int) -> tuple[int, int]:
-    """(OH, OW) for col2im, after checking that cols has the shape im2col of x_shape gives."""
+def check_col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kh: int, kw: int,
+                 stride: int, pad: int) -> tuple[int, int]:
+    """(OH, OW) for col2im's arguments; ValueError if cols does not have im2col's shape."""
     n, c, h, w = x_shape
     oh = conv_output_size(h, kh, stride, pad, layer="col2im")
     ow = conv_output_size(w, kw, stride, pad, layer="col2im")
-    if tuple(cols_shape) != (n, c * kh * kw, oh * ow):
+    if cols.shape != (n, c * kh * kw, oh * ow):
         raise ValueError(f"col2im: expected cols of shape {(n, c * kh * kw, oh * ow)}, "
-                         f"got {tuple(cols_shape)}")
+                         f"got {cols.shape}")
     return oh, ow
 
 
@@ -71,7 +73,7 @@ def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kh: int, kw: in
            stride: int = 1, pad: int = 0) -> np.ndarray:
     """Adjoint of im2col: scatter-add columns (N, C*KH*KW, OH*OW) back onto an (N, C, H, W) image."""
     n, c, h, w = x_shape
-    oh, ow = check_cols(cols.shape, x_shape, kh, kw, stride, pad)
+    oh, ow = check_col2im(cols, x_shape, kh, kw, stride, pad)
     cols6 = cols.reshape(n, c, kh, kw, oh, ow)
     xp = np.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=cols.dtype)  # (N, C, H+2p, W+2p)
     # One strided add per kernel offset (KH*KW of them); overlapping patches accumulate.
@@ -115,3 +117,20 @@ def maxpool_backward(dout: np.ndarray, argmax: np.ndarray, x_shape: tuple[int, i
             dx[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += \
                 np.where(argmax == i * kw + j, dout, 0)
     return dx
+
+
+def sampled_weight_grad(dout3: np.ndarray, cols3: np.ndarray, rows: np.ndarray,
+                        cidx: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """dW at chosen entries only: out[k] = sum_{n,p} dout3[n, rows[k], p] * cols3[n, cidx[k], p].
+
+    dout3 (N, F, P) and cols3 (N, K, P) -> (len(rows),). The dense weight gradient is
+    dW (F, K) = sum_n dout3[n] @ cols3[n].T; this samples that product at (rows[k], cidx[k]),
+    costing N*P multiply-adds per entry instead of F*K*N*P for the whole matrix. For a linear
+    layer P = 1. Entries are gathered `chunk` at a time to bound the temporary memory.
+    """
+    out = np.empty(len(rows), dtype=np.result_type(dout3, cols3))  # (nnz,)
+    for s in range(0, len(rows), chunk):
+        a = dout3[:, rows[s:s + chunk]]  # (N, chunk, P)
+        b = cols3[:, cidx[s:s + chunk]]  # (N, chunk, P)
+        out[s:s + chunk] = np.einsum("nkp,nkp->k", a, b)
+    return out

@@ -20,9 +20,10 @@ Grid-stride loops: a kernel is launched with a fixed number of threads and each 
 `i, i + gridsize, i + 2*gridsize, ...`, so one launch shape fits every array size.
 
 Two levels of use:
-1. `kernel_table()`: im2col, col2im, maxpool_forward, maxpool_backward with the host-array
-   signatures of the NumPy table (copy in, run the kernel, copy out), so `layers.py` and its gradient
-   checks run on the cuda backend unchanged.
+1. The backend table (`backend.set_backend("cuda")`): im2col, col2im, maxpool_forward,
+   maxpool_backward and masked_sgd_update with the host-array signatures of the NumPy table (copy
+   in, run the kernel, copy out), so `layers.py` and its gradient checks run on the cuda backend
+   unchanged. `sampled_weight_grad` has no CUDA kernel: the table uses the NumPy reference.
 2. `cuda_train.DeviceTrainer`: parameters, masks, velocities and activations stay on the device for a
    whole run and call the `d_*` launchers below directly; no per-layer round trips.
 """
@@ -31,12 +32,11 @@ from __future__ import annotations
 
 import math
 import os
-from types import SimpleNamespace
 
 import numpy as np
 from numba import cuda, float32
 
-from minifreeze.im2col import check_cols, conv_output_size
+from minifreeze.im2col import check_col2im, conv_output_size, sampled_weight_grad  # noqa: F401
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 """True when kernels run on Numba's CUDA simulator (Python threads, no GPU)."""
@@ -186,7 +186,7 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np
 
 def col2im(cols: np.ndarray, x_shape, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np.ndarray:
     """Same contract as im2col.col2im: (N, C*KH*KW, OH*OW) -> (N, C, H, W)."""
-    oh, ow = check_cols(cols.shape, x_shape, kh, kw, stride, pad)
+    oh, ow = check_col2im(cols, x_shape, kh, kw, stride, pad)
     x = cuda.device_array(tuple(x_shape), dtype=cols.dtype)  # (N, C, H, W)
     d_col2im(cuda.to_device(np.ascontiguousarray(cols)), x, kh, kw, stride, pad, oh, ow)
     return x.copy_to_host()
@@ -213,10 +213,8 @@ def maxpool_backward(dout: np.ndarray, argmax: np.ndarray, x_shape, kh: int, kw:
     return dx.copy_to_host()
 
 
-def kernel_table() -> SimpleNamespace:
-    """The "cuda" backend's table; same names and signatures as the NumPy one."""
-    return SimpleNamespace(name="cuda", im2col=im2col, col2im=col2im,
-                           maxpool_forward=maxpool_forward, maxpool_backward=maxpool_backward)
+# The sampled weight gradient of a sparse mask has no CUDA kernel: the host-array table uses the
+# NumPy reference (DeviceTrainer masks dW on the device instead).
 
 
 # --- tiled matrix multiply ----------------------------------------------------------------------

@@ -1,0 +1,318 @@
+"""Training-step and inference throughput per backend, against PyTorch when it is installed.
+
+    python benchmarks/bench.py                 # the README table (make bench)
+    python benchmarks/bench.py --quick         # LeNet-5 only, fewer steps: a smoke run
+    python benchmarks/bench.py --json          # one JSON object on stdout, for machines
+
+For each model (LeNet-5-Caffe, LeNet-300-100, the small VGG) and each available backend, one
+training step is forward + backward + masked SGD update (momentum 0.9, weight decay 5e-4) on a
+batch of 100 synthetic images; inference is a forward pass in eval mode. "dense" trains every
+weight; "q=0.995" trains 0.5% of the weights (FreezeNet's freezing rate), which is where the sparse
+weight gradients and the masked update pay off. When `torch` is importable the same architectures
+(built from the same layer specs, with the same weights) run in PyTorch in the same process; all
+candidates are timed in interleaved rounds so machine noise hits them alike, and the median round
+is reported with the ratio to PyTorch. PyTorch is never a dependency of minifreeze.
+
+Each figure is images per second. Peak resident memory and the kernel compile time (cold numba
+cache, then warm) are measured in fresh child processes so that one candidate's memory does not
+hide another's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from minifreeze import backend  # noqa: E402
+from minifreeze.models import get_model  # noqa: E402
+
+MODELS = ("lenet5", "lenet300", "vgg")
+Q = 0.995
+LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
+
+
+# --- the minifreeze side ------------------------------------------------------------------------
+
+def init_params(model, seed: int = 0) -> dict[str, np.ndarray]:
+    """He-normal weights, zero biases, float32: enough for timing (the real init is init.py's)."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for k, s in model.param_shapes().items():
+        if k.endswith(".w"):
+            fan_in = int(np.prod(s[1:]))
+            params[k] = (rng.standard_normal(s) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        elif k.endswith(".gamma"):
+            params[k] = np.ones(s, np.float32)
+        else:
+            params[k] = np.zeros(s, np.float32)
+    return params
+
+
+def random_masks(model, params, q: float, seed: int = 0) -> dict[str, np.ndarray]:
+    """Stand-in for FreezeNet's masks, for timing only: exactly round((1 - q) * n) ones, chosen
+    as the global top-k of random scores over all weights (the real masks rank |theta0 * g|;
+    see masks.py). Timing depends only on how many entries per layer are trainable."""
+    rng = np.random.default_rng(seed)
+    names = model.weight_names()
+    scores = {k: rng.random(params[k].shape) for k in names}
+    flat = np.concatenate([scores[k].ravel() for k in names])
+    k_keep = int(round((1 - q) * flat.size))
+    threshold = np.partition(flat, flat.size - k_keep)[flat.size - k_keep]
+    return {k: (scores[k] >= threshold).astype(np.float32) for k in names}
+
+
+def _sgd_numpy(theta, grad, velocity, mask, lr, momentum, weight_decay, nesterov):
+    """The masked SGD contract in NumPy, used when the backend has no fused kernel."""
+    sel = slice(None) if mask is None else mask != 0
+    g = grad[sel] + weight_decay * theta[sel]
+    v = momentum * velocity[sel] + g
+    velocity[sel] = v
+    theta[sel] -= lr * (g + momentum * v if nesterov else v)
+
+
+class MinifreezeRunner:
+    def __init__(self, name, backend_name, masked, batch, seed=0):
+        self.label = f"{backend_name}"
+        self.backend = backend_name
+        self.model = get_model(name) if name != "vgg" else get_model("vgg", input_shape=(3, 32, 32))
+        self.params = init_params(self.model, seed)
+        self.masks = random_masks(self.model, self.params, Q, seed) if masked else None
+        self.velocity = {k: np.zeros_like(v) for k, v in self.params.items()}
+        rng = np.random.default_rng(seed + 1)
+        self.x = rng.standard_normal((batch, *self.model.input_shape)).astype(np.float32)
+        self.y = rng.integers(0, 10, batch)
+
+    def train_steps(self, steps):
+        with backend.use_backend(self.backend) as k:
+            update = getattr(k, "masked_sgd_update", _sgd_numpy)
+            for _ in range(steps):
+                _, grads = self.model.loss_and_grads(self.params, self.x, self.y, masks=self.masks)
+                for key, theta in self.params.items():
+                    m = None if self.masks is None else self.masks.get(key)
+                    update(theta, grads[key], self.velocity[key], m, LR, MOMENTUM, WEIGHT_DECAY,
+                           False)
+
+    def infer_steps(self, steps):
+        with backend.use_backend(self.backend):
+            for _ in range(steps):
+                self.model.forward(self.params, self.x, train=False)
+
+
+# --- the PyTorch side (only when torch is installed) --------------------------------------------
+
+def torch_or_none():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+class TorchRunner:
+    """The same layer spec as an nn.Sequential with the same weights, trained by torch.optim.SGD."""
+
+    def __init__(self, torch, ref: MinifreezeRunner):
+        nn = torch.nn
+        self.torch = torch
+        self.label = "torch"
+        mods = []
+        for ly in ref.model.layers:
+            a = ly.args
+            if ly.op == "conv":
+                mods.append(nn.Conv2d(a["in"], a["out"], a["k"], a["stride"], a["pad"]))
+            elif ly.op == "linear":
+                mods.append(nn.Linear(a["in"], a["out"]))
+            elif ly.op == "relu":
+                mods.append(nn.ReLU())
+            elif ly.op == "maxpool":
+                mods.append(nn.MaxPool2d(a["size"], a["stride"]))
+            elif ly.op == "flatten":
+                mods.append(nn.Flatten())
+            else:
+                raise ValueError(f"bench: no torch equivalent for {ly.op}")
+        self.net = nn.Sequential(*mods)
+        weighted = [ly for ly in ref.model.layers if ly.op in ("conv", "linear")]
+        mod_w = [m for m in self.net if isinstance(m, (nn.Conv2d, nn.Linear))]
+        self.masks = []
+        with torch.no_grad():
+            for ly, m in zip(weighted, mod_w):
+                m.weight.copy_(torch.from_numpy(ref.params[f"{ly.name}.w"]))
+                m.bias.copy_(torch.from_numpy(ref.params[f"{ly.name}.b"]))
+                if ref.masks is not None:
+                    self.masks.append((m.weight, torch.from_numpy(ref.masks[f"{ly.name}.w"])))
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=LR, momentum=MOMENTUM,
+                                   weight_decay=WEIGHT_DECAY)
+        self.x = torch.from_numpy(ref.x)
+        self.y = torch.from_numpy(ref.y)
+
+    def train_steps(self, steps):
+        torch, F = self.torch, self.torch.nn.functional
+        self.net.train()
+        for _ in range(steps):
+            self.opt.zero_grad(set_to_none=True)
+            F.cross_entropy(self.net(self.x), self.y).backward()
+            for w, m in self.masks:  # the usual way to freeze in PyTorch: zero the gradient
+                w.grad.mul_(m)
+            self.opt.step()
+
+    def infer_steps(self, steps):
+        self.net.eval()
+        with self.torch.no_grad():
+            for _ in range(steps):
+                self.net(self.x)
+
+
+# --- timing -------------------------------------------------------------------------------------
+
+def interleaved(runners, what, steps, rounds, batch):
+    """Median images/s of each runner over `rounds` interleaved rounds of `steps` steps."""
+    for r in runners:  # warm-up: compile, allocate, fill caches
+        getattr(r, what)(1)
+    times = [[] for _ in runners]
+    for _ in range(rounds):
+        for i, r in enumerate(runners):
+            t0 = time.perf_counter()
+            getattr(r, what)(steps)
+            times[i].append(time.perf_counter() - t0)
+    return [batch * steps / statistics.median(t) for t in times]
+
+
+def child_measure(args_list, env=None):
+    """Run this script in a fresh process in --child mode; return its JSON answer."""
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), *args_list], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def child_main(ns):
+    """--child memory MODEL BACKEND | --child compile: one measurement in this fresh process."""
+    t0 = time.perf_counter()
+    if ns.child[0] == "compile":
+        # One float32 training step of every model touches every kernel the training uses.
+        for name in MODELS:
+            for masked in (False, True):
+                MinifreezeRunner(name, "numba", masked, 4).train_steps(1)
+        print(json.dumps({"seconds": time.perf_counter() - t0}))
+        return
+    _, name, be = ns.child
+    r = MinifreezeRunner(name, be, False, ns.batch)
+    r.train_steps(3)
+    print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process. VmHWM, not ru_maxrss: Linux carries ru_maxrss over
+    from the parent across fork + exec, so a child of a big parent would report the parent's."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", choices=MODELS, default=None)
+    p.add_argument("--backends", nargs="+", default=None,
+                   help="minifreeze backends (default: every available one)")
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--steps", type=int, default=None, help="steps per timed round")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (median taken)")
+    p.add_argument("--quick", action="store_true", help="LeNet-5 only, few steps")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    ns = p.parse_args(argv)
+    if ns.child:
+        return child_main(ns)
+    models = ns.models or (("lenet5",) if ns.quick else MODELS)
+    steps = ns.steps or (5 if ns.quick else 20)
+    rounds = ns.rounds or (3 if ns.quick else 7)
+    avail = backend.available_backends()
+    backends = ns.backends or [b for b, why in avail.items() if why is None]
+    for b in backends:
+        backend.set_backend(b)  # raises with the reason when unavailable
+    torch = None if ns.no_torch else torch_or_none()
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if ns.json else print
+
+    rows = []
+    for name in models:
+        for regime, masked in (("dense", False), (f"q={Q}", True)):
+            runners = [MinifreezeRunner(name, b, masked, ns.batch) for b in backends]
+            if torch is not None:
+                runners.append(TorchRunner(torch, runners[0]))
+            train = interleaved(runners, "train_steps", steps, rounds, ns.batch)
+            infer = interleaved(runners, "infer_steps", steps, rounds, ns.batch) \
+                if not masked else [None] * len(runners)  # masks do not change inference
+            for r, tr, inf in zip(runners, train, infer):
+                rows.append({"model": name, "regime": regime, "impl": r.label,
+                             "train_img_s": round(tr, 1),
+                             "infer_img_s": None if inf is None else round(inf, 1)})
+            log(f"{name:9s} {regime:8s} " + "  ".join(
+                f"{r.label}: train {tr:8.0f}" + ("" if inf is None else f" infer {inf:8.0f}")
+                for r, tr, inf in zip(runners, train, infer)))
+
+    def get(model, regime, impl, key="train_img_s"):
+        return next((r[key] for r in rows if (r["model"], r["regime"], r["impl"]) ==
+                     (model, regime, impl)), None)
+
+    for r in rows:
+        t = get(r["model"], r["regime"], "torch")
+        r["train_vs_torch"] = round(r["train_img_s"] / t, 2) if t else None
+        d = get(r["model"], "dense", r["impl"])
+        r["train_vs_own_dense"] = round(r["train_img_s"] / d, 2) if d else None
+
+    extra = {"peak_rss_mb": {}, "compile_s": None}
+    for name in models:
+        for b in backends:
+            extra["peak_rss_mb"][f"{name}/{b}"] = round(
+                child_measure(["--child", "memory", name, b, "--batch", str(ns.batch)])
+                ["peak_rss_mb"], 1)
+    if "numba" in backends:
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+            cold = child_measure(["--child", "compile"], env)["seconds"]
+            warm = child_measure(["--child", "compile"], env)["seconds"]
+        extra["compile_s"] = {"cold_cache": round(cold, 2), "warm_cache": round(warm, 2)}
+
+    report = {"batch": ns.batch, "steps": steps, "rounds": rounds, "q": Q,
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "numpy": np.__version__,
+                          "torch": None if torch is None else torch.__version__},
+              "rows": rows, **extra}
+    if ns.json:
+        print(json.dumps(report, indent=2))
+        return
+    print()
+    print(f"images/s, batch {ns.batch}, median of {rounds} interleaved rounds of {steps} steps")
+    print(f"{'model':9s} {'regime':8s} {'impl':6s} {'train':>8s} {'infer':>8s} "
+          f"{'vs torch':>9s} {'vs dense':>9s}")
+    for r in rows:
+        f = lambda v, s="": "-" if v is None else f"{v:.2f}{s}"  # noqa: E731
+        print(f"{r['model']:9s} {r['regime']:8s} {r['impl']:6s} {r['train_img_s']:8.0f} "
+              f"{'-' if r['infer_img_s'] is None else format(r['infer_img_s'], '8.0f'):>8s} "
+              f"{f(r['train_vs_torch'], 'x'):>9s} {f(r['train_vs_own_dense'], 'x'):>9s}")
+    print("peak RSS training (fresh process, MB):",
+          ", ".join(f"{k} {v}" for k, v in extra["peak_rss_mb"].items()))
+    if extra["compile_s"]:
+        print(f"numba kernels, all models: {extra['compile_s']['cold_cache']} s with a cold "
+              f"cache, {extra['compile_s']['warm_cache']} s with a warm one")
+
+
+if __name__ == "__main__":
+    main()

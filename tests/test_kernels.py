@@ -1,0 +1,221 @@
+"""Every available backend against the NumPy reference, the sparse weight gradient against the
+masked dense one, and the fused masked SGD update against its contract.
+
+Shapes are small and drawn by hypothesis; the numba kernels compile once per process (per dtype)
+and load from the on-disk cache after that, so the examples cost microseconds each.
+"""
+
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minifreeze import backend
+from minifreeze import layers as L
+from minifreeze.gradcheck import numerical_gradient_array
+from tests.gradutil import assert_grad_close
+from tests.strategies import conv_cases, distinct_values, pool_cases, rng_from, seeds
+
+OTHERS = [b for b, why in backend.available_backends().items() if why is None and b != "numpy"]
+dtypes = st.sampled_from([np.float32, np.float64])
+pytestmark = pytest.mark.skipif(not OTHERS, reason="no backend besides numpy is available")
+
+
+def tol(dtype):
+    return dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
+def both(name, *args):
+    """Run kernel `name` under numpy and under every other backend: (reference, [others])."""
+    with backend.use_backend("numpy") as k:
+        want = getattr(k, name)(*args)
+    got = []
+    for b in OTHERS:
+        with backend.use_backend(b) as k:
+            got.append(getattr(k, name)(*args))
+    return want, got
+
+
+@given(case=conv_cases(max_n=3, max_c=4, max_k=5, max_out=5), dtype=dtypes, seed=seeds)
+def test_im2col_and_col2im_equal_the_reference(case, dtype, seed):
+    rng = rng_from(seed)
+    x = rng.standard_normal(case.x_shape).astype(dtype)
+    args = (case.kh, case.kw, case.stride, case.pad)
+    want, got = both("im2col", x, *args)
+    for g in got:
+        assert g.dtype == dtype
+        np.testing.assert_array_equal(g, want)  # a copy: bit for bit
+    y = rng.standard_normal(want.shape).astype(dtype)
+    want, got = both("col2im", y, case.x_shape, *args)
+    for g in got:
+        assert g.dtype == dtype
+        np.testing.assert_allclose(g, want, **tol(dtype))
+
+
+@given(case=conv_cases(max_n=3, max_c=4, max_k=5, max_out=5), seed=seeds)
+def test_col2im_is_the_adjoint_of_im2col_on_every_backend(case, seed):
+    rng = rng_from(seed)
+    x = rng.standard_normal(case.x_shape)
+    args = (case.kh, case.kw, case.stride, case.pad)
+    for b in OTHERS:
+        with backend.use_backend(b) as k:
+            cols = k.im2col(x, *args)
+            y = rng.standard_normal(cols.shape)
+            np.testing.assert_allclose(np.vdot(cols, y), np.vdot(x, k.col2im(y, x.shape, *args)),
+                                       rtol=1e-10, atol=1e-10)
+
+
+@given(case=pool_cases(), dtype=dtypes, seed=seeds, ties=st.booleans())
+def test_maxpool_equals_the_reference(case, dtype, seed, ties):
+    shape, size, stride = case
+    rng = rng_from(seed)
+    # With ties (a coarse grid of values) both must pick the first maximum of the window.
+    x = (rng.integers(0, 3, shape) if ties else rng.standard_normal(shape)).astype(dtype)
+    (out, arg), got = both("maxpool_forward", x, size, size, stride)
+    for o, a in got:
+        np.testing.assert_array_equal(o, out)
+        np.testing.assert_array_equal(a, arg)
+        assert o.dtype == dtype and a.dtype == np.int32
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    want, got = both("maxpool_backward", dout, arg, shape, size, size, stride)
+    for g in got:
+        np.testing.assert_allclose(g, want, **tol(dtype))
+
+
+@given(case=conv_cases(), seed=seeds)
+def test_conv_and_pool_gradients_on_every_backend(case, seed):
+    rng = rng_from(seed)
+    x, w, b = (rng.standard_normal(case.x_shape), rng.standard_normal(case.w_shape),
+               rng.standard_normal(case.f))
+    s, p = case.stride, case.pad
+    for name in OTHERS:
+        with backend.use_backend(name):
+            out, cache = L.conv_forward(x, w, b, s, p)
+            dout = rng.standard_normal(out.shape)
+            dx, dw, db = L.conv_backward(dout, cache)
+            f = lambda xv, wv: L.conv_forward(xv, wv, b, s, p)[0]  # noqa: E731
+            assert_grad_close(dx, numerical_gradient_array(lambda v: f(v, w), x, dout), what=name)
+            assert_grad_close(dw, numerical_gradient_array(lambda v: f(x, v), w, dout), what=name)
+            xp = distinct_values(rng, (case.n, case.c, 4, 4))
+            pout, pcache = L.maxpool_forward(xp, 2, 2)
+            pd = rng.standard_normal(pout.shape)
+            num = numerical_gradient_array(lambda v: L.maxpool_forward(v, 2, 2)[0], xp, pd)
+            assert_grad_close(L.maxpool_backward(pd, pcache), num, what=name)
+
+
+# --- sparse weight gradients --------------------------------------------------------------------
+
+@contextlib.contextmanager
+def always_sparse():
+    """Take the sparse weight-gradient path whatever the mask's density."""
+    saved, L.SPARSE_DW_DENSITY = L.SPARSE_DW_DENSITY, 1.1
+    try:
+        yield
+    finally:
+        L.SPARSE_DW_DENSITY = saved
+
+
+def sparse_mask(rng, shape, dtype, nnz_max=3):
+    """A mask with 0..nnz_max ones: below any sensible sparse-gradient threshold."""
+    m = np.zeros(int(np.prod(shape)), dtype)
+    m[rng.choice(m.size, min(m.size, int(rng.integers(0, nnz_max + 1))), replace=False)] = 1
+    return m.reshape(shape)
+
+
+@given(case=conv_cases(max_f=4), dtype=dtypes, seed=seeds,
+       be=st.sampled_from(["numpy", *OTHERS]))
+def test_sparse_conv_weight_gradient_equals_masked_dense(case, dtype, seed, be):
+    rng = rng_from(seed)
+    x, w, b = (rng.standard_normal(case.x_shape).astype(dtype),
+               rng.standard_normal(case.w_shape).astype(dtype), np.zeros(case.f, dtype))
+    m = sparse_mask(rng, w.shape, dtype)
+    with backend.use_backend(be):
+        out, cache = L.conv_forward(x, w, b, case.stride, case.pad)
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        _, dense, _ = L.conv_backward(dout, cache)
+        with always_sparse():
+            _, sparse, _ = L.conv_backward(dout, cache, w_mask=m)
+    assert sparse.shape == w.shape and sparse.dtype == dtype
+    np.testing.assert_allclose(sparse, dense * m, **tol(dtype))
+    assert np.all(sparse[m == 0] == 0)
+
+
+@given(n=st.integers(1, 5), d=st.integers(1, 7), k=st.integers(1, 6), dtype=dtypes, seed=seeds,
+       be=st.sampled_from(["numpy", *OTHERS]))
+def test_sparse_linear_weight_gradient_equals_masked_dense(n, d, k, dtype, seed, be):
+    rng = rng_from(seed)
+    x, w = rng.standard_normal((n, d)).astype(dtype), rng.standard_normal((k, d)).astype(dtype)
+    dout = rng.standard_normal((n, k)).astype(dtype)
+    m = sparse_mask(rng, w.shape, dtype)
+    with backend.use_backend(be):
+        _, cache = L.linear_forward(x, w, np.zeros(k, dtype))
+        _, dense, _ = L.linear_backward(dout, cache)
+        with always_sparse():
+            _, sparse, _ = L.linear_backward(dout, cache, w_mask=m)
+    np.testing.assert_allclose(sparse, dense * m, **tol(dtype))
+
+
+def test_mask_indices_are_computed_once_per_mask():
+    m = np.zeros((4, 5), np.float32)
+    m[1, 2] = m[3, 0] = 1
+    first = L.mask_nonzeros(m)
+    assert L.mask_nonzeros(m) is first  # the same tuple: no second np.nonzero
+    np.testing.assert_array_equal(first[2], [7, 15])
+    assert first[3] == pytest.approx(2 / 20)
+    key = id(m)
+    del m  # the cache entry goes with its mask
+    assert key not in L._nonzeros
+
+
+def test_dense_masks_take_the_dense_path(monkeypatch):
+    calls = []
+    monkeypatch.setattr(L, "_sparse_dw", lambda *a: calls.append(a) or None)
+    x, w = np.ones((2, 3)), np.ones((4, 3))
+    _, cache = L.linear_forward(x, w, np.zeros(4))
+    _, dw, _ = L.linear_backward(np.ones((2, 4)), cache, w_mask=np.ones((4, 3)))
+    assert len(calls) == 1 and np.all(dw == 2)
+
+
+# --- the fused masked SGD update ----------------------------------------------------------------
+
+def sgd_reference(theta, grad, velocity, mask, lr, momentum, weight_decay, nesterov):
+    """The masked SGD contract, written out plainly (optim.py holds the library's NumPy one)."""
+    sel = np.ones(theta.shape, bool) if mask is None else mask != 0
+    g = grad[sel] + weight_decay * theta[sel]
+    v = momentum * velocity[sel] + g
+    velocity[sel] = v
+    theta[sel] -= lr * (g + momentum * v if nesterov else v)
+
+
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4), dtype=dtypes, seed=seeds,
+       masked=st.booleans(), nesterov=st.booleans(),
+       momentum=st.sampled_from([0.0, 0.9]), weight_decay=st.sampled_from([0.0, 5e-4]))
+def test_masked_sgd_update_follows_the_contract(shape, dtype, seed, masked, nesterov, momentum,
+                                                weight_decay):
+    rng = rng_from(seed)
+    theta, grad, vel = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
+    mask = (rng.random(shape) < 0.3).astype(dtype) if masked else None
+    want_t, want_v = theta.copy(), vel.copy()
+    sgd_reference(want_t, grad, want_v, mask, 0.1, momentum, weight_decay, nesterov)
+    for b in OTHERS:
+        got_t, got_v = theta.copy(), vel.copy()
+        with backend.use_backend(b) as k:
+            k.masked_sgd_update(got_t, grad, got_v, mask, 0.1, momentum, weight_decay, nesterov)
+        assert got_t.dtype == dtype and got_v.dtype == dtype
+        np.testing.assert_allclose(got_t, want_t, **tol(dtype))
+        np.testing.assert_allclose(got_v, want_v, **tol(dtype))
+        if mask is not None:  # frozen entries: bit for bit untouched
+            frozen = mask == 0
+            assert np.array_equal(got_t[frozen].view(np.uint8), theta[frozen].view(np.uint8))
+            assert np.array_equal(got_v[frozen].view(np.uint8), vel[frozen].view(np.uint8))
+
+
+def test_masked_sgd_update_rejects_bad_shapes():
+    t = np.zeros(3, np.float32)
+    for b in OTHERS:
+        with backend.use_backend(b) as k:
+            with pytest.raises(ValueError, match=r"expected grad of shape \(3,\), got \(4,\)"):
+                k.masked_sgd_update(t, np.zeros(4, np.float32), np.zeros(3, np.float32), None,
+                                    0.1, 0.9, 0.0, False)
