@@ -35,12 +35,14 @@ class BackendUnavailable(RuntimeError):
 
 def _load_numpy() -> SimpleNamespace:
     from minifreeze import im2col as ref
+    from minifreeze import optim
     return SimpleNamespace(
         name="numpy",
         im2col=ref.im2col,
         col2im=ref.col2im,
         maxpool_forward=ref.maxpool_forward,
         maxpool_backward=ref.maxpool_backward,
+        masked_sgd_update=optim.masked_sgd_update,
     )
 
 
@@ -105,5 +107,6 @@ def use_backend(name: str) -> Iterator[SimpleNamespace]:
 
 
 def kernels() -> SimpleNamespace:
-    """The kernel table of the active backend: im2col, col2im, maxpool_forward, maxpool_backward."""
+    """The kernel table of the active backend: im2col, col2im, maxpool_forward, maxpool_backward,
+    masked_sgd_update."""
     return _load(get_backend())
