@@ -335,10 +335,10 @@ def add_pipeline_commands(sub) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is a CLIError: one line on stderr, no usage dump."""
+    """argparse, but a usage error is one line on stderr (no usage dump), exit status 2."""
 
     def error(self, message):
-        raise CLIError(f"{self.prog}: {message}")
+        self.exit(2, f"minifreeze: error: {self.prog}: {message}\n")
 
 
 def make_parser() -> argparse.ArgumentParser:

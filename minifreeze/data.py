@@ -16,6 +16,7 @@ is unpickled.
 Fashion-MNIST and CIFAR-10 are fetched with pooch (pinned checksums) only when `download=True`;
 without it a missing file is an error that says how to get it. Pixels are scaled to [0, 1] and
 standardised with the training set's per-channel mean and standard deviation (constants below).
+Notebook `06_pipeline` uses this file.
 """
 
 from __future__ import annotations
@@ -198,7 +199,10 @@ def load_cifar10(root=None, *, download: bool = False,
                             f"CIFAR-10, 170 MB)")
         archive = _fetch(CIFAR10_URL, "md5:" + CIFAR10_MD5, folder, "cifar-10-python.tar.gz")
         with tarfile.open(archive) as tar:
-            tar.extractall(folder, filter="data")
+            try:
+                tar.extractall(folder, filter="data")  # refuses links and paths outside folder
+            except TypeError:  # Python before 3.10.12 has no filter argument
+                tar.extractall(folder)
     parts = {b: read_cifar_batch(batches / b, sums.get(b)) for b in CIFAR10_BATCHES}
     x_train = np.concatenate([parts[b][0] for b in CIFAR10_BATCHES[:5]])
     y_train = np.concatenate([parts[b][1] for b in CIFAR10_BATCHES[:5]])

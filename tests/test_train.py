@@ -101,7 +101,11 @@ def test_cli_train_evaluate_inspect(tmp_path, capsys):
     (["evaluate", "missing.mfz"], "missing.mfz: file not found"),
 ])
 def test_cli_errors_are_one_line(capsys, argv, message):
-    assert main(argv) == 2
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse's own errors exit from parse_args
+        status = exc.code
+    assert status == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
