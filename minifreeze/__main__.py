@@ -143,6 +143,7 @@ def cmd_train(args) -> int:
         scope=args.scope, include_biases=args.score_biases, init=args.init, seed=args.seed,
         epochs=1, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
         nesterov=args.nesterov, weight_decay=args.weight_decay, schedule=args.schedule,
+        warmup_steps=args.warmup_steps,
         saliency_batch=args.saliency_batch, model_kwargs=model_kwargs)
     config = _library_call(config.resolved)
     t0 = time.perf_counter()
@@ -303,6 +304,8 @@ def add_pipeline_commands(sub) -> None:
     p.add_argument("--nesterov", action="store_true")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--schedule", choices=optim.SCHEDULES, default="cosine")
+    p.add_argument("--warmup-steps", type=int, default=200,
+                   help="linear learning-rate warm-up over the first N steps (0: none)")
     p.add_argument("--saliency-batch", type=int, default=100,
                    help="training images in the one saliency batch")
     p.add_argument("--dataset", choices=data.DATASETS, default="mnist")

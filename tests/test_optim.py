@@ -75,3 +75,10 @@ def test_schedules():
     assert s(29) == 0.1 and s(30) == pytest.approx(0.01)
     with pytest.raises(ValueError, match="unknown schedule 'linear'"):
         optim.make_schedule("linear", 0.1, 10)
+
+
+def test_warmup_ramps_linearly_then_hands_over():
+    s = optim.make_schedule("cosine", 0.1, 100, warmup=10)
+    assert s(0) == pytest.approx(0.01) and s(4) == pytest.approx(0.05 * optim.cosine_lr(4, 100, 1))
+    assert s(10) == optim.cosine_lr(10, 100, 0.1)
+    assert optim.make_schedule("constant", 0.1, 100)(0) == 0.1
