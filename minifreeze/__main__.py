@@ -249,12 +249,14 @@ def cmd_report(args) -> int:
     _write_json(root / "results.json", {"runs": summary,
                                         "history": {r["method"]: r["history"] for r in runs}})
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in runs:
         ax.plot([h["epoch"] for h in r["history"]], [100 * h["test_accuracy"] for h in r["history"]],
                 marker="o", label=f"{r['method']} (rate {r['rate']})")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{runs[0]['model']} on {runs[0]['dataset']}")

@@ -49,8 +49,9 @@ SNIP take the larger rate."""
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; `params` holds the last parameters with a finite loss."""
 
-    def __init__(self, epoch: int, step: int, loss: float, params, history):
-        super().__init__(f"loss is {loss} at epoch {epoch}, step {step}: training diverged "
+    def __init__(self, epoch: int, step: int, loss: float, params, history, why: str = ""):
+        what = why or f"loss is {loss}"
+        super().__init__(f"{what} at epoch {epoch}, step {step}: training diverged "
                          f"(try a smaller learning rate)")
         self.epoch, self.step, self.params, self.history = epoch, step, params, history
 
@@ -207,7 +208,11 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
                     raise TrainingDiverged(epoch, step + 1, float(loss), last_good, history)
                 grads = model.backward(dlogits, caches, masks=masks)
                 last_good = {k: v.copy() for k, v in params.items()}  # before this update
-                opt.step(params, grads, masks, lr_at(t))
+                with np.errstate(over="ignore", invalid="ignore"):
+                    opt.step(params, grads, masks, lr_at(t))
+                if not all(np.isfinite(v).all() for v in params.values()):
+                    raise TrainingDiverged(epoch, step + 1, float(loss), last_good, history,
+                                           "the update made a parameter NaN or infinite")
                 t += 1
                 loss_sum += float(loss) * len(idx)
                 correct += int((logits.argmax(axis=1) == data.y_train[idx]).sum())

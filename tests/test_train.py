@@ -55,10 +55,11 @@ def test_same_mask_frozen_or_pruned_is_one_field_away(small):
 
 
 def test_divergence_names_epoch_and_step_and_keeps_last_good(small):
-    config = TrainConfig(model="lenet300", method="dense", epochs=1, lr=1e6, seed=0)
+    config = TrainConfig(model="lenet300", method="dense", epochs=1, lr=1e6, seed=0,
+                         warmup_steps=0)
     with pytest.raises(TrainingDiverged, match=r"at epoch 1, step \d+") as info:
         train(config, small, progress=False)
-    assert info.value.step >= 2
+    assert info.value.step >= 1
     assert all(np.isfinite(v).all() for v in info.value.params.values())
 
 
