@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-cuda-sim notebooks clean
+.PHONY: install test test-cuda-sim notebooks mnist clean
 
 install: $(STAMP)
 
@@ -31,6 +31,22 @@ test-cuda-sim: install
 notebooks: install
 	MINIFREEZE_FAST=$(if $(FULL),0,1) MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider \
 		--nbmake --nbmake-timeout=600 notebooks/
+
+# LeNet-5-Caffe on the committed MNIST: dense, FreezeNet and SNIP at q = 0.995, each given
+# MNIST_BUDGET seconds; `train --epochs auto` times a few steps and fits the epochs to the budget.
+# Pass MNIST_EPOCHS=N to fix the epochs instead. Writes runs/mnist/{dense,freezenet,snip}/,
+# runs/mnist/results.json and runs/mnist/accuracy.png, and prints the table.
+MNIST_BUDGET ?= 180
+MNIST_EPOCHS ?= auto
+MNIST_RATE   ?= 0.995
+MNIST_SEED   ?= 0
+MNIST_EPOCH_ARGS = --epochs $(MNIST_EPOCHS) $(if $(filter auto,$(MNIST_EPOCHS)),--budget $(MNIST_BUDGET))
+
+mnist: install
+	$(BIN)/python -m minifreeze train --model lenet5 --method dense $(MNIST_EPOCH_ARGS) --seed $(MNIST_SEED) --out runs/mnist/dense
+	$(BIN)/python -m minifreeze train --model lenet5 --method freezenet --rate $(MNIST_RATE) $(MNIST_EPOCH_ARGS) --seed $(MNIST_SEED) --out runs/mnist/freezenet
+	$(BIN)/python -m minifreeze train --model lenet5 --method snip --rate $(MNIST_RATE) $(MNIST_EPOCH_ARGS) --seed $(MNIST_SEED) --out runs/mnist/snip
+	$(BIN)/python -m minifreeze report runs/mnist
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis runs

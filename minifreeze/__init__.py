@@ -7,8 +7,17 @@ Modules, one concept each:
     losses     numerically stable softmax cross-entropy
     models     LeNet-300-100, LeNet-5-Caffe and a small VGG as layer specs over a params dict
     gradcheck  finite-difference and complex-step gradients, relative error
+    init       seed-based initialisation: theta0 regenerated bit for bit from one 32-bit seed
+    saliency   scores from one batch: grad (FreezeNet), snip, magnitude, random
+    masks      the vocabulary (m, density, rate q, compression), top-k masks, freeze or prune
+    optim      masked SGD: only m == 1 entries move; cosine and step schedules
+    storage    the .mfz file: masks, trained values, seed; atomic writes, checksums
+    data       verified MNIST / Fashion-MNIST / CIFAR-10 loading, validation split
+    train      the pipeline: prepare, train_steps, train, evaluate, plan_epochs
     kernels_cuda  optional numba.cuda kernels (imported only by the cuda backend)
     cuda_train    DeviceTrainer: a whole training run kept on the GPU
+
+The pipeline in one call: `minifreeze.train.train(TrainConfig(...), load_dataset("mnist"))`.
 """
 
 __version__ = "0.1.0"

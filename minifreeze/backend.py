@@ -37,17 +37,21 @@ class BackendUnavailable(RuntimeError):
     """The requested backend cannot run here; the message says why and how to enable it."""
 
 
-KERNELS = ("im2col", "col2im", "maxpool_forward", "maxpool_backward", "sampled_weight_grad")
-"""The kernels every backend's table holds (training-only ones such as masked_sgd_update aside)."""
+KERNELS = ("im2col", "col2im", "maxpool_forward", "maxpool_backward", "sampled_weight_grad",
+           "masked_sgd_update")
+"""The kernels every backend's table holds, with the same signatures as the NumPy reference."""
 
 
-def _table(name: str, module, extra: tuple[str, ...] = ()) -> SimpleNamespace:
-    return SimpleNamespace(name=name, **{k: getattr(module, k) for k in KERNELS + extra})
+def _table(name: str, *modules) -> SimpleNamespace:
+    """A backend's table: each kernel from the first of `modules` that defines it."""
+    return SimpleNamespace(name=name, **{
+        k: getattr(next(m for m in modules if hasattr(m, k)), k) for k in KERNELS})
 
 
 def _load_numpy() -> SimpleNamespace:
     from minifreeze import im2col as ref
-    return _table("numpy", ref)
+    from minifreeze import optim
+    return _table("numpy", ref, optim)
 
 
 _loaders["numpy"] = _load_numpy
@@ -59,7 +63,7 @@ def _load_numba() -> SimpleNamespace:
     except ImportError as err:
         raise BackendUnavailable(f"numba is not importable ({err}); pip install numba") from None
     from minifreeze import kernels_numba as nb
-    return _table("numba", nb, ("masked_sgd_update",))
+    return _table("numba", nb)
 
 
 _loaders["numba"] = _load_numba
@@ -77,7 +81,7 @@ def _load_cuda() -> SimpleNamespace:
     reason = kernels_cuda.unavailable_reason()
     if reason is not None:
         raise BackendUnavailable(f"cuda: {reason}")
-    return _table("cuda", kernels_cuda, ("masked_sgd_update",))
+    return _table("cuda", kernels_cuda)
 
 
 _loaders["cuda"] = _load_cuda
@@ -145,5 +149,5 @@ def use_backend(name: str) -> Iterator[SimpleNamespace]:
 
 def kernels() -> SimpleNamespace:
     """The kernel table of the active backend: im2col, col2im, maxpool_forward, maxpool_backward,
-    sampled_weight_grad (and masked_sgd_update, the fused optimiser step)."""
+    sampled_weight_grad and masked_sgd_update (the fused optimiser step)."""
     return _load(get_backend())

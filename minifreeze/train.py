@@ -1,0 +1,277 @@
+"""The FreezeNet pipeline, end to end: init, saliency, mask, freeze or prune, masked SGD, evaluate.
+
+    config = TrainConfig(model="lenet5", method="freezenet", rate=0.995, epochs=5, seed=0)
+    result = train(config, load_dataset("mnist"))       # result.history, result.params, ...
+    storage.save("model.mfz", result.checkpoint())
+
+Methods are a saliency score plus a mode, so "the same mask, pruned or frozen" is one field away:
+
+    dense       no mask, every parameter trains
+    freezenet   score grad (|g|),         mode freeze (m == 0 held at theta0)
+    snip        score snip (|theta * g|), mode prune  (m == 0 set to 0 and held)
+
+`score` and `mode` override the method's pair (e.g. method freezenet with mode prune). The steps
+are public functions a notebook can call one by one: `prepare` (theta0, scores, masks, starting
+params), `train_steps` (the loop), `evaluate`, and `plan_epochs`, which times a few steps and picks
+the number of epochs that fits a time budget, so the cosine schedule knows its length up front.
+
+The loop shuffles with a seeded generator, passes the same masks dict to every backward pass,
+evaluates on the test set (and the validation split, if any) after every epoch and returns a
+history. A NaN or infinite loss raises `TrainingDiverged` naming the epoch and step; the exception
+carries the last parameters whose loss was finite. Notebook `06_pipeline` walks through this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from minifreeze import init, masks as M, models, saliency as S, storage
+from minifreeze.data import Dataset
+from minifreeze.losses import softmax_cross_entropy
+from minifreeze.optim import SCHEDULES, MaskedSGD, make_schedule
+
+METHODS = {"dense": (None, None), "freezenet": ("grad", "freeze"), "snip": ("snip", "prune")}
+"""method -> (saliency score, mode)."""
+
+DEFAULT_LR = {"dense": 0.03, "freezenet": 0.1, "snip": 0.1}
+"""Peak learning rates for batch 100 with momentum 0.9 and standardised inputs, after a 200-step
+linear warm-up. Without warm-up, dense LeNet-5-Caffe (no ReLU after its convolutions) diverges at
+lr 0.1 within 20 steps and at 0.05 within 50; with 0.5% of the weights trainable, FreezeNet and
+SNIP take the larger rate."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; `params` holds the last parameters with a finite loss."""
+
+    def __init__(self, epoch: int, step: int, loss: float, params, history, why: str = ""):
+        what = why or f"loss is {loss}"
+        super().__init__(f"{what} at epoch {epoch}, step {step}: training diverged "
+                         f"(try a smaller learning rate)")
+        self.epoch, self.step, self.params, self.history = epoch, step, params, history
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a run; stored in metrics.json and (in part) the .mfz header."""
+    model: str = "lenet5"
+    method: str = "freezenet"
+    rate: float = 0.995
+    score: str | None = None
+    mode: str | None = None
+    scope: str = "global"
+    include_biases: bool = False
+    init: str = "xavier"
+    seed: int = 0
+    epochs: int = 5
+    batch_size: int = 100
+    lr: float | None = None
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 200
+    saliency_batch: int = 100
+    eval_batch: int = 1000
+    model_kwargs: dict = field(default_factory=dict)
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with score, mode and lr filled in from the method, checked."""
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; expected one of "
+                             f"{', '.join(METHODS)}")
+        score, mode = METHODS[self.method]
+        c = dataclasses.replace(self, score=self.score or score, mode=self.mode or mode,
+                                lr=DEFAULT_LR[self.method] if self.lr is None else self.lr)
+        if c.method == "dense":
+            c.rate, c.score, c.mode = 0.0, None, "freeze"
+        else:
+            M.check_rate(c.rate)
+            if c.score not in S.SCORES:
+                raise ValueError(f"unknown saliency score {c.score!r}; expected one of "
+                                 f"{', '.join(S.SCORES)}")
+            if c.mode not in M.MODES:
+                raise ValueError(f"unknown mode {c.mode!r}; expected one of {', '.join(M.MODES)}")
+        init.check_seed(c.seed)
+        if c.init not in init.SCHEMES:
+            raise ValueError(f"unknown init scheme {c.init!r}; expected one of "
+                             f"{', '.join(init.SCHEMES)}")
+        if c.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {c.schedule!r}; expected one of "
+                             f"{', '.join(SCHEDULES)}")
+        if c.epochs < 1 or c.batch_size < 1 or c.saliency_batch < 1:
+            raise ValueError(f"epochs, batch_size and saliency_batch must be positive, got "
+                             f"{c.epochs}, {c.batch_size}, {c.saliency_batch}")
+        return c
+
+
+@dataclass
+class Setup:
+    """What exists before the first SGD step."""
+    model: models.Model
+    theta0: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray] | None
+    params: dict[str, np.ndarray]
+    buffers: dict[str, np.ndarray]
+    scores: dict[str, np.ndarray] | None = None
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    model: models.Model
+    theta0: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray] | None
+    params: dict[str, np.ndarray]
+    buffers: dict[str, np.ndarray]
+    history: list[dict]
+    seconds: float
+
+    def checkpoint(self) -> storage.Checkpoint:
+        c = self.config
+        return storage.Checkpoint(
+            c.model, self.params, dict(self.masks or {}), self.buffers, c.seed, c.init, c.mode,
+            {"method": c.method, "score": c.score, "rate": c.rate, "scope": c.scope,
+             "include_biases": c.include_biases}, dict(c.model_kwargs))
+
+
+def saliency_batch(data: Dataset, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n training examples drawn without replacement by a generator keyed on (seed, 1)."""
+    idx = np.random.default_rng([seed, 1]).choice(len(data.y_train), size=min(n, len(data.y_train)),
+                                                 replace=False)
+    return data.x_train[idx], data.y_train[idx]
+
+
+def prepare(config: TrainConfig, data: Dataset) -> Setup:
+    """theta0 from the seed, then (unless dense) scores on one batch, masks, frozen/pruned params."""
+    c = config.resolved()
+    model = models.get_model(c.model, **c.model_kwargs)
+    theta0 = init.init_params(model, c.seed, c.init)
+    buffers = model.init_buffers()
+    if c.method == "dense":
+        return Setup(model, theta0, None, M.apply_mode(theta0, None, "freeze"), buffers)
+    x, y = saliency_batch(data, c.saliency_batch, c.seed)
+    scores = S.saliency(model, theta0, x, y, score=c.score, include_biases=c.include_biases,
+                        seed=[c.seed, 3], buffers=buffers)
+    masks = M.select_topk(scores, c.rate, scope=c.scope)
+    return Setup(model, theta0, masks, M.apply_mode(theta0, masks, c.mode), buffers, scores)
+
+
+def evaluate(model: models.Model, params, x: np.ndarray, y: np.ndarray, *, buffers=None,
+             batch_size: int = 1000) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) in eval mode."""
+    logits = model.predict(params, x, buffers=buffers, batch_size=batch_size)  # (N, classes)
+    loss, _ = softmax_cross_entropy(logits.astype(np.float64), y)
+    return float((logits.argmax(axis=1) == y).mean()), float(loss)
+
+
+def _progress(total: int, desc: str, enabled: bool | None):
+    from tqdm.auto import tqdm
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, file=sys.stderr)
+
+
+def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: bool | None = None,
+                on_epoch=None) -> TrainResult:
+    """Masked SGD from setup.params for config.epochs epochs; returns params and history.
+
+    `on_epoch(row)` is called after each epoch's evaluation (a notebook can plot live).
+    """
+    c = config.resolved()
+    model, params, masks, buffers = setup.model, setup.params, setup.masks, setup.buffers
+    n = len(data.y_train)
+    steps_per_epoch = math.ceil(n / c.batch_size)
+    total = c.epochs * steps_per_epoch
+    lr_at = make_schedule(c.schedule, c.lr, total, warmup=c.warmup_steps)
+    opt = MaskedSGD(params, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.nesterov)
+    shuffle = np.random.default_rng([c.seed, 2])
+    history: list[dict] = []
+    t_start, t = time.perf_counter(), 0
+    last_good = {k: v.copy() for k, v in params.items()}
+    for epoch in range(1, c.epochs + 1):
+        t_epoch = time.perf_counter()
+        order = shuffle.permutation(n)  # (n,)
+        loss_sum, correct = 0.0, 0
+        with _progress(steps_per_epoch, f"{c.method} epoch {epoch}/{c.epochs}", progress) as bar:
+            for step in range(steps_per_epoch):
+                idx = order[step * c.batch_size:(step + 1) * c.batch_size]
+                with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+                    logits, caches = model.forward(params, data.x_train[idx], buffers=buffers)
+                    loss, dlogits = softmax_cross_entropy(logits, data.y_train[idx])
+                if not np.isfinite(loss):
+                    raise TrainingDiverged(epoch, step + 1, float(loss), last_good, history)
+                grads = model.backward(dlogits, caches, masks=masks)
+                last_good = {k: v.copy() for k, v in params.items()}  # before this update
+                with np.errstate(over="ignore", invalid="ignore"):
+                    opt.step(params, grads, masks, lr_at(t))
+                if not all(np.isfinite(v).all() for v in params.values()):
+                    raise TrainingDiverged(epoch, step + 1, float(loss), last_good, history,
+                                           "the update made a parameter NaN or infinite")
+                t += 1
+                loss_sum += float(loss) * len(idx)
+                correct += int((logits.argmax(axis=1) == data.y_train[idx]).sum())
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        row = {"epoch": epoch, "lr_end": lr_at(t), "train_loss": loss_sum / n,
+               "train_accuracy": correct / n, "train_seconds": time.perf_counter() - t_epoch}
+        row["test_accuracy"], row["test_loss"] = evaluate(model, params, data.x_test, data.y_test,
+                                                          buffers=buffers, batch_size=c.eval_batch)
+        if data.x_val is not None:
+            row["val_accuracy"], row["val_loss"] = evaluate(model, params, data.x_val, data.y_val,
+                                                            buffers=buffers,
+                                                            batch_size=c.eval_batch)
+        row["seconds"] = time.perf_counter() - t_epoch
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+    return TrainResult(c, model, setup.theta0, masks, params, buffers, history,
+                       time.perf_counter() - t_start)
+
+
+def train(config: TrainConfig, data: Dataset, *, progress: bool | None = None,
+          on_epoch=None) -> TrainResult:
+    """prepare + train_steps: the whole pipeline for one configuration."""
+    t0 = time.perf_counter()
+    setup = prepare(config, data)
+    result = train_steps(config, data, setup, progress=progress, on_epoch=on_epoch)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def plan_epochs(config: TrainConfig, data: Dataset, budget_seconds: float, *,
+                probe_steps: int = 10) -> dict:
+    """Time a few steps and one evaluation, then pick the epochs that fit `budget_seconds`.
+
+    Returns {"epochs", "step_seconds", "epoch_seconds", "eval_seconds"}; at least 1 epoch.
+    The probe trains a throwaway copy, so it changes nothing.
+    """
+    if budget_seconds <= 0:
+        raise ValueError(f"budget: expected a positive number of seconds, got {budget_seconds}")
+    c = dataclasses.replace(config.resolved(), epochs=1)
+    t0 = time.perf_counter()
+    setup = prepare(c, data)
+    setup_seconds = time.perf_counter() - t0
+    model, params = setup.model, setup.params
+    opt = MaskedSGD(params, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.nesterov)
+    x, y = data.x_train[:c.batch_size], data.y_train[:c.batch_size]
+    model.loss_and_grads(params, x, y, masks=setup.masks, buffers=setup.buffers)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(probe_steps):
+        _, grads = model.loss_and_grads(params, x, y, masks=setup.masks, buffers=setup.buffers)
+        opt.step(params, grads, setup.masks, c.lr)
+    step_s = (time.perf_counter() - t0) / probe_steps
+    n_eval = min(len(data.y_test), c.eval_batch)
+    t0 = time.perf_counter()
+    model.predict(params, data.x_test[:n_eval], buffers=setup.buffers, batch_size=c.eval_batch)
+    eval_s = (time.perf_counter() - t0) * (len(data.y_test) + (0 if data.y_val is None
+                                                              else len(data.y_val))) / n_eval
+    epoch_s = math.ceil(len(data.y_train) / c.batch_size) * step_s + eval_s
+    spare = budget_seconds - 2 * setup_seconds - (probe_steps + 1) * step_s
+    return {"epochs": max(1, int(spare // epoch_s)), "step_seconds": step_s,
+            "epoch_seconds": epoch_s, "eval_seconds": eval_s}

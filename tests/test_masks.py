@@ -1,0 +1,94 @@
+"""Masks: exact counts, deterministic ties, per-layer scope, freeze vs prune, compression."""
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from minifreeze import init, masks as M
+from minifreeze.models import get_model
+
+from .strategies import rng_from, seeds
+
+rates = st.floats(0.0, 0.999, allow_nan=False)
+
+
+def _scores(seed, shapes, ties):
+    rng = rng_from(seed)
+    if ties:  # few distinct values: many ties
+        return {f"t{i}.w": rng.integers(0, 3, s).astype(np.float32) for i, s in enumerate(shapes)}
+    return {f"t{i}.w": rng.random(s, dtype=np.float32) for i, s in enumerate(shapes)}
+
+
+shapes = st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6)), min_size=1, max_size=4)
+
+
+@given(seeds, shapes, rates, st.booleans())
+def test_global_topk_keeps_exact_count_and_is_deterministic(seed, shapes, rate, ties):
+    scores = _scores(seed, shapes, ties)
+    m = M.select_topk(scores, rate)
+    n = sum(s.size for s in scores.values())
+    kept = sum(int(v.sum()) for v in m.values())
+    assert kept == M.keep_count(n, rate) and abs(kept - (1 - rate) * n) <= 0.5 + 1e-9
+    assert all(v.dtype == np.float32 and v.shape == scores[k].shape for k, v in m.items())
+    again = M.select_topk({k: v.copy() for k, v in scores.items()}, rate)
+    assert all(np.array_equal(m[k], again[k]) for k in m)
+    # every kept score >= every dropped score
+    flat_s = np.concatenate([s.ravel() for s in scores.values()])
+    flat_m = np.concatenate([v.ravel() for v in m.values()])
+    if 0 < flat_m.sum() < flat_m.size:
+        assert flat_s[flat_m == 1].min() >= flat_s[flat_m == 0].max()
+
+
+@given(seeds, shapes, rates)
+def test_layer_scope_keeps_exact_count_per_tensor(seed, shapes, rate):
+    scores = _scores(seed, shapes, False)
+    m = M.select_topk(scores, rate, scope="layer")
+    for k, v in m.items():
+        assert int(v.sum()) == M.keep_count(v.size, rate)
+
+
+def test_ties_go_to_the_first_positions():
+    m = M.select_topk({"a.w": np.ones(4, np.float32), "b.w": np.ones(4, np.float32)}, 0.5)
+    assert m["a.w"].tolist() == [1, 1, 1, 1] and m["b.w"].tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 2, "x", float("nan")])
+def test_bad_rate_is_a_clear_error(rate):
+    with pytest.raises(ValueError, match=r"rate: expected a number in \[0, 1\)"):
+        M.select_topk({"a.w": np.ones(3)}, rate)
+
+
+def test_nan_scores_are_refused():
+    with pytest.raises(ValueError, match="a.w contain NaN"):
+        M.select_topk({"a.w": np.array([1.0, np.nan])}, 0.5)
+
+
+def test_freeze_keeps_theta0_prune_zeros_the_rest():
+    model = get_model("lenet300")
+    theta0 = init.init_params(model, 3)
+    scores = {k: np.abs(theta0[k]) for k in model.weight_names()}
+    m = M.select_topk(scores, 0.9)
+    frozen = M.apply_mode(theta0, m, "freeze")
+    pruned = M.apply_mode(theta0, m, "prune")
+    for k in theta0:
+        assert np.array_equal(frozen[k], theta0[k]) and frozen[k] is not theta0[k]
+    for k, v in m.items():
+        assert np.array_equal(pruned[k][v == 1], theta0[k][v == 1])
+        assert (pruned[k][v == 0] == 0).all() and not np.signbit(pruned[k][v == 0]).any()
+    with pytest.raises(ValueError, match="unknown mode 'drop'"):
+        M.apply_mode(theta0, m, "drop")
+
+
+def test_lenet5_compression_at_q_0995_is_157_8():
+    model = get_model("lenet5")
+    shapes = model.param_shapes()
+    scores = {k: np.arange(np.prod(shapes[k]), dtype=np.float32).reshape(shapes[k])
+              for k in model.weight_names()}
+    m = M.select_topk(scores, 0.995)
+    # exact decimal arithmetic: round(2152.5) = 2152 (half to even), not float64's 2152.50...02
+    assert M.keep_count(430_500, 0.995) == 2152
+    assert M.count_trained(shapes, m) == 2152 + 580
+    assert round(M.compression(shapes, m), 1) == 157.8
+    rows = M.density_report(model, m)
+    assert [r["name"] for r in rows] == list(shapes)
+    assert all(r["density"] == 1.0 for r in rows if not r["masked"])
