@@ -126,9 +126,8 @@ def _library_call(fn, *args, **kwargs):
     from minifreeze.train import TrainingDiverged
     try:
         return fn(*args, **kwargs)
-    except (DataError, StorageError, TrainingDiverged) as err:
-        raise CLIError(str(err)) from None
-    except ValueError as err:
+    except (DataError, StorageError, TrainingDiverged, ValueError, NotImplementedError,
+            backend.BackendUnavailable) as err:  # NotImplementedError: batch norm on cuda
         raise CLIError(str(err)) from None
 
 

@@ -18,7 +18,10 @@ the number of epochs that fits a time budget, so the cosine schedule knows its l
 The loop shuffles with a seeded generator, passes the same masks dict to every backward pass,
 evaluates on the test set (and the validation split, if any) after every epoch and returns a
 history. A NaN or infinite loss raises `TrainingDiverged` naming the epoch and step; the exception
-carries the last parameters whose loss was finite. Notebook `06_pipeline` walks through this file.
+carries the last parameters whose loss was finite. Under the cuda backend the loop hands each batch
+to `cuda_train.DeviceTrainer`, which keeps parameters, masks, velocities and activations on the GPU;
+only the batch goes in and the loss and correct count come out (and the parameters once per epoch).
+Notebook `06_pipeline` walks through this file.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minifreeze import init, masks as M, models, saliency as S, storage
+from minifreeze import backend, init, masks as M, models, saliency as S, storage
 from minifreeze.data import Dataset
 from minifreeze.losses import softmax_cross_entropy
 from minifreeze.optim import SCHEDULES, MaskedSGD, make_schedule
@@ -163,9 +166,13 @@ def prepare(config: TrainConfig, data: Dataset) -> Setup:
 
 
 def evaluate(model: models.Model, params, x: np.ndarray, y: np.ndarray, *, buffers=None,
-             batch_size: int = 1000) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) in eval mode."""
-    logits = model.predict(params, x, buffers=buffers, batch_size=batch_size)  # (N, classes)
+             batch_size: int = 1000, predict=None) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) in eval mode; `predict(x, batch_size)` overrides the host
+    forward pass (the cuda backend's DeviceTrainer.predict)."""
+    if predict is None:
+        logits = model.predict(params, x, buffers=buffers, batch_size=batch_size)  # (N, classes)
+    else:
+        logits = predict(x, batch_size=batch_size)  # (N, classes)
     loss, _ = softmax_cross_entropy(logits.astype(np.float64), y)
     return float((logits.argmax(axis=1) == y).mean()), float(loss)
 
@@ -175,6 +182,28 @@ def _progress(total: int, desc: str, enabled: bool | None):
     if enabled is None:
         enabled = sys.stderr.isatty()
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, file=sys.stderr)
+
+
+def _host_step(model, params, masks, buffers, opt, x, y, lr, epoch, step, last_good, history):
+    """Forward, backward and masked update on the host; -> (loss, correct in the batch).
+
+    `last_good` is refreshed in place with the parameters before the update, so a divergence
+    reports the last parameters whose loss was finite.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+        logits, caches = model.forward(params, x, buffers=buffers)
+        loss, dlogits = softmax_cross_entropy(logits, y)
+    if not np.isfinite(loss):
+        raise TrainingDiverged(epoch, step + 1, float(loss), last_good, history)
+    grads = model.backward(dlogits, caches, masks=masks)
+    for k, v in params.items():
+        np.copyto(last_good[k], v)  # before this update
+    with np.errstate(over="ignore", invalid="ignore"):
+        opt.step(params, grads, masks, lr)
+    if not all(np.isfinite(v).all() for v in params.values()):
+        raise TrainingDiverged(epoch, step + 1, float(loss), last_good, history,
+                               "the update made a parameter NaN or infinite")
+    return float(loss), int((logits.argmax(axis=1) == y).sum())
 
 
 def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: bool | None = None,
@@ -189,7 +218,16 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
     steps_per_epoch = math.ceil(n / c.batch_size)
     total = c.epochs * steps_per_epoch
     lr_at = make_schedule(c.schedule, c.lr, total, warmup=c.warmup_steps)
-    opt = MaskedSGD(params, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.nesterov)
+    on_device = backend.get_backend() == "cuda"
+    if on_device:  # parameters, masks, velocities and activations stay on the GPU all run
+        from minifreeze.cuda_train import DeviceTrainer
+        trainer = DeviceTrainer(model, params, masks, lr=c.lr, momentum=c.momentum,
+                                weight_decay=c.weight_decay, nesterov=c.nesterov)
+        predict = trainer.predict
+    else:
+        opt = MaskedSGD(params, momentum=c.momentum, weight_decay=c.weight_decay,
+                        nesterov=c.nesterov)
+        predict = None
     shuffle = np.random.default_rng([c.seed, 2])
     history: list[dict] = []
     t_start, t = time.perf_counter(), 0
@@ -201,31 +239,34 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
         with _progress(steps_per_epoch, f"{c.method} epoch {epoch}/{c.epochs}", progress) as bar:
             for step in range(steps_per_epoch):
                 idx = order[step * c.batch_size:(step + 1) * c.batch_size]
-                with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-                    logits, caches = model.forward(params, data.x_train[idx], buffers=buffers)
-                    loss, dlogits = softmax_cross_entropy(logits, data.y_train[idx])
-                if not np.isfinite(loss):
-                    raise TrainingDiverged(epoch, step + 1, float(loss), last_good, history)
-                grads = model.backward(dlogits, caches, masks=masks)
-                last_good = {k: v.copy() for k, v in params.items()}  # before this update
-                with np.errstate(over="ignore", invalid="ignore"):
-                    opt.step(params, grads, masks, lr_at(t))
-                if not all(np.isfinite(v).all() for v in params.values()):
-                    raise TrainingDiverged(epoch, step + 1, float(loss), last_good, history,
-                                           "the update made a parameter NaN or infinite")
+                x, y = data.x_train[idx], data.y_train[idx]
+                if on_device:
+                    # Only the batch goes in and (loss, correct) come out. On divergence the
+                    # last good parameters are those of the start of the epoch.
+                    loss = trainer.step(x, y, lr_at(t))
+                    if not np.isfinite(loss):
+                        raise TrainingDiverged(epoch, step + 1, loss, last_good, history)
+                    batch_correct = trainer.last_correct
+                else:
+                    loss, batch_correct = _host_step(model, params, masks, buffers, opt, x, y,
+                                                     lr_at(t), epoch, step, last_good, history)
                 t += 1
                 loss_sum += float(loss) * len(idx)
-                correct += int((logits.argmax(axis=1) == data.y_train[idx]).sum())
+                correct += batch_correct
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        if on_device:
+            params = trainer.params_to_host()
+            last_good = {k: v.copy() for k, v in params.items()}
         row = {"epoch": epoch, "lr_end": lr_at(t), "train_loss": loss_sum / n,
                "train_accuracy": correct / n, "train_seconds": time.perf_counter() - t_epoch}
-        row["test_accuracy"], row["test_loss"] = evaluate(model, params, data.x_test, data.y_test,
-                                                          buffers=buffers, batch_size=c.eval_batch)
+        row["test_accuracy"], row["test_loss"] = evaluate(
+            model, params, data.x_test, data.y_test, buffers=buffers, batch_size=c.eval_batch,
+            predict=predict)
         if data.x_val is not None:
-            row["val_accuracy"], row["val_loss"] = evaluate(model, params, data.x_val, data.y_val,
-                                                            buffers=buffers,
-                                                            batch_size=c.eval_batch)
+            row["val_accuracy"], row["val_loss"] = evaluate(
+                model, params, data.x_val, data.y_val, buffers=buffers, batch_size=c.eval_batch,
+                predict=predict)
         row["seconds"] = time.perf_counter() - t_epoch
         history.append(row)
         if on_epoch is not None:
@@ -258,13 +299,24 @@ def plan_epochs(config: TrainConfig, data: Dataset, budget_seconds: float, *,
     setup = prepare(c, data)
     setup_seconds = time.perf_counter() - t0
     model, params = setup.model, setup.params
-    opt = MaskedSGD(params, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.nesterov)
     x, y = data.x_train[:c.batch_size], data.y_train[:c.batch_size]
-    model.loss_and_grads(params, x, y, masks=setup.masks, buffers=setup.buffers)  # warm-up
+    if backend.get_backend() == "cuda":
+        from minifreeze.cuda_train import DeviceTrainer
+        trainer = DeviceTrainer(model, params, setup.masks, lr=c.lr, momentum=c.momentum,
+                                weight_decay=c.weight_decay, nesterov=c.nesterov)
+        step = trainer.step
+    else:
+        opt = MaskedSGD(params, momentum=c.momentum, weight_decay=c.weight_decay,
+                        nesterov=c.nesterov)
+
+        def step(x, y, lr):
+            _, grads = model.loss_and_grads(params, x, y, masks=setup.masks,
+                                            buffers=setup.buffers)
+            opt.step(params, grads, setup.masks, lr)
+    step(x, y, c.lr)  # warm-up (compilation, workspace)
     t0 = time.perf_counter()
     for _ in range(probe_steps):
-        _, grads = model.loss_and_grads(params, x, y, masks=setup.masks, buffers=setup.buffers)
-        opt.step(params, grads, setup.masks, c.lr)
+        step(x, y, c.lr)
     step_s = (time.perf_counter() - t0) / probe_steps
     n_eval = min(len(data.y_test), c.eval_batch)
     t0 = time.perf_counter()

@@ -214,3 +214,31 @@ def test_device_trainer_errors():
         trainer.step(x, np.array([0, 3]))
     with pytest.raises(ValueError, match=r"expected input of shape \(N, 1, 5, 5\)"):
         trainer.step(x[:, :, :4], y)
+
+
+def test_train_steps_on_the_cuda_backend_matches_the_host_loop():
+    """train.train_steps under `cuda` runs the DeviceTrainer and ends where the host loop ends."""
+    from minifreeze import masks as M
+    from minifreeze.data import Dataset
+    from minifreeze.train import Setup, TrainConfig, train_steps
+    model, params, masks, _, _ = _setup(3)
+    rng = rng_from(4)
+    data = Dataset("synthetic", rng.standard_normal((6, 1, 5, 5)).astype(np.float32),
+                   rng.integers(0, 3, 6), rng.standard_normal((4, 1, 5, 5)).astype(np.float32),
+                   rng.integers(0, 3, 4))
+    config = TrainConfig(model="lenet5", method="freezenet", rate=0.5, epochs=2, batch_size=3,
+                         lr=0.05, warmup_steps=0)
+    results = {}
+    for name in ("numpy", "cuda"):
+        setup = Setup(model, params, masks, M.apply_mode(params, masks, "freeze"), {})
+        with backend.use_backend(name):
+            results[name] = train_steps(config, data, setup, progress=False)
+    host, dev = results["numpy"], results["cuda"]
+    for k in params:
+        np.testing.assert_allclose(dev.params[k], host.params[k], rtol=1e-4, atol=1e-5, err_msg=k)
+        if k in masks:
+            held = masks[k] == 0
+            assert dev.params[k][held].tobytes() == params[k][held].tobytes(), k
+    for a, b in zip(dev.history, host.history):
+        np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-4)
+        assert a["test_accuracy"] == b["test_accuracy"]
