@@ -28,8 +28,10 @@ test-cuda-sim: install
 # Execute every notebook in notebooks/ in a fresh kernel from .venv; any failing cell fails the run.
 # Fast mode (MINIFREEZE_FAST=1, small sizes) by default; `make notebooks FULL=1` for the real sizes.
 # The executed copies are thrown away, so the committed notebooks keep no outputs.
+# One OpenBLAS thread unless set: on a shared 2-core machine its spinning threads made the fast run
+# take 10.6 min instead of 48 s.
 notebooks: install
-	MINIFREEZE_FAST=$(if $(FULL),0,1) MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider \
+	OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} MINIFREEZE_FAST=$(if $(FULL),0,1) MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider \
 		--nbmake --nbmake-timeout=600 notebooks/
 
 # LeNet-5-Caffe on the committed MNIST: dense, FreezeNet and SNIP at q = 0.995, each given

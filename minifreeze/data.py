@@ -234,10 +234,20 @@ def split_validation(data: Dataset, fraction: float, seed: int = 0) -> Dataset:
                    x_val=data.x_train[val], y_val=data.y_train[val])
 
 
-def limit_train(data: Dataset, n: int | None) -> Dataset:
-    """The first n training examples (all if n is None)."""
+def _first(data: Dataset, n: int | None, split: str, who: str) -> Dataset:
     if n is None:
         return data
     if n < 1:
-        raise ValueError(f"limit_train: expected a positive number of examples, got {n}")
-    return replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
+        raise ValueError(f"{who}: expected a positive number of examples, got {n}")
+    return replace(data, **{f"x_{split}": getattr(data, f"x_{split}")[:n],
+                            f"y_{split}": getattr(data, f"y_{split}")[:n]})
+
+
+def limit_train(data: Dataset, n: int | None) -> Dataset:
+    """The first n training examples (all if n is None)."""
+    return _first(data, n, "train", "limit_train")
+
+
+def limit_test(data: Dataset, n: int | None) -> Dataset:
+    """The first n test examples (all if n is None): a quicker evaluation for demos and CI."""
+    return _first(data, n, "test", "limit_test")

@@ -21,6 +21,7 @@ function of its scores.
     masks = select_topk(scores, rate=0.995)            # {"conv1.w": float32 0/1, ...}
     params = apply_mode(theta0, masks, "freeze")       # or "prune": zeros where m == 0
     density_report(model, masks)                       # one row per parameter tensor
+    overlap(masks_a, masks_b)                          # share of a's kept entries kept by b
 
 Notebook `04_saliency_masks` walks through this file; `05_freeze_vs_prune` through `apply_mode`.
 """
@@ -99,6 +100,22 @@ def apply_mode(theta0: dict[str, np.ndarray], masks: dict[str, np.ndarray] | Non
             params[name] *= m  # pruned entries become exactly 0 (theta0 is finite)
             params[name][m == 0] = 0.0  # and +0.0, not -0.0
     return params
+
+
+def overlap(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """Share of the entries kept (m == 1) in `a` that are kept in `b` too, over all tensors of a.
+
+    For two masks of the same rate over the same tensors (same number of ones) it is symmetric:
+    1.0 means the same mask, about (1 - q) means no more in common than two random masks.
+    """
+    missing = [k for k in a if k not in b or np.shape(b[k]) != np.shape(a[k])]
+    if missing:
+        raise ValueError(f"overlap: mask b has no tensor of the same shape for {missing}")
+    kept = sum(int(np.count_nonzero(m)) for m in a.values())
+    if kept == 0:
+        raise ValueError("overlap: mask a keeps no entry")
+    both = sum(int(np.count_nonzero((m != 0) & (b[k] != 0))) for k, m in a.items())
+    return both / kept
 
 
 def count_trained(param_shapes: dict[str, tuple[int, ...]],

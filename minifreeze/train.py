@@ -12,8 +12,10 @@ Methods are a saliency score plus a mode, so "the same mask, pruned or frozen" i
 
 `score` and `mode` override the method's pair (e.g. method freezenet with mode prune). The steps
 are public functions a notebook can call one by one: `prepare` (theta0, scores, masks, starting
-params), `train_steps` (the loop), `evaluate`, and `plan_epochs`, which times a few steps and picks
-the number of epochs that fits a time budget, so the cosine schedule knows its length up front.
+params), `train_steps` (the loop, with `on_epoch` and `on_step` hooks; `gradient_norms` turns a
+step's gradients into one number per tensor), `evaluate`, and `plan_epochs`, which times a few
+steps and picks the number of epochs that fits a time budget, so the cosine schedule knows its
+length up front.
 
 The loop shuffles with a seeded generator, passes the same masks dict to every backward pass,
 evaluates on the test set (and the validation split, if any) after every epoch and returns a
@@ -184,8 +186,14 @@ def _progress(total: int, desc: str, enabled: bool | None):
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, file=sys.stderr)
 
 
+def gradient_norms(grads: dict[str, np.ndarray], names=None) -> dict[str, float]:
+    """The L2 norm of each gradient tensor (of `names`, default all): how much signal reaches it."""
+    names = list(grads) if names is None else names
+    return {n: float(np.linalg.norm(grads[n].astype(np.float64).ravel())) for n in names}
+
+
 def _host_step(model, params, masks, buffers, opt, x, y, lr, epoch, step, last_good, history):
-    """Forward, backward and masked update on the host; -> (loss, correct in the batch).
+    """Forward, backward and masked update on the host; -> (loss, correct in the batch, grads).
 
     `last_good` is refreshed in place with the parameters before the update, so a divergence
     reports the last parameters whose loss was finite.
@@ -203,14 +211,17 @@ def _host_step(model, params, masks, buffers, opt, x, y, lr, epoch, step, last_g
     if not all(np.isfinite(v).all() for v in params.values()):
         raise TrainingDiverged(epoch, step + 1, float(loss), last_good, history,
                                "the update made a parameter NaN or infinite")
-    return float(loss), int((logits.argmax(axis=1) == y).sum())
+    return float(loss), int((logits.argmax(axis=1) == y).sum()), grads
 
 
 def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: bool | None = None,
-                on_epoch=None) -> TrainResult:
+                on_epoch=None, on_step=None) -> TrainResult:
     """Masked SGD from setup.params for config.epochs epochs; returns params and history.
 
     `on_epoch(row)` is called after each epoch's evaluation (a notebook can plot live).
+    `on_step(t, loss, grads)` is called after each update, t = 1, 2, ..., with the batch loss and
+    the (masked) gradients of that step: e.g. to record `gradient_norms` through training
+    (None under the cuda backend, whose gradients stay on the GPU).
     """
     c = config.resolved()
     model, params, masks, buffers = setup.model, setup.params, setup.masks, setup.buffers
@@ -246,11 +257,13 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
                     loss = trainer.step(x, y, lr_at(t))
                     if not np.isfinite(loss):
                         raise TrainingDiverged(epoch, step + 1, loss, last_good, history)
-                    batch_correct = trainer.last_correct
+                    batch_correct, grads = trainer.last_correct, None
                 else:
-                    loss, batch_correct = _host_step(model, params, masks, buffers, opt, x, y,
+                    loss, batch_correct, grads = _host_step(model, params, masks, buffers, opt, x, y,
                                                      lr_at(t), epoch, step, last_good, history)
                 t += 1
+                if on_step is not None:
+                    on_step(t, float(loss), grads)
                 loss_sum += float(loss) * len(idx)
                 correct += batch_correct
                 bar.update(1)
@@ -276,11 +289,12 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
 
 
 def train(config: TrainConfig, data: Dataset, *, progress: bool | None = None,
-          on_epoch=None) -> TrainResult:
+          on_epoch=None, on_step=None) -> TrainResult:
     """prepare + train_steps: the whole pipeline for one configuration."""
     t0 = time.perf_counter()
     setup = prepare(config, data)
-    result = train_steps(config, data, setup, progress=progress, on_epoch=on_epoch)
+    result = train_steps(config, data, setup, progress=progress, on_epoch=on_epoch,
+                         on_step=on_step)
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -95,3 +95,13 @@ def test_committed_mnist_labels_match_the_published_counts():
     folder = D.data_root() / "mnist"
     y = D.read_idx(folder / "t10k-labels-idx1-ubyte.gz", D.SHA256["mnist"]["t10k-labels-idx1-ubyte.gz"])
     assert np.bincount(y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_limit_test_keeps_the_first_n_test_examples(tmp_path):
+    sums = fake_idx_dataset(tmp_path, n_test=10)
+    data = D.load_dataset("fashion-mnist", tmp_path, checksums=sums)
+    small = D.limit_test(data, 4)
+    assert np.array_equal(small.x_test, data.x_test[:4]) and np.array_equal(small.y_test, data.y_test[:4])
+    assert small.x_train is data.x_train and D.limit_test(data, None) is data
+    with pytest.raises(ValueError, match="limit_test: expected a positive number"):
+        D.limit_test(data, 0)

@@ -92,3 +92,14 @@ def test_lenet5_compression_at_q_0995_is_157_8():
     rows = M.density_report(model, m)
     assert [r["name"] for r in rows] == list(shapes)
     assert all(r["density"] == 1.0 for r in rows if not r["masked"])
+
+
+def test_overlap_is_one_for_the_same_mask_and_counts_shared_kept_entries():
+    a = {"l1.w": np.array([1, 1, 0, 0], np.float32), "l2.w": np.array([[1, 0], [0, 0]], np.float32)}
+    b = {"l1.w": np.array([1, 0, 1, 0], np.float32), "l2.w": np.array([[1, 0], [0, 1]], np.float32)}
+    assert M.overlap(a, a) == 1.0
+    assert M.overlap(a, b) == 2 / 3  # kept in a: 3; also kept in b: l1.w[0] and l2.w[0, 0]
+    with pytest.raises(ValueError, match="no tensor of the same shape for \\['l2.w'\\]"):
+        M.overlap(a, {"l1.w": b["l1.w"]})
+    with pytest.raises(ValueError, match="keeps no entry"):
+        M.overlap({"l1.w": np.zeros(4, np.float32)}, b)

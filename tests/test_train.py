@@ -125,3 +125,21 @@ def test_smoke_dense_lenet5_three_epochs_on_2000_images(mnist):
                          warmup_steps=0)
     result = train(config, limit_train(mnist, 2000), progress=False)
     assert result.history[-1]["test_accuracy"] > 0.90
+
+
+def test_on_step_sees_every_update_and_masked_gradients(small):
+    from minifreeze.train import gradient_norms
+    config = TrainConfig(model="lenet300", method="freezenet", rate=0.9, epochs=1, seed=5,
+                         batch_size=100)
+    seen = []
+
+    def record(t, loss, grads):
+        seen.append((t, loss, gradient_norms(grads, ["fc1.w"])))
+        assert not grads["fc1.w"][result_masks["fc1.w"] == 0].any()  # frozen: zero gradient
+
+    result_masks = prepare(config, small).masks
+    train(config, small, progress=False, on_step=record)
+    assert [t for t, _, _ in seen] == [1, 2, 3]  # 300 examples, batch 100
+    assert all(np.isfinite(loss) and norms["fc1.w"] > 0 for _, loss, norms in seen)
+    g = {"a.w": np.array([3.0, 4.0], np.float32), "b.w": np.zeros((2, 2), np.float32)}
+    assert gradient_norms(g) == {"a.w": 5.0, "b.w": 0.0}
