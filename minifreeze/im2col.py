@@ -15,7 +15,13 @@ backward pass of a convolution needs (dx = col2im(w^T @ dout)), and the identity
 
     <im2col(x), y> == <x, col2im(y)>
 
-is a cheap, strong test. `sampled_weight_grad` is the reference for the sparse weight gradient
+is a cheap, strong test.
+
+MEMORY ORDER. im2col returns the (N, C*KH*KW, OH*OW) array as a transposed view of a buffer
+stored in (C*KH*KW, N, OH*OW) order. Shape and values are what the formula above says, so callers
+never notice; but `cols.transpose(1, 0, 2).reshape(C*KH*KW, N*OH*OW)` is then free, and the layers
+can run a convolution over the whole batch as one big matrix product (forward, weight gradient
+and column gradient alike) instead of N small ones. col2im accepts columns in either order. `sampled_weight_grad` is the reference for the sparse weight gradient
 of a layer whose mask trains only a few weights (see layers.py). Notebook 02 (`notebooks/02_im2col.ipynb`) walks through this file.
 """
 
@@ -50,11 +56,12 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np
     ow = conv_output_size(w, kw, stride, pad, layer="im2col")
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x  # (N, C, H+2p, W+2p)
     sn, sc, sh, sw = xp.strides
-    # A read-only strided view: patches[n, c, i, j, oh, ow] = xp[n, c, oh*s + i, ow*s + j].
+    # A read-only strided view: patches[c, i, j, n, oh, ow] = xp[n, c, oh*s + i, ow*s + j].
     patches = np.lib.stride_tricks.as_strided(
-        xp, shape=(n, c, kh, kw, oh, ow),
-        strides=(sn, sc, sh, sw, sh * stride, sw * stride), writeable=False)
-    return patches.reshape(n, c * kh * kw, oh * ow)  # (N, C*KH*KW, OH*OW), a copy
+        xp, shape=(c, kh, kw, n, oh, ow),
+        strides=(sc, sh, sw, sn, sh * stride, sw * stride), writeable=False)
+    cols_t = patches.reshape(c * kh * kw, n, oh * ow)  # (C*KH*KW, N, OH*OW), a copy
+    return cols_t.transpose(1, 0, 2)  # (N, C*KH*KW, OH*OW), a view: see MEMORY ORDER above
 
 
 def check_col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kh: int, kw: int,

@@ -154,35 +154,48 @@ def _check_conv(layer, x, w, b, stride, pad):
 
 
 def conv_forward(x, w, b, stride: int = 1, pad: int = 0, *, layer: str = "conv"):
-    """2-D convolution by im2col: x (N, C, H, W), w (F, C, KH, KW), b (F,) -> (N, F, OH, OW)."""
+    """2-D convolution by im2col: x (N, C, H, W), w (F, C, KH, KW), b (F,) -> (N, F, OH, OW).
+
+    The whole batch is one matrix product: W (F, C*KH*KW) @ cols2 (C*KH*KW, N*OH*OW). im2col
+    stores its columns in exactly that order (im2col.py, MEMORY ORDER), so cols2 is a free view;
+    a backend that returns (N, C*KH*KW, OH*OW)-ordered columns gets one copy here instead.
+    """
     oh, ow = _check_conv(layer, x, w, b, stride, pad)
     n = x.shape[0]
     f, c, kh, kw = w.shape
     cols = backend.kernels().im2col(x, kh, kw, stride, pad)  # (N, C*KH*KW, OH*OW)
-    out = np.matmul(w.reshape(f, -1), cols)  # (N, F, OH*OW)
-    out += b[:, None]
-    return out.reshape(n, f, oh, ow), (x.shape, cols, w, stride, pad, layer)
+    cols2 = cols.transpose(1, 0, 2).reshape(c * kh * kw, n * oh * ow)  # (C*KH*KW, N*OH*OW)
+    out2 = w.reshape(f, -1) @ cols2  # (F, N*OH*OW)
+    out = np.empty((n, f, oh * ow), dtype=out2.dtype)  # (N, F, OH*OW)
+    np.add(out2.reshape(f, n, oh * ow).transpose(1, 0, 2), b[:, None], out=out)
+    return out.reshape(n, f, oh, ow), (x.shape, cols2, w, stride, pad, layer)
 
 
 def conv_backward(dout, cache, *, w_mask=None, need_dx: bool = True):
-    """-> dx (N, C, H, W) (None if not need_dx), dw (F, C, KH, KW), db (F,)."""
-    x_shape, cols, w, stride, pad, layer = cache
+    """-> dx (N, C, H, W) (None if not need_dx), dw (F, C, KH, KW), db (F,).
+
+    With the batch folded into the columns, dW = dout2 (F, N*OH*OW) @ cols2.T and the column
+    gradient W.T @ dout2 are single matrix products too; only dout needs one transposing copy.
+    """
+    x_shape, cols2, w, stride, pad, layer = cache
     n = x_shape[0]
     f, c, kh, kw = w.shape
     expected = (n, f, *_out_hw(x_shape, w.shape, stride, pad))
     if dout.shape != expected:
         _fail(layer, "upstream gradient dout", str(expected), dout.shape)
     _check_mask(layer, w_mask, w.shape)
-    d3 = dout.reshape(n, f, -1)  # (N, F, OH*OW)
-    db = d3.sum(axis=(0, 2))  # (F,)
-    dw = None if w_mask is None else _sparse_dw(d3, cols, w.shape, w_mask)
+    d2 = np.ascontiguousarray(dout.reshape(n, f, -1).transpose(1, 0, 2)).reshape(f, -1)  # (F, N*OH*OW)
+    db = d2.sum(axis=1)  # (F,)
+    # As a sampled product over one "image" whose N*OH*OW columns are the positions.
+    dw = None if w_mask is None else _sparse_dw(d2[None], cols2[None], w.shape, w_mask)
     if dw is None:
-        dw = np.tensordot(d3, cols, axes=([0, 2], [0, 2])).reshape(w.shape)  # (F, C, KH, KW)
+        dw = (d2 @ cols2.T).reshape(w.shape)  # (F, C, KH, KW)
         if w_mask is not None:
             dw *= w_mask
     dx = None
     if need_dx:
-        dcols = np.matmul(w.reshape(f, -1).T, d3)  # (N, C*KH*KW, OH*OW)
+        dcols2 = w.reshape(f, -1).T @ d2  # (C*KH*KW, N*OH*OW)
+        dcols = dcols2.reshape(c * kh * kw, n, -1).transpose(1, 0, 2)  # (N, C*KH*KW, OH*OW) view
         dx = backend.kernels().col2im(dcols, x_shape, kh, kw, stride, pad)  # (N, C, H, W)
     return dx, dw, db
 
