@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# pytest exits 5 when it collected no test: that fails `make test` too.
+# pytest exits 5 when it collected no test: that fails `make test` too. One OpenBLAS thread unless
+# set (the tests multiply small matrices; spinning BLAS threads on a busy machine cost 10x).
 test: install
-	$(BIN)/python -m pytest -q
+	OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} $(BIN)/python -m pytest -q
 
 # The cuda tests on Numba's CUDA simulator (no GPU needed), in their own process: the simulator is
 # chosen when Numba is first imported. MINIFREEZE_REQUIRE_CUDA=1 turns "cuda unavailable" into a
