@@ -180,7 +180,7 @@ def evaluate(model: models.Model, params, x: np.ndarray, y: np.ndarray, *, buffe
 
 
 def _progress(total: int, desc: str, enabled: bool | None):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the text bar: tqdm.auto warns in notebooks without ipywidgets
     if enabled is None:
         enabled = sys.stderr.isatty()
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, file=sys.stderr)
