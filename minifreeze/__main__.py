@@ -144,16 +144,9 @@ def _epochs(text: str) -> str | int:
 
 
 def _write_json(path, obj) -> None:
-    """Atomic JSON write: temporary file in the same folder, then rename."""
-    import os
-    import tempfile
-    from pathlib import Path
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    """JSON written atomically (storage.write_atomic: temporary file, then rename)."""
+    from minifreeze.storage import write_atomic
+    write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def _load_data(name: str, download: bool, limit: int | None, val_fraction: float, seed: int):

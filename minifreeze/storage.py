@@ -166,10 +166,13 @@ def to_bytes(ckpt: Checkpoint) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-def save(path, ckpt: Checkpoint) -> int:
-    """Write atomically (temporary file in the same folder, then rename); returns the byte size."""
+def write_atomic(path, data: bytes) -> int:
+    """Write bytes to a temporary file in the same folder, then rename it over `path`.
+
+    A reader sees the old file or the new one, never half of one; on any error the temporary
+    file is removed. Returns the byte size.
+    """
     path = Path(path)
-    data = to_bytes(ckpt)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -182,6 +185,11 @@ def save(path, ckpt: Checkpoint) -> int:
         Path(tmp).unlink(missing_ok=True)
         raise
     return len(data)
+
+
+def save(path, ckpt: Checkpoint) -> int:
+    """Write the .mfz file atomically (`write_atomic`); returns the byte size."""
+    return write_atomic(path, to_bytes(ckpt))
 
 
 # --- load ---------------------------------------------------------------------------------------
