@@ -40,6 +40,11 @@ class ConvCase:
     def w_shape(self):
         return (self.f, self.c, self.kh, self.kw)
 
+    def arrays(self, rng: np.random.Generator):
+        """Standard normal float64 operands x, w, b of this convolution, drawn in that order."""
+        return (rng.standard_normal(self.x_shape), rng.standard_normal(self.w_shape),
+                rng.standard_normal(self.f))
+
 
 @st.composite
 def conv_cases(draw, max_n=2, max_c=3, max_f=3, max_k=4, max_stride=3, max_pad=2, max_out=4):

@@ -119,8 +119,7 @@ def test_masked_sgd_kernel_equals_the_contract(size, nesterov, masked, seed):
        seed=seeds)
 def test_conv_gradient_check_on_cuda(case, seed):
     rng = rng_from(seed)
-    x, w, b = (rng.standard_normal(case.x_shape), rng.standard_normal(case.w_shape),
-               rng.standard_normal(case.f))
+    x, w, b = case.arrays(rng)
     s, p = case.stride, case.pad
     with backend.use_backend("cuda"):
         out, cache = L.conv_forward(x, w, b, s, p)

@@ -88,8 +88,7 @@ def test_maxpool_equals_the_reference(case, dtype, seed, ties):
 @given(case=conv_cases(), seed=seeds)
 def test_conv_and_pool_gradients_on_every_backend(case, seed):
     rng = rng_from(seed)
-    x, w, b = (rng.standard_normal(case.x_shape), rng.standard_normal(case.w_shape),
-               rng.standard_normal(case.f))
+    x, w, b = case.arrays(rng)
     s, p = case.stride, case.pad
     for name in OTHERS:
         with backend.use_backend(name):

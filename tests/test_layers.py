@@ -41,8 +41,7 @@ def test_relu_backward(shape, seed):
 @given(case=conv_cases(), seed=seeds)
 def test_conv_backward(case, seed):
     rng = rng_from(seed)
-    x, w, b = (rng.standard_normal(case.x_shape), rng.standard_normal(case.w_shape),
-               rng.standard_normal(case.f))
+    x, w, b = case.arrays(rng)
     s, p = case.stride, case.pad
     out, cache = L.conv_forward(x, w, b, s, p)
     dout = rng.standard_normal(out.shape)
@@ -55,8 +54,7 @@ def test_conv_backward(case, seed):
 @given(case=conv_cases(), seed=seeds)
 def test_conv_complex_step(case, seed):
     rng = rng_from(seed)
-    x, w, b = (rng.standard_normal(case.x_shape), rng.standard_normal(case.w_shape),
-               rng.standard_normal(case.f))
+    x, w, b = case.arrays(rng)
     out, cache = L.conv_forward(x, w, b, case.stride, case.pad)
     dout = rng.standard_normal(out.shape)
     _, dw, _ = L.conv_backward(dout, cache)
@@ -69,8 +67,7 @@ def test_conv_complex_step(case, seed):
 @given(case=conv_cases(), seed=seeds)
 def test_conv_matches_naive_loops(case, seed):
     rng = rng_from(seed)
-    x, w, b = (rng.standard_normal(case.x_shape), rng.standard_normal(case.w_shape),
-               rng.standard_normal(case.f))
+    x, w, b = case.arrays(rng)
     out, cache = L.conv_forward(x, w, b, case.stride, case.pad)
     ref, ref_cache = L.conv_forward_naive(x, w, b, case.stride, case.pad)
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
@@ -174,8 +171,7 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits():
 @given(case=conv_cases(), seed=seeds)
 def test_weight_mask_zeroes_exactly_the_masked_gradient(case, seed):
     rng = rng_from(seed)
-    x, w, b = (rng.standard_normal(case.x_shape), rng.standard_normal(case.w_shape),
-               rng.standard_normal(case.f))
+    x, w, b = case.arrays(rng)
     out, cache = L.conv_forward(x, w, b, case.stride, case.pad)
     dout = rng.standard_normal(out.shape)
     m = (rng.random(w.shape) < 0.3).astype(w.dtype)
