@@ -21,7 +21,9 @@ MEMORY ORDER. im2col returns the (N, C*KH*KW, OH*OW) array as a transposed view 
 stored in (C*KH*KW, N, OH*OW) order. Shape and values are what the formula above says, so callers
 never notice; but `cols.transpose(1, 0, 2).reshape(C*KH*KW, N*OH*OW)` is then free, and the layers
 can run a convolution over the whole batch as one big matrix product (forward, weight gradient
-and column gradient alike) instead of N small ones. col2im accepts columns in either order. `sampled_weight_grad` is the reference for the sparse weight gradient
+and column gradient alike) instead of N small ones. col2im accepts columns in either order and
+returns its (N, C, H, W) image as a view of a (C, N, H, W) buffer, the "channel-major" order in
+which the layers keep activations between a convolution and its pooling (see layers.py). `sampled_weight_grad` is the reference for the sparse weight gradient
 of a layer whose mask trains only a few weights (see layers.py). Notebook 02 (`notebooks/02_im2col.ipynb`) walks through this file.
 """
 
@@ -82,7 +84,8 @@ def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kh: int, kw: in
     n, c, h, w = x_shape
     oh, ow = check_col2im(cols, x_shape, kh, kw, stride, pad)
     cols6 = cols.reshape(n, c, kh, kw, oh, ow)
-    xp = np.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=cols.dtype)  # (N, C, H+2p, W+2p)
+    # The padded image, stored (C, N, H+2p, W+2p) and seen as (N, C, H+2p, W+2p): MEMORY ORDER.
+    xp = np.zeros((c, n, h + 2 * pad, w + 2 * pad), dtype=cols.dtype).transpose(1, 0, 2, 3)
     # One strided add per kernel offset (KH*KW of them); overlapping patches accumulate.
     for i in range(kh):
         for j in range(kw):
@@ -102,13 +105,21 @@ def maxpool_forward(x: np.ndarray, kh: int, kw: int, stride: int) -> tuple[np.nd
     """Max over each (KH, KW) window: x (N, C, H, W) -> out (N, C, OH, OW), argmax (N, C, OH, OW).
 
     argmax is the flat index i*KW + j of the winner inside its window; ties go to the first.
+    Comparisons with NaN are false, so a NaN wins only from a window's first position; inputs
+    are assumed finite.
     """
     n, c, h, w = x.shape
     oh = conv_output_size(h, kh, stride, 0, layer="maxpool")
     ow = conv_output_size(w, kw, stride, 0, layer="maxpool")
-    win = _windows(x, kh, kw, stride, oh, ow).reshape(n, c, oh, ow, kh * kw)  # copy
-    argmax = win.argmax(axis=-1).astype(np.int32)  # (N, C, OH, OW)
-    out = np.take_along_axis(win, argmax[..., None].astype(np.intp), axis=-1)[..., 0]
+    win = _windows(x, kh, kw, stride, oh, ow)  # (N, C, OH, OW, KH, KW), a view
+    out = win[..., 0, 0].copy()  # (N, C, OH, OW): the running maximum
+    argmax = np.zeros((n, c, oh, ow), dtype=np.int32)  # (N, C, OH, OW)
+    # One comparison per window offset, in order; strict > keeps the first of equal values.
+    for k in range(1, kh * kw):
+        v = win[..., k // kw, k % kw]  # (N, C, OH, OW), a strided view
+        better = v > out
+        np.copyto(out, v, where=better)
+        argmax[better] = k
     return out, argmax
 
 

@@ -4,185 +4,226 @@ Every function here has a twin in `im2col.py` (or, for the training-only kernels
 table of `backend.py`) and the tests check each pair for equality over drawn shapes, strides,
 paddings and windows, in float32 and float64. What changes is only *how* the loops run:
 
-- col2im reads the padded image's bounds instead of materialising it (a bounds check replaces
-  `np.pad`) and accumulates in one pass instead of KH*KW strided adds; im2col is the reference's
-  strided copy, which measured faster than any loop here (see `im2col`);
+- im2col and col2im are one loop (`_patches`), the same index map run both ways: gather pixels
+  into columns, or scatter-add columns back onto pixels (the adjoint). It walks the columns in
+  their memory order, (C*KH*KW, N, OH*OW), and splits each row into the part that reads the image
+  and the part that reads the zero padding, so the inner loops have no bounds test; col2im
+  accumulates into a (C, N, H, W) buffer in one pass instead of KH*KW strided adds;
 - max-pool forward finds the winner and backward routes the gradient in one loop each, with no
-  (N, C, OH, OW, KH*KW) window copy;
+  (N, C, OH, OW, KH*KW) window copy; 2x2 windows with stride 2 (every pool in our models) get a
+  branch-free tournament;
 - `sampled_weight_grad` computes dW only at the trainable positions of a sparse mask (FreezeNet's
   "sparse gradient computations"): one dot product per nonzero instead of a full matrix product;
 - `masked_sgd_update` fuses weight decay, momentum and the step into one pass that never touches a
   frozen or pruned entry.
 
-The outer loops are `prange` over independent (image, channel) pairs or nonzeros, so each thread
-writes a disjoint part of the output and no atomics are needed. Every kernel is compiled lazily
-for the dtypes it meets (float32 for training, float64 for gradient checks) and cached on disk
-(`cache=True`), so a second process loads machine code instead of compiling again. Shape checks
-happen in the small Python wrappers, which reuse the reference's error messages.
+UNSIGNED INDICES. Numba accepts negative indices (a[-1]) and so tests every signed index for
+wrap-around; inside an inner loop that branch stops LLVM from vectorising. The inner loops below
+index flat arrays with uint64 offsets (`U(...)`), which skips the test: col2im ran 4.6x faster for
+LeNet-5's conv2 and im2col 1.9x (benchmarks/README.md). Every offset is built from bounds that
+keep it in range, since a wrapped unsigned index would read outside the array.
+
+THREADS. The kernels run on the calling thread and release the GIL (`nogil=True`): the training
+step gets its parallelism by splitting the batch across threads (`minifreeze.parallel`), one
+shard per core, which on 2 cores beat both Numba's thread teams and BLAS's own threads. Each kernel
+is compiled lazily for the dtypes it meets (float32 for training, float64 for gradient checks) and
+cached on disk (`cache=True`), so a second process loads machine code instead of compiling again.
+Shape checks happen in the small Python wrappers, which reuse the reference's error messages.
 """
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
-from numba import njit, prange
+from numba import njit
+from numba import uint64 as U
 
-from minifreeze import im2col as ref
 from minifreeze.im2col import check_col2im, conv_output_size
 from minifreeze.layers import mask_nonzeros
 
 _jit = dict(cache=True, nogil=True)
 
-PARALLEL_MIN_SIZE = 1 << 24
-"""Arrays with fewer elements than this run on one thread. Measured on 2 cores in one interleaved
-run (LeNet-5, batch 100, q = 0.995): serial loops 2,552 images/s, a thread team from 2^15
-elements on 1,106. The team competes with BLAS's threads (which spin for a while after each
-product) and with other processes; at these sizes the loops are memory-bound and a second thread
-buys little. Every LeNet and small-VGG kernel at batch 100 stays under this size (the largest,
-VGG conv1's columns, has 2.8M elements); lower it on a many-core machine."""
+
+def _span(k_off: int, stride: int, pad: int, size: int, out: int) -> tuple[int, int]:
+    """Output positions [lo, hi) whose input position o*stride + k_off - pad lies in [0, size)."""
+    lo = min(max(0, (pad - k_off + stride - 1) // stride), out)
+    return lo, max(min(out, (size - 1 + pad - k_off) // stride + 1), lo)
 
 
-def _twin(**options):
-    """Compile a loop twice: with prange across threads, and serially (prange acts as range).
-
-    `kernel.pick(size)` returns the one to use for an output of `size` elements. Each twin is
-    compiled lazily on its first call and cached on disk.
-    """
-    def wrap(fn):
-        par = njit(parallel=True, **options, **_jit)(fn)
-        # A copy under its own name: numba's disk cache is keyed by the function's qualified
-        # name and signature, not by its options, so the twins must not share a name.
-        serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial")
-        serial.__qualname__ = fn.__qualname__ + "_serial"
-        ser = njit(**options, **_jit)(serial)
-        par.pick = lambda size: par if size >= PARALLEL_MIN_SIZE else ser
-        return par
-    return wrap
+_span_jit = njit(inline="always", **_jit)(_span)
 
 
 # --- im2col / col2im ----------------------------------------------------------------------------
+
+@njit(**_jit)
+def _patches(img, channel_major, kh, kw, stride, pad, oh, ow, cols_t, adjoint):
+    # The one index map of im2col, both ways:
+    #   cols_t[(c, i, j), n, (r, s)]  <->  img[n, c, r*stride + i - pad, s*stride + j - pad]
+    # adjoint False (im2col): cols_t = the gathered pixels, 0 where the window reads padding.
+    # adjoint True (col2im): img += cols_t scattered back, skipping the padding.
+    # img (N, C, H, W), or (C, N, H, W) when channel_major; cols_t (C*KH*KW, N, OH*OW).
+    if channel_major:
+        c, n, h, w = img.shape
+    else:
+        n, c, h, w = img.shape
+    xf, of = img.reshape(-1), cols_t.reshape(-1)
+    plane, span_l, st = U(h * w), U(oh * ow), U(stride)
+    for ci in range(c):
+        for i in range(kh):
+            r_lo, r_hi = _span_jit(i, stride, pad, h, oh)
+            for j in range(kw):
+                s_lo, s_hi = _span_jit(j, stride, pad, w, ow)
+                row = U(((ci * kh + i) * kw + j) * n) * span_l
+                for i_n in range(n):
+                    o = row + U(i_n) * span_l
+                    xp = U(ci * n + i_n if channel_major else i_n * c + ci) * plane
+                    for r in range(oh):
+                        ob = o + U(r * ow)
+                        if r < r_lo or r >= r_hi:  # the whole row reads padding
+                            if not adjoint:
+                                for s in range(U(ow)):
+                                    of[ob + s] = 0
+                            continue
+                        xb = xp + U((r * stride + i - pad) * w + s_lo * stride + j - pad)
+                        if adjoint:
+                            for s in range(U(s_hi - s_lo)):
+                                xf[xb + s * st] += of[ob + U(s_lo) + s]
+                            continue
+                        for s in range(U(s_lo)):
+                            of[ob + s] = 0
+                        for s in range(U(s_hi - s_lo)):
+                            of[ob + U(s_lo) + s] = xf[xb + s * st]
+                        for s in range(U(s_hi), U(ow)):
+                            of[ob + s] = 0
+
+
+def _channel_major(x: np.ndarray) -> bool:
+    """True when x (N, C, H, W) is a view of a C-contiguous (C, N, H, W) buffer."""
+    return not x.flags.c_contiguous and x.transpose(1, 0, 2, 3).flags.c_contiguous
+
 
 def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np.ndarray:
     """Unfold image patches into columns: (N, C, H, W) -> (N, C*KH*KW, OH*OW), stored in
     (C*KH*KW, N, OH*OW) order (see im2col.py, MEMORY ORDER).
 
-    This one is the NumPy reference itself: its strided copy (one `reshape` of a 6-D view) ran
-    1.7-2.8x faster than every Numba loop we measured for the LeNet-5 and VGG shapes (the inner
-    runs are only OW = 8-32 elements long, and NumPy's copy loop is specialised for them).
+    x may be stored (N, C, H, W) or (C, N, H, W) (the layers' channel-major activations, see
+    layers.py); anything else is copied into (N, C, H, W) order first.
     """
-    return ref.im2col(x, kh, kw, stride, pad)
-
-
-@_twin()
-def _col2im(cols_t, kh, kw, stride, pad, oh, ow, dx):
-    n, c, h, w = dx.shape
-    for nc in prange(n * c):  # each (image, channel) owns its own slice of dx: no races
-        i_n, i_c = nc // c, nc % c
-        d = dx[i_n, i_c]  # (H, W)
-        for i in range(kh):
-            for j in range(kw):
-                src = cols_t[(i_c * kh + i) * kw + j, i_n]  # (OH*OW,): row (c, i, j), image n
-                # Output columns s whose input column s*stride + j - pad lies inside the image.
-                s_lo = min(max(0, (pad - j + stride - 1) // stride), ow)
-                s_hi = max(min(ow, (w - 1 + pad - j) // stride + 1), s_lo)
-                for r in range(oh):
-                    y = r * stride + i - pad
-                    if y < 0 or y >= h:
-                        continue
-                    drow, base, shift = d[y], r * ow, j - pad
-                    if stride == 1:  # unit stride: a loop LLVM can vectorise
-                        for s in range(s_lo, s_hi):
-                            drow[s + shift] += src[base + s]
-                    else:
-                        for s in range(s_lo, s_hi):  # no bounds test inside the add loop
-                            drow[s * stride + shift] += src[base + s]
+    n, c, h, w = x.shape
+    oh = conv_output_size(h, kh, stride, pad, layer="im2col")
+    ow = conv_output_size(w, kw, stride, pad, layer="im2col")
+    cm = _channel_major(x)
+    src = x.transpose(1, 0, 2, 3) if cm else np.ascontiguousarray(x)
+    cols_t = np.empty((c * kh * kw, n, oh * ow), dtype=x.dtype)  # (C*KH*KW, N, OH*OW)
+    _patches(src, cm, kh, kw, stride, pad, oh, ow, cols_t, False)
+    return cols_t.transpose(1, 0, 2)  # (N, C*KH*KW, OH*OW), a view
 
 
 def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kh: int, kw: int,
            stride: int = 1, pad: int = 0) -> np.ndarray:
     """Adjoint of im2col: scatter-add columns (N, C*KH*KW, OH*OW) back onto an (N, C, H, W) image.
 
-    The loop reads the columns in (C*KH*KW, N, OH*OW) order, im2col's memory order and the order
-    the layers' one-GEMM backward produces; columns stored otherwise are copied into it first.
+    Reads the columns in (C*KH*KW, N, OH*OW) order (im2col's, and what the layers' backward
+    produces; other orders are copied first) and returns the image as a view of a (C, N, H, W)
+    buffer, like the reference.
     """
     oh, ow = check_col2im(cols, x_shape, kh, kw, stride, pad)
+    n, c, h, w = x_shape
     cols_t = np.ascontiguousarray(cols.transpose(1, 0, 2))  # (C*KH*KW, N, OH*OW), free if ordered
-    dx = np.zeros(x_shape, dtype=cols.dtype)  # (N, C, H, W)
-    _col2im.pick(cols.size)(cols_t, kh, kw, stride, pad, oh, ow, dx)
-    return dx
+    dx_t = np.zeros((c, n, h, w), dtype=cols.dtype)  # (C, N, H, W)
+    _patches(dx_t, True, kh, kw, stride, pad, oh, ow, cols_t, True)
+    return dx_t.transpose(1, 0, 2, 3)  # (N, C, H, W), a view
 
 
 # --- max-pool -----------------------------------------------------------------------------------
 
-@_twin()
+@njit(**_jit)
 def _maxpool_forward(x, kh, kw, stride, out, argmax):
-    n, c, oh, ow = out.shape
-    for nc in prange(n * c):
-        i_n, i_c = nc // c, nc % c
-        for r in range(oh):
-            for s in range(ow):
-                best = x[i_n, i_c, r * stride, s * stride]
-                arg = 0
+    # x (N, C, H, W), out and argmax (N, C, OH, OW), all C-contiguous.
+    n, c, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    xf, of, af = x.reshape(-1), out.reshape(-1), argmax.reshape(-1)
+    st, wu, owu = U(stride), U(w), U(ow)
+    pair = kh == 2 and kw == 2 and stride == 2
+    for p in range(U(n * c)):
+        xb, ob = p * U(h * w), p * U(oh * ow)
+        for r in range(U(oh)):
+            top = xb + r * st * wu  # the window's first input row
+            o = ob + r * owu
+            if pair:  # a branch-free tournament; strict > keeps the first of equal values
+                for s in range(owu):
+                    a, b = xf[top + U(2) * s], xf[top + U(2) * s + U(1)]
+                    cc, d = xf[top + wu + U(2) * s], xf[top + wu + U(2) * s + U(1)]
+                    m1, k1 = (b, 1) if b > a else (a, 0)
+                    m2, k2 = (d, 3) if d > cc else (cc, 2)
+                    of[o + s], af[o + s] = (m2, k2) if m2 > m1 else (m1, k1)
+                continue
+            for s in range(owu):
+                base = top + s * st
+                best, arg = xf[base], 0
                 for i in range(kh):
                     for j in range(kw):
-                        v = x[i_n, i_c, r * stride + i, s * stride + j]
+                        v = xf[base + U(i) * wu + U(j)]
                         if v > best:  # strict: ties go to the first, as np.argmax
-                            best = v
-                            arg = i * kw + j
-                out[i_n, i_c, r, s] = best
-                argmax[i_n, i_c, r, s] = arg
+                            best, arg = v, i * kw + j
+                of[o + s], af[o + s] = best, arg
 
 
 def maxpool_forward(x: np.ndarray, kh: int, kw: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Max over each (KH, KW) window: x (N, C, H, W) -> out (N, C, OH, OW), argmax (N, C, OH, OW).
 
-    argmax is the flat index i*KW + j of the winner inside its window; ties go to the first.
-    NaN handling differs from np.argmax (which picks the first NaN); inputs are assumed finite.
+    argmax is the flat index i*KW + j of the winner inside its window; ties go to the first,
+    and NaN compares as the reference's does.
     """
     n, c, h, w = x.shape
     oh = conv_output_size(h, kh, stride, 0, layer="maxpool")
     ow = conv_output_size(w, kw, stride, 0, layer="maxpool")
     out = np.empty((n, c, oh, ow), dtype=x.dtype)  # (N, C, OH, OW)
     argmax = np.empty((n, c, oh, ow), dtype=np.int32)  # (N, C, OH, OW)
-    _maxpool_forward.pick(x.size)(np.ascontiguousarray(x), kh, kw, stride, out, argmax)
+    _maxpool_forward(np.ascontiguousarray(x), kh, kw, stride, out, argmax)
     return out, argmax
 
 
-@_twin()
+@njit(**_jit)
 def _maxpool_backward(dout, argmax, kw, stride, dx):
+    # dout, argmax (N, C, OH, OW) and dx (N, C, H, W) zeros, all C-contiguous.
     n, c, oh, ow = dout.shape
-    for nc in prange(n * c):
-        i_n, i_c = nc // c, nc % c
-        for r in range(oh):
-            for s in range(ow):
-                a = argmax[i_n, i_c, r, s]
+    h, w = dx.shape[2], dx.shape[3]
+    gf, af, df = dout.reshape(-1), argmax.reshape(-1), dx.reshape(-1)
+    st, wu, owu, kwu = U(stride), U(w), U(ow), U(kw)
+    for p in range(U(n * c)):
+        xb, ob = p * U(h * w), p * U(oh * ow)
+        for r in range(U(oh)):
+            for s in range(owu):
+                a = U(af[ob + r * owu + s])
                 # Windows overlap when stride < kernel: accumulate, never overwrite.
-                dx[i_n, i_c, r * stride + a // kw, s * stride + a % kw] += dout[i_n, i_c, r, s]
+                df[xb + (r * st + a // kwu) * wu + s * st + a % kwu] += gf[ob + r * owu + s]
 
 
 def maxpool_backward(dout: np.ndarray, argmax: np.ndarray, x_shape: tuple[int, int, int, int],
                      kh: int, kw: int, stride: int) -> np.ndarray:
     """Route each output gradient to the input pixel that won its window: -> dx (N, C, H, W)."""
     dx = np.zeros(x_shape, dtype=dout.dtype)  # (N, C, H, W)
-    _maxpool_backward.pick(dx.size)(np.ascontiguousarray(dout), np.ascontiguousarray(argmax),
-                                    kw, stride, dx)
+    _maxpool_backward(np.ascontiguousarray(dout), np.ascontiguousarray(argmax), kw, stride, dx)
     return dx
 
 
 # --- sparse weight gradient ---------------------------------------------------------------------
 
 # fastmath lets LLVM reorder the sum into SIMD lanes; the result still matches to float tolerance.
-@_twin(fastmath=True)
+@njit(fastmath=True, **_jit)
 def _sampled_weight_grad(dout3, cols3, rows, cidx, out):
-    n, _, p = dout3.shape
-    for k in prange(rows.shape[0]):
-        r, q = rows[k], cidx[k]
+    # dout3 (N, F, P), cols3 (N, K, P) C-contiguous; out (nnz,).
+    n, f, p = dout3.shape
+    k = cols3.shape[1]
+    gf, cf, pu = dout3.reshape(-1), cols3.reshape(-1), U(p)
+    for e in range(rows.shape[0]):
+        r, q = U(rows[e]), U(cidx[e])
         acc = 0.0  # float64 accumulator: the sum runs over N*P terms
-        for i in range(n):
-            for t in range(p):
-                acc += dout3[i, r, t] * cols3[i, q, t]
-        out[k] = acc
+        for i in range(U(n)):
+            a, b = (i * U(f) + r) * pu, (i * U(k) + q) * pu
+            for t in range(pu):
+                acc += gf[a + t] * cf[b + t]
+        out[e] = acc
 
 
 def sampled_weight_grad(dout3: np.ndarray, cols3: np.ndarray, rows: np.ndarray,
@@ -193,9 +234,7 @@ def sampled_weight_grad(dout3: np.ndarray, cols3: np.ndarray, rows: np.ndarray,
     sum_n dout3[n] @ cols3[n].T; this is that product sampled at (rows[k], cidx[k]).
     """
     out = np.empty(rows.shape[0], dtype=np.result_type(dout3, cols3))  # (nnz,)
-    work = rows.shape[0] * dout3.shape[0] * dout3.shape[2]
-    _sampled_weight_grad.pick(work)(np.ascontiguousarray(dout3), np.ascontiguousarray(cols3),
-                         rows, cidx, out)
+    _sampled_weight_grad(np.ascontiguousarray(dout3), np.ascontiguousarray(cols3), rows, cidx, out)
     return out
 
 

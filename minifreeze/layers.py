@@ -15,6 +15,13 @@ dense-dense product, `kernels().sampled_weight_grad`) instead of densely and the
 FreezeNet's q = 0.995 that skips 99.5% of the weight-gradient work. The nonzero indices of a mask
 are found once per mask object and reused on every later step (see `mask_nonzeros`).
 
+Memory order: activations have NCHW *shape* everywhere, but a convolution returns its output as a
+view of the (F, N, OH, OW) matrix product, "channel-major", instead of copying it into (N, F, OH,
+OW) order. Max-pool pools such an input as the (C, N, H, W) array it is stored as, and its
+backward hands dx back in the same order, which is exactly the (F, N*OH*OW) layout the
+convolution's backward multiplies with: no transposing copy either way. `channel_major(x)` tells
+which order an array is in; NumPy operations do not care.
+
 Bad shapes raise ValueError naming the layer, the expected shape and the shape received; nothing
 broadcasts silently. Notebook 01 (`notebooks/01_layers_and_gradcheck.ipynb`) walks through this file.
 """
@@ -166,16 +173,17 @@ def conv_forward(x, w, b, stride: int = 1, pad: int = 0, *, layer: str = "conv")
     cols = backend.kernels().im2col(x, kh, kw, stride, pad)  # (N, C*KH*KW, OH*OW)
     cols2 = cols.transpose(1, 0, 2).reshape(c * kh * kw, n * oh * ow)  # (C*KH*KW, N*OH*OW)
     out2 = w.reshape(f, -1) @ cols2  # (F, N*OH*OW)
-    out = np.empty((n, f, oh * ow), dtype=out2.dtype)  # (N, F, OH*OW)
-    np.add(out2.reshape(f, n, oh * ow).transpose(1, 0, 2), b[:, None], out=out)
-    return out.reshape(n, f, oh, ow), (x.shape, cols2, w, stride, pad, layer)
+    out2 += b[:, None]
+    # (N, F, OH, OW), a view of the (F, N, OH, OW) product: channel-major, no transposing copy.
+    return out2.reshape(f, n, oh, ow).transpose(1, 0, 2, 3), (x.shape, cols2, w, stride, pad, layer)
 
 
 def conv_backward(dout, cache, *, w_mask=None, need_dx: bool = True):
     """-> dx (N, C, H, W) (None if not need_dx), dw (F, C, KH, KW), db (F,).
 
     With the batch folded into the columns, dW = dout2 (F, N*OH*OW) @ cols2.T and the column
-    gradient W.T @ dout2 are single matrix products too; only dout needs one transposing copy.
+    gradient W.T @ dout2 are single matrix products too. dout2 is free when dout is channel-major
+    (as max-pool's backward returns it for a channel-major input); otherwise one transposing copy.
     """
     x_shape, cols2, w, stride, pad, layer = cache
     n = x_shape[0]
@@ -242,21 +250,37 @@ def conv_backward_naive(dout, cache):
 
 # --- max-pool -----------------------------------------------------------------------------------
 
+def channel_major(x) -> bool:
+    """True when x (N, C, H, W) is a view of a C-contiguous (C, N, H, W) buffer."""
+    return x.ndim == 4 and not x.flags.c_contiguous and x.transpose(1, 0, 2, 3).flags.c_contiguous
+
+
 def maxpool_forward(x, size: int = 2, stride: int | None = None, *, layer: str = "maxpool"):
-    """Max over size x size windows: x (N, C, H, W) -> (N, C, OH, OW). stride defaults to size."""
+    """Max over size x size windows: x (N, C, H, W) -> (N, C, OH, OW). stride defaults to size.
+
+    Each (image, channel) plane is pooled on its own, so a channel-major x (a convolution's
+    output) is pooled as the (C, N, H, W) array it is stored as: no copy, and the output and the
+    backward's dx come out channel-major too.
+    """
     stride = size if stride is None else stride
     _check_rank(layer, "input x", x, 4, "(N, C, H, W)")
     conv_output_size(x.shape[2], size, stride, 0, layer=layer)
     conv_output_size(x.shape[3], size, stride, 0, layer=layer)
-    out, argmax = backend.kernels().maxpool_forward(x, size, size, stride)
-    return out, (x.shape, argmax, size, stride, layer)
+    swap = channel_major(x)
+    xs = x.transpose(1, 0, 2, 3) if swap else x  # (C, N, H, W) if swap
+    out, argmax = backend.kernels().maxpool_forward(xs, size, size, stride)
+    out = out.transpose(1, 0, 2, 3) if swap else out  # (N, C, OH, OW)
+    return out, (xs.shape, argmax, size, stride, swap, layer)
 
 
 def maxpool_backward(dout, cache):
-    x_shape, argmax, size, stride, layer = cache
-    if dout.shape != argmax.shape:
-        _fail(layer, "upstream gradient dout", str(argmax.shape), dout.shape)
-    return backend.kernels().maxpool_backward(dout, argmax, x_shape, size, size, stride)
+    xs_shape, argmax, size, stride, swap, layer = cache
+    out_shape = (argmax.shape[1], argmax.shape[0], *argmax.shape[2:]) if swap else argmax.shape
+    if dout.shape != out_shape:
+        _fail(layer, "upstream gradient dout", str(out_shape), dout.shape)
+    ds = dout.transpose(1, 0, 2, 3) if swap else dout
+    dx = backend.kernels().maxpool_backward(ds, argmax, xs_shape, size, size, stride)
+    return dx.transpose(1, 0, 2, 3) if swap else dx  # (N, C, H, W)
 
 
 # --- flatten ------------------------------------------------------------------------------------

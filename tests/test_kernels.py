@@ -39,10 +39,25 @@ def both(name, *args):
     return want, got
 
 
-@given(case=conv_cases(max_n=3, max_c=4, max_k=5, max_out=5), dtype=dtypes, seed=seeds)
-def test_im2col_and_col2im_equal_the_reference(case, dtype, seed):
+def stored_as(x, layout):
+    """x's values stored (N, C, H, W), channel-major (C, N, H, W), or as a strided view."""
+    if layout == "channel_major":
+        return np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    if layout == "strided":
+        big = np.zeros((*x.shape[:3], 2 * x.shape[3]), x.dtype)
+        big[..., ::2] = x
+        return big[..., ::2]
+    return x
+
+
+layouts = st.sampled_from(["nchw", "channel_major", "strided"])
+
+
+@given(case=conv_cases(max_n=3, max_c=4, max_k=5, max_out=5), dtype=dtypes, seed=seeds,
+       layout=layouts)
+def test_im2col_and_col2im_equal_the_reference(case, dtype, seed, layout):
     rng = rng_from(seed)
-    x = rng.standard_normal(case.x_shape).astype(dtype)
+    x = stored_as(rng.standard_normal(case.x_shape).astype(dtype), layout)
     args = (case.kh, case.kw, case.stride, case.pad)
     want, got = both("im2col", x, *args)
     for g in got:
@@ -83,6 +98,28 @@ def test_maxpool_equals_the_reference(case, dtype, seed, ties):
     want, got = both("maxpool_backward", dout, arg, shape, size, size, stride)
     for g in got:
         np.testing.assert_allclose(g, want, **tol(dtype))
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 3), oh=st.integers(1, 4), ow=st.integers(1, 4),
+       dtype=dtypes, seed=seeds, ties=st.booleans(), layout=layouts)
+def test_2x2_pooling_of_any_layout_equals_the_reference(n, c, oh, ow, dtype, seed, ties, layout):
+    """2x2 windows with stride 2 take the numba tournament; the layer pools channel-major
+    input as (C, N, H, W) and must return what it returns for the same values stored NCHW."""
+    rng = rng_from(seed)
+    shape = (n, c, 2 * oh, 2 * ow)
+    x = (rng.integers(0, 2, shape) if ties else rng.standard_normal(shape)).astype(dtype)
+    (out, arg), got = both("maxpool_forward", x, 2, 2, 2)
+    for o, a in got:
+        np.testing.assert_array_equal(o, out)
+        np.testing.assert_array_equal(a, arg)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    want_dx = L.maxpool_backward(dout, L.maxpool_forward(x, 2)[1])
+    for b in ["numpy", *OTHERS]:
+        with backend.use_backend(b):
+            o, cache = L.maxpool_forward(stored_as(x, layout), 2)
+            np.testing.assert_array_equal(o, out)
+            np.testing.assert_allclose(L.maxpool_backward(stored_as(dout, layout), cache), want_dx,
+                                       **tol(dtype))
 
 
 @given(case=conv_cases(), seed=seeds)
