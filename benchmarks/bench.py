@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from minifreeze import backend  # noqa: E402
+from minifreeze import backend, parallel  # noqa: E402
 from minifreeze.models import get_model  # noqa: E402
 
 MODELS = ("lenet5", "lenet300", "vgg")
@@ -83,10 +83,14 @@ def _sgd_numpy(theta, grad, velocity, mask, lr, momentum, weight_decay, nesterov
 
 
 class MinifreezeRunner:
-    def __init__(self, name, backend_name, masked, batch, seed=0):
-        self.label = f"{backend_name}"
+    """A minifreeze training step: the batch in `threads` shards (0: automatic, parallel.py),
+    labelled e.g. "numba x2" for two shards on the numba backend."""
+
+    def __init__(self, name, backend_name, masked, batch, seed=0, threads=0):
         self.backend = backend_name
         self.model = get_model(name) if name != "vgg" else get_model("vgg", input_shape=(3, 32, 32))
+        self.threads = parallel.resolve_threads(self.model, threads, batch)
+        self.label = f"{backend_name} x{self.threads}"
         self.params = init_params(self.model, seed)
         self.masks = random_masks(self.model, self.params, Q, seed) if masked else None
         self.velocity = {k: np.zeros_like(v) for k, v in self.params.items()}
@@ -94,20 +98,27 @@ class MinifreezeRunner:
         self.x = rng.standard_normal((batch, *self.model.input_shape)).astype(np.float32)
         self.y = rng.integers(0, 10, batch)
 
+    def _threads(self):
+        """One BLAS thread per shard when there are several shards (as train_steps does)."""
+        import contextlib
+        return parallel.blas_threads(1) if self.threads > 1 else contextlib.nullcontext()
+
     def train_steps(self, steps):
-        with backend.use_backend(self.backend) as k:
+        with backend.use_backend(self.backend) as k, self._threads():
             update = getattr(k, "masked_sgd_update", _sgd_numpy)
             for _ in range(steps):
-                _, grads = self.model.loss_and_grads(self.params, self.x, self.y, masks=self.masks)
+                _, grads, _ = parallel.loss_and_grads(self.model, self.params, self.x, self.y,
+                                                      masks=self.masks, threads=self.threads)
                 for key, theta in self.params.items():
                     m = None if self.masks is None else self.masks.get(key)
                     update(theta, grads[key], self.velocity[key], m, LR, MOMENTUM, WEIGHT_DECAY,
                            False)
 
     def infer_steps(self, steps):
-        with backend.use_backend(self.backend):
+        with backend.use_backend(self.backend), self._threads():
             for _ in range(steps):
-                self.model.forward(self.params, self.x, train=False)
+                parallel.predict(self.model, self.params, self.x, batch_size=len(self.x),
+                                 threads=self.threads)
 
 
 # --- the PyTorch side (only when torch is installed) --------------------------------------------
@@ -231,6 +242,9 @@ def main(argv=None):
     p.add_argument("--backends", nargs="+", default=None,
                    help="minifreeze backends (default: every available one)")
     p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--threads", type=int, nargs="+", default=[0],
+                   help="shards per batch, one thread each; several values give one row each "
+                        "(default 0: one per CPU)")
     p.add_argument("--steps", type=int, default=None, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (median taken)")
     p.add_argument("--quick", action="store_true", help="LeNet-5 only, few steps")
@@ -253,7 +267,12 @@ def main(argv=None):
     rows = []
     for name in models:
         for regime, masked in (("dense", False), (f"q={Q}", True)):
-            runners = [MinifreezeRunner(name, b, masked, ns.batch) for b in backends]
+            runners = []
+            for b in backends:
+                for t in ns.threads:
+                    r = MinifreezeRunner(name, b, masked, ns.batch, threads=t)
+                    if r.label not in [q.label for q in runners]:  # e.g. 0 and 2 on 2 CPUs
+                        runners.append(r)
             if torch is not None:
                 runners.append(TorchRunner(torch, runners[0]))
             train = interleaved(runners, "train_steps", steps, rounds, ns.batch)
@@ -300,11 +319,11 @@ def main(argv=None):
         return
     print()
     print(f"images/s, batch {ns.batch}, median of {rounds} interleaved rounds of {steps} steps")
-    print(f"{'model':9s} {'regime':8s} {'impl':6s} {'train':>8s} {'infer':>8s} "
+    print(f"{'model':9s} {'regime':8s} {'impl':8s} {'train':>8s} {'infer':>8s} "
           f"{'vs torch':>9s} {'vs dense':>9s}")
     for r in rows:
         f = lambda v, s="": "-" if v is None else f"{v:.2f}{s}"  # noqa: E731
-        print(f"{r['model']:9s} {r['regime']:8s} {r['impl']:6s} {r['train_img_s']:8.0f} "
+        print(f"{r['model']:9s} {r['regime']:8s} {r['impl']:8s} {r['train_img_s']:8.0f} "
               f"{'-' if r['infer_img_s'] is None else format(r['infer_img_s'], '8.0f'):>8s} "
               f"{f(r['train_vs_torch'], 'x'):>9s} {f(r['train_vs_own_dense'], 'x'):>9s}")
     print("peak RSS training (fresh process, MB):",

@@ -14,6 +14,8 @@ Modules, one concept each:
     storage    the .mfz file: masks, trained values, seed; atomic writes, checksums
     data       verified MNIST / Fashion-MNIST / CIFAR-10 loading, validation split
     train      the pipeline: prepare, train_steps, train, evaluate, plan_epochs
+    parallel   a batch cut into shards on threads (data parallelism on the CPU)
+    kernels_numba  the reference kernels as compiled Numba loops (the default backend)
     kernels_cuda  optional numba.cuda kernels (imported only by the cuda backend)
     cuda_train    DeviceTrainer: a whole training run kept on the GPU
 

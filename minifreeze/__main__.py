@@ -176,8 +176,8 @@ def cmd_train(args) -> int:
         scope=args.scope, include_biases=args.score_biases, init=args.init, seed=args.seed,
         epochs=1, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
         nesterov=args.nesterov, weight_decay=args.weight_decay, schedule=args.schedule,
-        warmup_steps=args.warmup_steps,
-        saliency_batch=args.saliency_batch, model_kwargs=model_kwargs)
+        warmup_steps=args.warmup_steps, saliency_batch=args.saliency_batch,
+        threads=args.threads, model_kwargs=model_kwargs)
     config = _library_call(config.resolved)
     t0 = time.perf_counter()
     ds = _load_data(args.dataset, args.download, args.limit_train, args.val_fraction, args.seed)
@@ -344,6 +344,9 @@ def add_pipeline_commands(sub) -> None:
                    help="linear learning-rate warm-up over the first N steps (0: none)")
     p.add_argument("--saliency-batch", type=int, default=100,
                    help="training images in the one saliency batch")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="cut each batch into N shards trained on N threads (default 0: one per "
+                        "CPU; models with batch norm use 1)")
     p.add_argument("--dataset", choices=data.DATASETS, default="mnist")
     p.add_argument("--download", action="store_true",
                    help="fetch fashion-mnist or cifar10 (pinned checksums) if missing")

@@ -28,6 +28,7 @@ Notebook `06_pipeline` walks through this file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minifreeze import backend, init, masks as M, models, saliency as S, storage
+from minifreeze import backend, init, masks as M, models, parallel, saliency as S, storage
 from minifreeze.data import Dataset
 from minifreeze.losses import softmax_cross_entropy
 from minifreeze.optim import SCHEDULES, MaskedSGD, make_schedule
@@ -83,6 +84,7 @@ class TrainConfig:
     warmup_steps: int = 200
     saliency_batch: int = 100
     eval_batch: int = 1000
+    threads: int | None = None
     model_kwargs: dict = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
@@ -103,6 +105,7 @@ class TrainConfig:
             if c.mode not in M.MODES:
                 raise ValueError(f"unknown mode {c.mode!r}; expected one of {', '.join(M.MODES)}")
         init.check_seed(c.seed)
+        parallel.check_threads(c.threads)
         if c.init not in init.SCHEMES:
             raise ValueError(f"unknown init scheme {c.init!r}; expected one of "
                              f"{', '.join(init.SCHEMES)}")
@@ -168,11 +171,13 @@ def prepare(config: TrainConfig, data: Dataset) -> Setup:
 
 
 def evaluate(model: models.Model, params, x: np.ndarray, y: np.ndarray, *, buffers=None,
-             batch_size: int = 1000, predict=None) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) in eval mode; `predict(x, batch_size)` overrides the host
-    forward pass (the cuda backend's DeviceTrainer.predict)."""
+             batch_size: int = 1000, predict=None, threads: int | None = 1) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) in eval mode; each batch runs as `threads` shards (None or
+    0: automatic, see parallel.py). `predict(x, batch_size)` overrides the host forward pass (the
+    cuda backend's DeviceTrainer.predict)."""
     if predict is None:
-        logits = model.predict(params, x, buffers=buffers, batch_size=batch_size)  # (N, classes)
+        logits = parallel.predict(model, params, x, buffers=buffers, batch_size=batch_size,
+                                  threads=threads)  # (N, classes)
     else:
         logits = predict(x, batch_size=batch_size)  # (N, classes)
     loss, _ = softmax_cross_entropy(logits.astype(np.float64), y)
@@ -192,18 +197,19 @@ def gradient_norms(grads: dict[str, np.ndarray], names=None) -> dict[str, float]
     return {n: float(np.linalg.norm(grads[n].astype(np.float64).ravel())) for n in names}
 
 
-def _host_step(model, params, masks, buffers, opt, x, y, lr, epoch, step, last_good, history):
-    """Forward, backward and masked update on the host; -> (loss, correct in the batch, grads).
+def _host_step(model, params, masks, buffers, opt, x, y, lr, epoch, step, last_good, history,
+               threads=1):
+    """Forward, backward and masked update on the host, the batch cut into `threads` shards;
+    -> (loss, correct in the batch, grads).
 
     `last_good` is refreshed in place with the parameters before the update, so a divergence
     reports the last parameters whose loss was finite.
     """
     with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-        logits, caches = model.forward(params, x, buffers=buffers)
-        loss, dlogits = softmax_cross_entropy(logits, y)
+        loss, grads, logits = parallel.loss_and_grads(model, params, x, y, masks=masks,
+                                                      buffers=buffers, threads=threads)
     if not np.isfinite(loss):
         raise TrainingDiverged(epoch, step + 1, float(loss), last_good, history)
-    grads = model.backward(dlogits, caches, masks=masks)
     for k, v in params.items():
         np.copyto(last_good[k], v)  # before this update
     with np.errstate(over="ignore", invalid="ignore"):
@@ -230,6 +236,7 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
     total = c.epochs * steps_per_epoch
     lr_at = make_schedule(c.schedule, c.lr, total, warmup=c.warmup_steps)
     on_device = backend.get_backend() == "cuda"
+    threads = 1 if on_device else parallel.resolve_threads(model, c.threads, c.batch_size)
     if on_device:  # parameters, masks, velocities and activations stay on the GPU all run
         from minifreeze.cuda_train import DeviceTrainer
         trainer = DeviceTrainer(model, params, masks, lr=c.lr, momentum=c.momentum,
@@ -243,47 +250,51 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
     history: list[dict] = []
     t_start, t = time.perf_counter(), 0
     last_good = {k: v.copy() for k, v in params.items()}
-    for epoch in range(1, c.epochs + 1):
-        t_epoch = time.perf_counter()
-        order = shuffle.permutation(n)  # (n,)
-        loss_sum, correct = 0.0, 0
-        with _progress(steps_per_epoch, f"{c.method} epoch {epoch}/{c.epochs}", progress) as bar:
-            for step in range(steps_per_epoch):
-                idx = order[step * c.batch_size:(step + 1) * c.batch_size]
-                x, y = data.x_train[idx], data.y_train[idx]
-                if on_device:
-                    # Only the batch goes in and (loss, correct) come out. On divergence the
-                    # last good parameters are those of the start of the epoch.
-                    loss = trainer.step(x, y, lr_at(t))
-                    if not np.isfinite(loss):
-                        raise TrainingDiverged(epoch, step + 1, loss, last_good, history)
-                    batch_correct, grads = trainer.last_correct, None
-                else:
-                    loss, batch_correct, grads = _host_step(model, params, masks, buffers, opt, x, y,
-                                                     lr_at(t), epoch, step, last_good, history)
-                t += 1
-                if on_step is not None:
-                    on_step(t, float(loss), grads)
-                loss_sum += float(loss) * len(idx)
-                correct += batch_correct
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-        if on_device:
-            params = trainer.params_to_host()
-            last_good = {k: v.copy() for k, v in params.items()}
-        row = {"epoch": epoch, "lr_end": lr_at(t), "train_loss": loss_sum / n,
-               "train_accuracy": correct / n, "train_seconds": time.perf_counter() - t_epoch}
-        row["test_accuracy"], row["test_loss"] = evaluate(
-            model, params, data.x_test, data.y_test, buffers=buffers, batch_size=c.eval_batch,
-            predict=predict)
-        if data.x_val is not None:
-            row["val_accuracy"], row["val_loss"] = evaluate(
-                model, params, data.x_val, data.y_val, buffers=buffers, batch_size=c.eval_batch,
-                predict=predict)
-        row["seconds"] = time.perf_counter() - t_epoch
-        history.append(row)
-        if on_epoch is not None:
-            on_epoch(row)
+    # Shards on threads, one BLAS thread each (parallel.py); one shard: BLAS keeps its own.
+    with parallel.blas_threads(1) if threads > 1 else contextlib.nullcontext():
+        for epoch in range(1, c.epochs + 1):
+            t_epoch = time.perf_counter()
+            order = shuffle.permutation(n)  # (n,)
+            loss_sum, correct = 0.0, 0
+            desc = f"{c.method} epoch {epoch}/{c.epochs}"
+            with _progress(steps_per_epoch, desc, progress) as bar:
+                for step in range(steps_per_epoch):
+                    idx = order[step * c.batch_size:(step + 1) * c.batch_size]
+                    x, y = data.x_train[idx], data.y_train[idx]
+                    if on_device:
+                        # Only the batch goes in and (loss, correct) come out. On divergence the
+                        # last good parameters are those of the start of the epoch.
+                        loss = trainer.step(x, y, lr_at(t))
+                        if not np.isfinite(loss):
+                            raise TrainingDiverged(epoch, step + 1, loss, last_good, history)
+                        batch_correct, grads = trainer.last_correct, None
+                    else:
+                        loss, batch_correct, grads = _host_step(
+                            model, params, masks, buffers, opt, x, y, lr_at(t), epoch, step,
+                            last_good, history, threads)
+                    t += 1
+                    if on_step is not None:
+                        on_step(t, float(loss), grads)
+                    loss_sum += float(loss) * len(idx)
+                    correct += batch_correct
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            if on_device:
+                params = trainer.params_to_host()
+                last_good = {k: v.copy() for k, v in params.items()}
+            row = {"epoch": epoch, "lr_end": lr_at(t), "train_loss": loss_sum / n,
+                   "train_accuracy": correct / n, "train_seconds": time.perf_counter() - t_epoch}
+            row["test_accuracy"], row["test_loss"] = evaluate(
+                model, params, data.x_test, data.y_test, buffers=buffers, batch_size=c.eval_batch,
+                predict=predict, threads=threads)
+            if data.x_val is not None:
+                row["val_accuracy"], row["val_loss"] = evaluate(
+                    model, params, data.x_val, data.y_val, buffers=buffers,
+                    batch_size=c.eval_batch, predict=predict, threads=threads)
+            row["seconds"] = time.perf_counter() - t_epoch
+            history.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
     return TrainResult(c, model, setup.theta0, masks, params, buffers, history,
                        time.perf_counter() - t_start)
 
@@ -314,7 +325,9 @@ def plan_epochs(config: TrainConfig, data: Dataset, budget_seconds: float, *,
     setup_seconds = time.perf_counter() - t0
     model, params = setup.model, setup.params
     x, y = data.x_train[:c.batch_size], data.y_train[:c.batch_size]
-    if backend.get_backend() == "cuda":
+    on_device = backend.get_backend() == "cuda"
+    threads = 1 if on_device else parallel.resolve_threads(model, c.threads, c.batch_size)
+    if on_device:
         from minifreeze.cuda_train import DeviceTrainer
         trainer = DeviceTrainer(model, params, setup.masks, lr=c.lr, momentum=c.momentum,
                                 weight_decay=c.weight_decay, nesterov=c.nesterov)
@@ -324,19 +337,21 @@ def plan_epochs(config: TrainConfig, data: Dataset, budget_seconds: float, *,
                         nesterov=c.nesterov)
 
         def step(x, y, lr):
-            _, grads = model.loss_and_grads(params, x, y, masks=setup.masks,
-                                            buffers=setup.buffers)
+            _, grads, _ = parallel.loss_and_grads(model, params, x, y, masks=setup.masks,
+                                                  buffers=setup.buffers, threads=threads)
             opt.step(params, grads, setup.masks, lr)
-    step(x, y, c.lr)  # warm-up (compilation, workspace)
-    t0 = time.perf_counter()
-    for _ in range(probe_steps):
-        step(x, y, c.lr)
-    step_s = (time.perf_counter() - t0) / probe_steps
     n_eval = min(len(data.y_test), c.eval_batch)
-    t0 = time.perf_counter()
-    model.predict(params, data.x_test[:n_eval], buffers=setup.buffers, batch_size=c.eval_batch)
-    eval_s = (time.perf_counter() - t0) * (len(data.y_test) + (0 if data.y_val is None
-                                                              else len(data.y_val))) / n_eval
+    with parallel.blas_threads(1) if threads > 1 else contextlib.nullcontext():
+        step(x, y, c.lr)  # warm-up (compilation, workspace)
+        t0 = time.perf_counter()
+        for _ in range(probe_steps):
+            step(x, y, c.lr)
+        step_s = (time.perf_counter() - t0) / probe_steps
+        t0 = time.perf_counter()
+        parallel.predict(model, params, data.x_test[:n_eval], buffers=setup.buffers,
+                         batch_size=c.eval_batch, threads=threads)
+        eval_s = (time.perf_counter() - t0) * (len(data.y_test) + (0 if data.y_val is None
+                                                                  else len(data.y_val))) / n_eval
     epoch_s = math.ceil(len(data.y_train) / c.batch_size) * step_s + eval_s
     spare = budget_seconds - 2 * setup_seconds - (probe_steps + 1) * step_s
     return {"epochs": max(1, int(spare // epoch_s)), "step_seconds": step_s,

@@ -1,0 +1,117 @@
+"""A batch cut into shards on threads: the same loss and gradients as one pass, deterministic,
+masked entries exactly 0, and the training loop's results do not depend on the thread timing."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minifreeze import parallel
+from minifreeze.data import limit_train, load_dataset
+from minifreeze.models import get_model
+from minifreeze.train import TrainConfig, evaluate, train
+from tests.strategies import rng_from, seeds
+
+
+def _setup(name, rng, n, masked, dtype=np.float64):
+    model = get_model(name)
+    params = {k: (rng.standard_normal(s) * (0.3 if k.endswith(".w") else 0.1)).astype(dtype)
+              for k, s in model.param_shapes().items()}
+    masks = None
+    if masked:
+        masks = {k: (rng.random(params[k].shape) < 0.02).astype(dtype)
+                 for k in model.weight_names()}
+    x = rng.standard_normal((n, *model.input_shape)).astype(dtype)
+    return model, params, masks, x, rng.integers(0, 10, n)
+
+
+@given(n=st.integers(1, 70), threads=st.integers(1, 5), masked=st.booleans(), seed=seeds,
+       name=st.sampled_from(["lenet300", "lenet5"]))
+def test_shards_give_the_batch_loss_and_gradients(n, threads, masked, seed, name):
+    rng = rng_from(seed)
+    model, params, masks, x, y = _setup(name, rng, n, masked)
+    want_loss, want = model.loss_and_grads(params, x, y, masks=masks)
+    want_logits = model.forward(params, x)[0]
+    parallel.MIN_SHARD, saved = 1, parallel.MIN_SHARD  # allow shards of one example
+    try:
+        loss, grads, logits = parallel.loss_and_grads(model, params, x, y, masks=masks,
+                                                      threads=threads)
+        again = parallel.loss_and_grads(model, params, x, y, masks=masks, threads=threads)
+    finally:
+        parallel.MIN_SHARD = saved
+    assert loss == pytest.approx(want_loss, rel=1e-12, abs=1e-12)
+    np.testing.assert_allclose(logits, want_logits, rtol=1e-12, atol=1e-12)
+    assert list(grads) == list(want)
+    for k in want:
+        np.testing.assert_allclose(grads[k], want[k], rtol=1e-10, atol=1e-12, err_msg=k)
+        if masks is not None and k in masks:
+            assert np.all(grads[k][masks[k] == 0] == 0)
+        # Bit for bit the same on a second call, whichever thread finished first.
+        assert np.array_equal(again[1][k], grads[k])
+    assert again[0] == loss
+
+
+@given(n=st.integers(0, 100), threads=st.integers(1, 12))
+def test_shards_cover_the_batch_evenly(n, threads):
+    parts = parallel.shards(n, threads)
+    covered = [i for sl in parts for i in range(sl.start, sl.stop)]
+    assert covered == list(range(n))
+    sizes = [sl.stop - sl.start for sl in parts]
+    assert len(parts) == max(1, min(threads, n)) and max(sizes) - min(sizes) <= 1
+
+
+def test_thread_counts_are_checked_and_batch_norm_runs_whole():
+    lenet5, vgg_bn = get_model("lenet5"), get_model("vgg", batch_norm=True)
+    assert parallel.resolve_threads(lenet5, 4, 100) == 4
+    assert parallel.resolve_threads(lenet5, 4, 40) == 40 // parallel.MIN_SHARD
+    assert parallel.resolve_threads(lenet5, 4, 3) == 1
+    assert 1 <= parallel.resolve_threads(lenet5, None, 100) <= parallel.MAX_THREADS
+    assert parallel.resolve_threads(vgg_bn, None, 100) == 1
+    with pytest.raises(ValueError, match="batch norm.*threads 1 or automatic, got 2"):
+        parallel.resolve_threads(vgg_bn, 2, 100)
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads: expected a whole number >= 0"):
+            parallel.resolve_threads(lenet5, bad, 100)
+    with pytest.raises(ValueError, match="threads"):
+        TrainConfig(threads=-2).resolved()
+
+
+def test_predict_in_shards_equals_one_pass():
+    rng = np.random.default_rng(0)
+    model, params, _, x, _ = _setup("lenet5", rng, 130, False)
+    want = model.predict(params, x, batch_size=50)
+    got = parallel.predict(model, params, x, batch_size=50, threads=3)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    assert got.shape == (130, 10)
+
+
+def test_blas_threads_restores_the_previous_limit():
+    from threadpoolctl import threadpool_info
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    with parallel.blas_threads(1):
+        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+
+
+@pytest.fixture(scope="module")
+def small():
+    mnist = load_dataset("mnist")
+    return replace(limit_train(mnist, 400), x_test=mnist.x_test[:300], y_test=mnist.y_test[:300])
+
+
+def test_training_on_threads_is_reproducible_and_keeps_frozen_weights(small):
+    config = TrainConfig(model="lenet5", method="freezenet", rate=0.99, epochs=1, seed=5,
+                         threads=2)
+    a, b = train(config, small, progress=False), train(config, small, progress=False)
+    one = train(replace(config, threads=1), small, progress=False)
+    for k, m in a.masks.items():
+        off = m == 0
+        assert np.array_equal(a.params[k], b.params[k])  # same threads: bit for bit
+        assert np.array_equal(a.params[k][off].view(np.uint32), a.theta0[k][off].view(np.uint32))
+        np.testing.assert_allclose(a.params[k], one.params[k], rtol=1e-3, atol=1e-4)
+    assert a.history[-1]["test_accuracy"] == b.history[-1]["test_accuracy"]
+    acc_1, _ = evaluate(a.model, a.params, small.x_test, small.y_test, threads=1)
+    acc_3, _ = evaluate(a.model, a.params, small.x_test, small.y_test, threads=3)
+    assert acc_1 == acc_3 == a.history[-1]["test_accuracy"]
