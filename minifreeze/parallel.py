@@ -14,10 +14,10 @@ numbers bit for bit. A different number of threads changes the float rounding of
 Threads (not processes) work because every heavy call releases Python's GIL: NumPy's matrix
 products and ufuncs, and the Numba kernels (`nogil=True`). The matrix library must then run one
 thread per call, or W shards times its own threads fight over the cores: `blas_threads(1)` (via
-threadpoolctl) sets that for a block. On the 2-core machine of the README this took a LeNet-5-Caffe
-training step from one shard with BLAS's two threads to two shards of 50 with one BLAS thread
-each, 1.4x faster (benchmarks/README.md), because im2col, col2im and max-pool now run on both cores
-too.
+threadpoolctl) sets that for a block. On the 2-core machine of the README, LeNet-5-Caffe trained
+at 4,346 images/s as one shard with BLAS's two threads and at 6,540 as two shards of 50 with one
+BLAS thread each (`make bench BENCH_ARGS="--threads 0 1"`): im2col, col2im and max-pool now run
+on both cores too.
 
 Masked gradients are summed only at the mask's nonzeros (elsewhere every shard's gradient is
 exactly 0), so freezing keeps its advantage: the sum touches 0.5% of a layer at q = 0.995.
@@ -65,14 +65,18 @@ def has_batchnorm(model) -> bool:
 def resolve_threads(model, threads: int | None, batch_size: int) -> int:
     """How many shards a batch of `batch_size` runs as; `threads` None or 0 means automatic.
 
-    Automatic: one per CPU (at most MAX_THREADS), at least MIN_SHARD examples each, and 1 for a
-    model with batch norm. An explicit count above 1 for such a model is an error.
+    Automatic: one per CPU (at most MAX_THREADS), at least MIN_SHARD examples each; 1 for a
+    model without convolutions, whose steps are too short for threads to pay (LeNet-300-100 on 2
+    cores: 80,576 images/s as one shard, 42,902 as two), and 1 for a model with batch norm. An
+    explicit count above 1 for a model with batch norm is an error.
     """
     check_threads(threads)
     if has_batchnorm(model):
         if threads is not None and threads > 1:
             raise ValueError(f"threads: {model.name} has batch norm, whose batch statistics a "
                              f"shard would change; expected threads 1 or automatic, got {threads}")
+        return 1
+    if not threads and not any(ly.op == "conv" for ly in model.layers):
         return 1
     return _fit(threads, batch_size)
 

@@ -69,6 +69,9 @@ def test_thread_counts_are_checked_and_batch_norm_runs_whole():
     assert parallel.resolve_threads(lenet5, 4, 3) == 1
     assert 1 <= parallel.resolve_threads(lenet5, None, 100) <= parallel.MAX_THREADS
     assert parallel.resolve_threads(vgg_bn, None, 100) == 1
+    lenet300 = get_model("lenet300")  # no convolution: one shard unless asked
+    assert parallel.resolve_threads(lenet300, None, 100) == 1
+    assert parallel.resolve_threads(lenet300, 2, 100) == 2
     with pytest.raises(ValueError, match="batch norm.*threads 1 or automatic, got 2"):
         parallel.resolve_threads(vgg_bn, 2, 100)
     for bad in (-1, 1.5, True, "2"):
