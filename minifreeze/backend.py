@@ -43,9 +43,11 @@ KERNELS = ("im2col", "col2im", "maxpool_forward", "maxpool_backward", "sampled_w
 
 
 def _table(name: str, *modules) -> SimpleNamespace:
-    """A backend's table: each kernel from the first of `modules` that defines it."""
-    return SimpleNamespace(name=name, **{
-        k: getattr(next(m for m in modules if hasattr(m, k)), k) for k in KERNELS})
+    """A backend's table: each kernel from the first of `modules` that defines it, and the
+    backend's SPARSE_DW_DENSITY (below it, a masked weight gradient is sampled, not dense)."""
+    pick = lambda k: getattr(next(m for m in modules if hasattr(m, k)), k)  # noqa: E731
+    return SimpleNamespace(name=name, sparse_dw_density=pick("SPARSE_DW_DENSITY"),
+                           **{k: pick(k) for k in KERNELS})
 
 
 def _load_numpy() -> SimpleNamespace:

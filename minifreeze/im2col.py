@@ -137,6 +137,13 @@ def maxpool_backward(dout: np.ndarray, argmax: np.ndarray, x_shape: tuple[int, i
     return dx
 
 
+SPARSE_DW_DENSITY = 0.02
+"""Below this mask density the layers take `sampled_weight_grad` instead of the dense product.
+NumPy's gathers cost far more per multiply-add than BLAS: on LeNet-5's conv2 (50 x 500 weights,
+3,200 positions) the sampled product took 1.10 ms at density 2% and 11 ms at 5%, the dense
+product 2.3 ms."""
+
+
 def sampled_weight_grad(dout3: np.ndarray, cols3: np.ndarray, rows: np.ndarray,
                         cidx: np.ndarray, chunk: int = 1024) -> np.ndarray:
     """dW at chosen entries only: out[k] = sum_{n,p} dout3[n, rows[k], p] * cols3[n, cidx[k], p].

@@ -36,7 +36,8 @@ import os
 import numpy as np
 from numba import cuda, float32
 
-from minifreeze.im2col import check_col2im, conv_output_size, sampled_weight_grad  # noqa: F401
+from minifreeze.im2col import (  # noqa: F401  (the NumPy sampled product and its threshold)
+    SPARSE_DW_DENSITY, check_col2im, conv_output_size, sampled_weight_grad)
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 """True when kernels run on Numba's CUDA simulator (Python threads, no GPU)."""

@@ -10,7 +10,8 @@ on NumPy, Numba or CUDA; `conv_forward_naive` is the loop-by-loop oracle the tes
 
 Weight-gradient masks: `linear_backward` and `conv_backward` take `w_mask` (m in FreezeNet; 1 =
 trainable or kept, 0 = frozen or pruned) and return dw with the masked entries exactly 0. When the
-mask's density is below SPARSE_DW_DENSITY, dw is computed only at the mask's nonzeros (a sampled
+mask's density is below the backend's threshold (`kernels().sparse_dw_density`: 10% on numba,
+2% on numpy), dw is computed only at the mask's nonzeros (a sampled
 dense-dense product, `kernels().sampled_weight_grad`) instead of densely and then masked: at
 FreezeNet's q = 0.995 that skips 99.5% of the weight-gradient work. The nonzero indices of a mask
 are found once per mask object and reused on every later step (see `mask_nonzeros`).
@@ -57,10 +58,10 @@ def _check_mask(layer: str, w_mask: np.ndarray | None, shape: tuple) -> None:
 
 # --- sparse weight gradients -------------------------------------------------------------------
 
-SPARSE_DW_DENSITY = 0.05
+SPARSE_DW_DENSITY: float | None = None
 """Masks with fewer trainable entries than this fraction get the sampled (sparse) dW; denser
-masks get the dense product, then the mask. A BLAS product is roughly 20x faster per
-multiply-add than the sampled loop, so the switch pays off only for sparse masks."""
+masks get the dense product, then the mask. None: the active backend's threshold
+(`kernels().sparse_dw_density`), measured where the sampled loop stops beating BLAS."""
 
 _nonzeros: dict[int, tuple] = {}
 
@@ -94,10 +95,11 @@ def _sparse_dw(dout3, cols3, w_shape, w_mask):
     dout3 (N, F, P), cols3 (N, K, P): the dense dW would be sum_n dout3[n] @ cols3[n].T.
     """
     rows, cols, flat, density = mask_nonzeros(w_mask)
-    if density >= SPARSE_DW_DENSITY:
+    k = backend.kernels()
+    if density >= (k.sparse_dw_density if SPARSE_DW_DENSITY is None else SPARSE_DW_DENSITY):
         return None
     dw = np.zeros(w_shape, dtype=np.result_type(dout3, cols3))  # (F, ...) zeros off the mask
-    dw.reshape(-1)[flat] = backend.kernels().sampled_weight_grad(dout3, cols3, rows, cols)
+    dw.reshape(-1)[flat] = k.sampled_weight_grad(dout3, cols3, rows, cols)
     return dw
 
 
