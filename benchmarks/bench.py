@@ -7,13 +7,16 @@
 For each model (LeNet-5-Caffe, LeNet-300-100, the small VGG) and each available backend, one
 training step is forward + backward + masked SGD update (momentum 0.9, weight decay 5e-4) on a
 batch of 100 synthetic images; inference is a forward pass in eval mode. "dense" trains every
-weight; "q=0.995" trains 0.5% of the weights (FreezeNet's freezing rate), which is where the sparse
-weight gradients and the masked update pay off. When `torch` is importable the same architectures
+weight; "freezenet" trains 0.5% of the weights (q = 0.995) chosen as FreezeNet chooses them (the
+top |g| at the seed-0 Xavier init, on the timed batch), and "random" trains 0.5% chosen at random,
+so evenly spread over the layers: that is where the sparse weight gradients and the masked update
+pay off. When `torch` is importable the same architectures
 (built from the same layer specs, with the same weights) run in PyTorch in the same process; all
 candidates are timed in interleaved rounds so machine noise hits them alike, and the median round
 is reported with the ratio to PyTorch. PyTorch is never a dependency of minifreeze.
 
-Each figure is images per second. Peak resident memory and the kernel compile time (cold numba
+Both sides run under the same malloc settings: `parallel.keep_freed_memory()`, which the
+training loop calls too, is process-wide. Each figure is images per second. Peak resident memory and the kernel compile time (cold numba
 cache, then warm) are measured in fresh child processes so that one candidate's memory does not
 hide another's.
 """
@@ -35,7 +38,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from minifreeze import backend, parallel  # noqa: E402
+from minifreeze import backend, init, parallel, saliency  # noqa: E402
+from minifreeze import masks as M  # noqa: E402
 from minifreeze.models import get_model  # noqa: E402
 
 MODELS = ("lenet5", "lenet300", "vgg")
@@ -45,32 +49,19 @@ LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
 
 # --- the minifreeze side ------------------------------------------------------------------------
 
-def init_params(model, seed: int = 0) -> dict[str, np.ndarray]:
-    """He-normal weights, zero biases, float32: enough for timing (the real init is init.py's)."""
-    rng = np.random.default_rng(seed)
-    params = {}
-    for k, s in model.param_shapes().items():
-        if k.endswith(".w"):
-            fan_in = int(np.prod(s[1:]))
-            params[k] = (rng.standard_normal(s) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-        elif k.endswith(".gamma"):
-            params[k] = np.ones(s, np.float32)
-        else:
-            params[k] = np.zeros(s, np.float32)
-    return params
+REGIMES = {"dense": None, "freezenet": "grad", "random": "random"}
+"""Regime -> saliency score of its q = 0.995 mask (None: no mask, every weight trains)."""
 
 
-def random_masks(model, params, q: float, seed: int = 0) -> dict[str, np.ndarray]:
-    """Stand-in for FreezeNet's masks, for timing only: exactly round((1 - q) * n) ones, chosen
-    as the global top-k of random scores over all weights (the real masks rank |theta0 * g|;
-    see masks.py). Timing depends only on how many entries per layer are trainable."""
-    rng = np.random.default_rng(seed)
-    names = model.weight_names()
-    scores = {k: rng.random(params[k].shape) for k in names}
-    flat = np.concatenate([scores[k].ravel() for k in names])
-    k_keep = int(round((1 - q) * flat.size))
-    threshold = np.partition(flat, flat.size - k_keep)[flat.size - k_keep]
-    return {k: (scores[k] >= threshold).astype(np.float32) for k in names}
+def bench_masks(model, params, x, y, score: str, q: float = Q) -> dict[str, np.ndarray]:
+    """The top (1 - q) of the weights by `score` over all layers, on the timed batch.
+
+    How many entries each layer trains decides the cost (a layer above the backend's
+    sparse_dw_density gets a dense weight gradient). "grad" is FreezeNet's own choice: for
+    LeNet-5-Caffe at seed 0 it trains 36% of conv1, 4.7% of conv2, 0.04% of fc1 and 13% of fc2
+    (on MNIST: 60%, 5.3%, 0.01%, 10%). "random" spreads the 0.5% evenly over the layers.
+    """
+    return M.select_topk(saliency.saliency(model, params, x, y, score=score, seed=0), q)
 
 
 def _sgd_numpy(theta, grad, velocity, mask, lr, momentum, weight_decay, nesterov):
@@ -86,17 +77,18 @@ class MinifreezeRunner:
     """A minifreeze training step: the batch in `threads` shards (0: automatic, parallel.py),
     labelled e.g. "numba x2" for two shards on the numba backend."""
 
-    def __init__(self, name, backend_name, masked, batch, seed=0, threads=0):
+    def __init__(self, name, backend_name, score, batch, seed=0, threads=0):
         self.backend = backend_name
         self.model = get_model(name) if name != "vgg" else get_model("vgg", input_shape=(3, 32, 32))
         self.threads = parallel.resolve_threads(self.model, threads, batch)
         self.label = f"{backend_name} x{self.threads}"
-        self.params = init_params(self.model, seed)
-        self.masks = random_masks(self.model, self.params, Q, seed) if masked else None
+        self.params = init.init_params(self.model, seed, "xavier")  # theta0, float32
         self.velocity = {k: np.zeros_like(v) for k, v in self.params.items()}
         rng = np.random.default_rng(seed + 1)
         self.x = rng.standard_normal((batch, *self.model.input_shape)).astype(np.float32)
         self.y = rng.integers(0, 10, batch)
+        self.masks = None if score is None else bench_masks(self.model, self.params, self.x,
+                                                             self.y, score)
 
     def _threads(self):
         """One BLAS thread per shard when there are several shards (as train_steps does)."""
@@ -209,16 +201,17 @@ def child_measure(args_list, env=None):
 
 def child_main(ns):
     """--child memory MODEL BACKEND | --child compile: one measurement in this fresh process."""
+    parallel.keep_freed_memory()  # as the parent and the training loop
     t0 = time.perf_counter()
     if ns.child[0] == "compile":
         # One float32 training step of every model touches every kernel the training uses.
         for name in MODELS:
-            for masked in (False, True):
-                MinifreezeRunner(name, "numba", masked, 4).train_steps(1)
+            for score in (None, "grad"):
+                MinifreezeRunner(name, "numba", score, 4).train_steps(1)
         print(json.dumps({"seconds": time.perf_counter() - t0}))
         return
     _, name, be = ns.child
-    r = MinifreezeRunner(name, be, False, ns.batch)
+    r = MinifreezeRunner(name, be, None, ns.batch)
     r.train_steps(3)
     print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 
@@ -261,16 +254,19 @@ def main(argv=None):
     backends = ns.backends or [b for b, why in avail.items() if why is None]
     for b in backends:
         backend.set_backend(b)  # raises with the reason when unavailable
+    # As minifreeze's training loop does; it is process-wide, so PyTorch gets the same malloc.
+    parallel.keep_freed_memory()
     torch = None if ns.no_torch else torch_or_none()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if ns.json else print
 
     rows = []
     for name in models:
-        for regime, masked in (("dense", False), (f"q={Q}", True)):
+        for regime, score in REGIMES.items():
+            masked = score is not None
             runners = []
             for b in backends:
                 for t in ns.threads:
-                    r = MinifreezeRunner(name, b, masked, ns.batch, threads=t)
+                    r = MinifreezeRunner(name, b, score, ns.batch, threads=t)
                     if r.label not in [q.label for q in runners]:  # e.g. 0 and 2 on 2 CPUs
                         runners.append(r)
             if torch is not None:

@@ -237,6 +237,7 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
     lr_at = make_schedule(c.schedule, c.lr, total, warmup=c.warmup_steps)
     on_device = backend.get_backend() == "cuda"
     threads = 1 if on_device else parallel.resolve_threads(model, c.threads, c.batch_size)
+    parallel.keep_freed_memory()  # every step allocates the same buffers again
     if on_device:  # parameters, masks, velocities and activations stay on the GPU all run
         from minifreeze.cuda_train import DeviceTrainer
         trainer = DeviceTrainer(model, params, masks, lr=c.lr, momentum=c.momentum,
@@ -327,6 +328,7 @@ def plan_epochs(config: TrainConfig, data: Dataset, budget_seconds: float, *,
     x, y = data.x_train[:c.batch_size], data.y_train[:c.batch_size]
     on_device = backend.get_backend() == "cuda"
     threads = 1 if on_device else parallel.resolve_threads(model, c.threads, c.batch_size)
+    parallel.keep_freed_memory()  # as train_steps does, so the probe times the same steps
     if on_device:
         from minifreeze.cuda_train import DeviceTrainer
         trainer = DeviceTrainer(model, params, setup.masks, lr=c.lr, momentum=c.momentum,

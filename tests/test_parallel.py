@@ -1,6 +1,7 @@
 """A batch cut into shards on threads: the same loss and gradients as one pass, deterministic,
 masked entries exactly 0, and the training loop's results do not depend on the thread timing."""
 
+import platform
 from dataclasses import replace
 
 import numpy as np
@@ -96,6 +97,12 @@ def test_blas_threads_restores_the_previous_limit():
     with parallel.blas_threads(1):
         assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_keep_freed_memory_takes_on_glibc_and_is_idempotent():
+    assert parallel.keep_freed_memory() is True
+    assert parallel.keep_freed_memory() is True
 
 
 @pytest.fixture(scope="module")
