@@ -45,6 +45,8 @@ from minifreeze.models import get_model  # noqa: E402
 MODELS = ("lenet5", "lenet300", "vgg")
 Q = 0.995
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
+PAUSE = 0.25
+"""Seconds between timed runs: longer than the 200 ms an idle OpenMP thread may spin."""
 
 
 # --- the minifreeze side ------------------------------------------------------------------------
@@ -181,11 +183,13 @@ class TorchRunner:
 
 def interleaved(runners, what, steps, rounds, batch):
     """Median images/s of each runner over `rounds` interleaved rounds of `steps` steps."""
-    for r in runners:  # warm-up: compile, allocate, fill caches
-        getattr(r, what)(1)
+    for r in runners:  # an untimed round: compile, grow the heap to its working size, fill caches
+        getattr(r, what)(steps)
     times = [[] for _ in runners]
     for _ in range(rounds):
         for i, r in enumerate(runners):
+            # Let the threads the previous candidate left spinning (OpenMP, BLAS) go to sleep.
+            time.sleep(PAUSE)
             t0 = time.perf_counter()
             getattr(r, what)(steps)
             times[i].append(time.perf_counter() - t0)
