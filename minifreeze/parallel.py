@@ -15,9 +15,9 @@ Threads (not processes) work because every heavy call releases Python's GIL: Num
 products and ufuncs, and the Numba kernels (`nogil=True`). The matrix library must then run one
 thread per call, or W shards times its own threads fight over the cores: `blas_threads(1)` (via
 threadpoolctl) sets that for a block. On the 2-core machine of the README, LeNet-5-Caffe trained
-at 4,346 images/s as one shard with BLAS's two threads and at 6,540 as two shards of 50 with one
-BLAS thread each (`make bench BENCH_ARGS="--threads 0 1"`): im2col, col2im and max-pool now run
-on both cores too.
+at 4,662 images/s as one shard with BLAS's two threads and at 5,270 as two shards of 50 with one
+BLAS thread each on numba, 1,968 and 2,752 on numpy (`make bench BENCH_ARGS="--models lenet5
+--threads 0 1"`): im2col, col2im and max-pool run on both cores too.
 
 Masked gradients are summed only at the mask's nonzeros (elsewhere every shard's gradient is
 exactly 0), so freezing keeps its advantage: the sum touches 0.5% of a layer at q = 0.995.
@@ -28,9 +28,9 @@ batch's, so models with batch norm always run as one shard.
 Freed memory: every step allocates the same activations and columns again (megabytes each).
 glibc's malloc hands blocks that large back to the operating system on free and gets fresh pages
 on the next step, and each fresh page costs a fault and a zeroing. `keep_freed_memory()` asks
-malloc to keep them for reuse; the training loop calls it. On 2 cores it took LeNet-5-Caffe at
-q = 0.995 from about 6,400 to 8,500 images/s, and PyTorch in the same process from about 3,300
-to 3,800 (benchmarks/bench.py calls it for every candidate alike).
+malloc to keep them for reuse; the training loop calls it. On 2 cores it took LeNet-5-Caffe with
+random q = 0.995 masks from about 6,400 to 8,500 images/s, and PyTorch in the same process from
+about 3,300 to 3,800 (benchmarks/bench.py calls it for every candidate alike).
 
     with parallel.blas_threads(1):
         loss, grads, logits = parallel.loss_and_grads(model, params, x, y, masks=masks, threads=2)
