@@ -56,6 +56,7 @@ MIN_SHARD = 16
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+_pool_pid = 0  # a forked child inherits the pool object but not its threads: it needs its own
 
 
 def cpu_count() -> int:
@@ -112,12 +113,12 @@ def shards(n: int, threads: int) -> list[slice]:
 
 def _map(fn, items: list) -> list:
     """[fn(item) for item in items], the first on this thread and the rest on the pool."""
-    global _pool, _pool_size
+    global _pool, _pool_size, _pool_pid
     if len(items) == 1:
         return [fn(items[0])]
-    if _pool_size < len(items) - 1:
+    if _pool_size < len(items) - 1 or _pool_pid != os.getpid():
         _pool = ThreadPoolExecutor(max_workers=len(items) - 1, thread_name_prefix="minifreeze")
-        _pool_size = len(items) - 1
+        _pool_size, _pool_pid = len(items) - 1, os.getpid()
     futures = [_pool.submit(fn, item) for item in items[1:]]
     first = fn(items[0])
     return [first] + [f.result() for f in futures]

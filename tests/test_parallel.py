@@ -99,6 +99,23 @@ def test_blas_threads_restores_the_previous_limit():
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_threads():
+    """A child forked after the pool started has the pool object but none of its threads."""
+    import multiprocessing
+    rng = np.random.default_rng(1)
+    model, params, _, x, y = _setup("lenet5", rng, 40, False)
+    parallel.loss_and_grads(model, params, x, y, threads=2)  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        loss = pool.apply_async(_sharded_loss, (model, params, x, y)).get(timeout=60)
+    assert loss == pytest.approx(model.loss_and_grads(params, x, y)[0], rel=1e-12)
+
+
+def _sharded_loss(model, params, x, y):
+    return parallel.loss_and_grads(model, params, x, y, threads=2)[0]
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_keep_freed_memory_takes_on_glibc_and_is_idempotent():
     assert parallel.keep_freed_memory() is True
