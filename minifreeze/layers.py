@@ -11,10 +11,10 @@ on NumPy, Numba or CUDA; `conv_forward_naive` is the loop-by-loop oracle the tes
 Weight-gradient masks: `linear_backward` and `conv_backward` take `w_mask` (m in FreezeNet; 1 =
 trainable or kept, 0 = frozen or pruned) and return dw with the masked entries exactly 0. When the
 mask's density is below the backend's threshold (`kernels().sparse_dw_density`: 10% on numba,
-2% on numpy), dw is computed only at the mask's nonzeros (a sampled
-dense-dense product, `kernels().sampled_weight_grad`) instead of densely and then masked: at
-FreezeNet's q = 0.995 that skips 99.5% of the weight-gradient work. The nonzero indices of a mask
-are found once per mask object and reused on every later step (see `mask_nonzeros`).
+2% on numpy), dw is computed only at the mask's nonzeros (a sampled dense-dense product,
+`kernels().sampled_weight_grad`) instead of densely and then masked: a layer with 0.5% of its
+weights trainable skips 99.5% of its weight-gradient work. The nonzero indices of a mask are found
+once per mask object and reused on every later step (see `mask_nonzeros`).
 
 Memory order: activations have NCHW *shape* everywhere, but a convolution returns its output as a
 view of the (F, N, OH, OW) matrix product, "channel-major", instead of copying it into (N, F, OH,
