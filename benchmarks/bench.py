@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minifreeze import backend, init, parallel, saliency  # noqa: E402
 from minifreeze import masks as M  # noqa: E402
 from minifreeze.models import get_model  # noqa: E402
+from minifreeze.optim import MaskedSGD  # noqa: E402
 
 MODELS = ("lenet5", "lenet300", "vgg")
 Q = 0.995
@@ -66,15 +67,6 @@ def bench_masks(model, params, x, y, score: str, q: float = Q) -> dict[str, np.n
     return M.select_topk(saliency.saliency(model, params, x, y, score=score, seed=0), q)
 
 
-def _sgd_numpy(theta, grad, velocity, mask, lr, momentum, weight_decay, nesterov):
-    """The masked SGD contract in NumPy, used when the backend has no fused kernel."""
-    sel = slice(None) if mask is None else mask != 0
-    g = grad[sel] + weight_decay * theta[sel]
-    v = momentum * velocity[sel] + g
-    velocity[sel] = v
-    theta[sel] -= lr * (g + momentum * v if nesterov else v)
-
-
 class MinifreezeRunner:
     """A minifreeze training step: the batch in `threads` shards (0: automatic, parallel.py),
     labelled e.g. "numba x2" for two shards on the numba backend."""
@@ -85,31 +77,22 @@ class MinifreezeRunner:
         self.threads = parallel.resolve_threads(self.model, threads, batch)
         self.label = f"{backend_name} x{self.threads}"
         self.params = init.init_params(self.model, seed, "xavier")  # theta0, float32
-        self.velocity = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.opt = MaskedSGD(self.params, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
         rng = np.random.default_rng(seed + 1)
         self.x = rng.standard_normal((batch, *self.model.input_shape)).astype(np.float32)
         self.y = rng.integers(0, 10, batch)
         self.masks = None if score is None else bench_masks(self.model, self.params, self.x,
                                                              self.y, score)
 
-    def _threads(self):
-        """One BLAS thread per shard when there are several shards (as train_steps does)."""
-        import contextlib
-        return parallel.blas_threads(1) if self.threads > 1 else contextlib.nullcontext()
-
     def train_steps(self, steps):
-        with backend.use_backend(self.backend) as k, self._threads():
-            update = getattr(k, "masked_sgd_update", _sgd_numpy)
+        with backend.use_backend(self.backend), parallel.shard_blas(self.threads):
             for _ in range(steps):
                 _, grads, _ = parallel.loss_and_grads(self.model, self.params, self.x, self.y,
                                                       masks=self.masks, threads=self.threads)
-                for key, theta in self.params.items():
-                    m = None if self.masks is None else self.masks.get(key)
-                    update(theta, grads[key], self.velocity[key], m, LR, MOMENTUM, WEIGHT_DECAY,
-                           False)
+                self.opt.step(self.params, grads, self.masks, LR)
 
     def infer_steps(self, steps):
-        with backend.use_backend(self.backend), self._threads():
+        with backend.use_backend(self.backend), parallel.shard_blas(self.threads):
             for _ in range(steps):
                 parallel.predict(self.model, self.params, self.x, batch_size=len(self.x),
                                  threads=self.threads)

@@ -39,18 +39,16 @@ from numba import njit
 from numba import uint64 as U
 
 from minifreeze.im2col import check_col2im, conv_output_size
-from minifreeze.layers import mask_nonzeros
+from minifreeze.layers import channel_major, mask_nonzeros
 
 _jit = dict(cache=True, nogil=True)
 
 
-def _span(k_off: int, stride: int, pad: int, size: int, out: int) -> tuple[int, int]:
+@njit(inline="always", **_jit)
+def _span(k_off, stride, pad, size, out):
     """Output positions [lo, hi) whose input position o*stride + k_off - pad lies in [0, size)."""
     lo = min(max(0, (pad - k_off + stride - 1) // stride), out)
     return lo, max(min(out, (size - 1 + pad - k_off) // stride + 1), lo)
-
-
-_span_jit = njit(inline="always", **_jit)(_span)
 
 
 # --- im2col / col2im ----------------------------------------------------------------------------
@@ -70,9 +68,9 @@ def _patches(img, channel_major, kh, kw, stride, pad, oh, ow, cols_t, adjoint):
     plane, span_l, st = U(h * w), U(oh * ow), U(stride)
     for ci in range(c):
         for i in range(kh):
-            r_lo, r_hi = _span_jit(i, stride, pad, h, oh)
+            r_lo, r_hi = _span(i, stride, pad, h, oh)
             for j in range(kw):
-                s_lo, s_hi = _span_jit(j, stride, pad, w, ow)
+                s_lo, s_hi = _span(j, stride, pad, w, ow)
                 row = U(((ci * kh + i) * kw + j) * n) * span_l
                 for i_n in range(n):
                     o = row + U(i_n) * span_l
@@ -97,11 +95,6 @@ def _patches(img, channel_major, kh, kw, stride, pad, oh, ow, cols_t, adjoint):
                             of[ob + s] = 0
 
 
-def _channel_major(x: np.ndarray) -> bool:
-    """True when x (N, C, H, W) is a view of a C-contiguous (C, N, H, W) buffer."""
-    return not x.flags.c_contiguous and x.transpose(1, 0, 2, 3).flags.c_contiguous
-
-
 def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np.ndarray:
     """Unfold image patches into columns: (N, C, H, W) -> (N, C*KH*KW, OH*OW), stored in
     (C*KH*KW, N, OH*OW) order (see im2col.py, MEMORY ORDER).
@@ -112,7 +105,7 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np
     n, c, h, w = x.shape
     oh = conv_output_size(h, kh, stride, pad, layer="im2col")
     ow = conv_output_size(w, kw, stride, pad, layer="im2col")
-    cm = _channel_major(x)
+    cm = channel_major(x)
     src = x.transpose(1, 0, 2, 3) if cm else np.ascontiguousarray(x)
     cols_t = np.empty((c * kh * kw, n, oh * ow), dtype=x.dtype)  # (C*KH*KW, N, OH*OW)
     _patches(src, cm, kh, kw, stride, pad, oh, ow, cols_t, False)

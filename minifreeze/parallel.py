@@ -32,7 +32,7 @@ malloc to keep them for reuse; the training loop calls it. On 2 cores it took Le
 random q = 0.995 masks from about 6,400 to 8,500 images/s, and PyTorch in the same process from
 about 3,300 to 3,800 (benchmarks/bench.py calls it for every candidate alike).
 
-    with parallel.blas_threads(1):
+    with parallel.shard_blas(2):
         loss, grads, logits = parallel.loss_and_grads(model, params, x, y, masks=masks, threads=2)
 """
 
@@ -98,7 +98,6 @@ def check_threads(threads) -> None:
 
 
 def _fit(threads: int | None, batch_size: int) -> int:
-    check_threads(threads)
     if not threads:
         threads = min(cpu_count(), MAX_THREADS)
     return int(max(1, min(threads, batch_size // MIN_SHARD)))
@@ -128,7 +127,7 @@ def loss_and_grads(model, params, x, y, *, masks=None, buffers=None, threads: in
     """Softmax cross-entropy, its gradients and the logits of a batch, run as shards on threads.
 
     -> (loss, grads keyed like params, logits (N, classes)). Equal to `model.loss_and_grads` up to
-    float rounding; with one shard it is that call. Wrap a loop of calls in `blas_threads(1)`.
+    float rounding; with one shard it is that call. Wrap a loop of calls in `shard_blas(threads)`.
     """
     from minifreeze.losses import softmax_cross_entropy
 
@@ -169,6 +168,7 @@ def predict(model, params, x, *, buffers=None, batch_size: int = 1000,
 
     Eval mode uses batch norm's running statistics, so every model can be sharded here.
     """
+    check_threads(threads)
     out = []
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size]
@@ -184,6 +184,12 @@ def blas_threads(n: int) -> Iterator[None]:
     from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=n, user_api="blas"):
         yield
+
+
+def shard_blas(threads: int):
+    """The BLAS setting for running batches as `threads` shards: one BLAS thread per shard when
+    there are several, BLAS's own count when there is one."""
+    return blas_threads(1) if threads > 1 else contextlib.nullcontext()
 
 
 # --- freed memory -------------------------------------------------------------------------------

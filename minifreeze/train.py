@@ -28,7 +28,6 @@ Notebook `06_pipeline` walks through this file.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import sys
@@ -252,7 +251,7 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
     t_start, t = time.perf_counter(), 0
     last_good = {k: v.copy() for k, v in params.items()}
     # Shards on threads, one BLAS thread each (parallel.py); one shard: BLAS keeps its own.
-    with parallel.blas_threads(1) if threads > 1 else contextlib.nullcontext():
+    with parallel.shard_blas(threads):
         for epoch in range(1, c.epochs + 1):
             t_epoch = time.perf_counter()
             order = shuffle.permutation(n)  # (n,)
@@ -350,7 +349,7 @@ def plan_epochs(config: TrainConfig, data: Dataset, budget_seconds: float, *,
                                                   buffers=setup.buffers, threads=threads)
             opt.step(params, grads, setup.masks, lr)
     n_eval = min(len(data.y_test), c.eval_batch)
-    with parallel.blas_threads(1) if threads > 1 else contextlib.nullcontext():
+    with parallel.shard_blas(threads):
         step(*batches[0], c.lr)  # warm-up (compilation, workspace)
         t0 = time.perf_counter()
         for k in range(probe_steps):
