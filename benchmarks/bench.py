@@ -5,8 +5,9 @@
     python benchmarks/bench.py --json          # one JSON object on stdout, for machines
 
 For each model (LeNet-5-Caffe, LeNet-300-100, the small VGG) and each available backend, one
-training step is forward + backward + masked SGD update (momentum 0.9, weight decay 5e-4) on a
-batch of 100 synthetic images; inference is a forward pass in eval mode. "dense" trains every
+training step is `trainer.HostTrainer.step`, the very step `train` runs (forward + backward +
+masked SGD update with momentum 0.9 and weight decay 5e-4, the divergence checks included) on a
+batch of 100 synthetic images; inference is `HostTrainer.predict` (eval mode). "dense" trains every
 weight; "freezenet" trains 0.5% of the weights (q = 0.995) chosen as FreezeNet chooses them (the
 top |g| at the seed-0 Xavier init, on the timed batch), and "random" trains 0.5% chosen at random,
 so evenly spread over the layers: that is where the sparse weight gradients and the masked update
@@ -15,8 +16,8 @@ pay off. When `torch` is importable the same architectures
 candidates are timed in interleaved rounds so machine noise hits them alike, and the median round
 is reported with the ratio to PyTorch. PyTorch is never a dependency of minifreeze.
 
-Both sides run under the same malloc settings: `parallel.keep_freed_memory()`, which the
-training loop calls too, is process-wide. Each figure is images per second. Peak resident memory and the kernel compile time (cold numba
+Both sides run under the same malloc settings: `parallel.kept_freed_memory()`, which the command
+line opts into too, is process-wide. Each figure is images per second. Peak resident memory and the kernel compile time (cold numba
 cache, then warm) are measured in fresh child processes so that one candidate's memory does not
 hide another's.
 """
@@ -41,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minifreeze import backend, init, parallel, saliency  # noqa: E402
 from minifreeze import masks as M  # noqa: E402
 from minifreeze.models import get_model  # noqa: E402
-from minifreeze.optim import MaskedSGD  # noqa: E402
+from minifreeze.trainer import HostTrainer  # noqa: E402
 
 MODELS = ("lenet5", "lenet300", "vgg")
 Q = 0.995
@@ -68,34 +69,33 @@ def bench_masks(model, params, x, y, score: str, q: float = Q) -> dict[str, np.n
 
 
 class MinifreezeRunner:
-    """A minifreeze training step: the batch in `threads` shards (0: automatic, parallel.py),
+    """minifreeze's HostTrainer, the batch in `shards` shards (0: automatic, parallel.py),
     labelled e.g. "numba x2" for two shards on the numba backend."""
 
-    def __init__(self, name, backend_name, score, batch, seed=0, threads=0):
+    def __init__(self, name, backend_name, score, batch, seed=0, shards=0):
         self.backend = backend_name
         self.model = get_model(name) if name != "vgg" else get_model("vgg", input_shape=(3, 32, 32))
-        self.threads = parallel.resolve_threads(self.model, threads, batch)
-        self.label = f"{backend_name} x{self.threads}"
+        self.shards = parallel.resolve_shards(self.model, shards, batch)
+        self.label = f"{backend_name} x{self.shards}"
         self.params = init.init_params(self.model, seed, "xavier")  # theta0, float32
-        self.opt = MaskedSGD(self.params, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
         rng = np.random.default_rng(seed + 1)
         self.x = rng.standard_normal((batch, *self.model.input_shape)).astype(np.float32)
         self.y = rng.integers(0, 10, batch)
         self.masks = None if score is None else bench_masks(self.model, self.params, self.x,
                                                              self.y, score)
+        with backend.use_backend(self.backend):
+            self.trainer = HostTrainer(self.model, self.params, self.masks, momentum=MOMENTUM,
+                                       weight_decay=WEIGHT_DECAY, shards=self.shards)
 
     def train_steps(self, steps):
-        with backend.use_backend(self.backend), parallel.shard_blas(self.threads):
+        with backend.use_backend(self.backend):
             for _ in range(steps):
-                _, grads, _ = parallel.loss_and_grads(self.model, self.params, self.x, self.y,
-                                                      masks=self.masks, threads=self.threads)
-                self.opt.step(self.params, grads, self.masks, LR)
+                self.trainer.step(self.x, self.y, LR)
 
     def infer_steps(self, steps):
-        with backend.use_backend(self.backend), parallel.shard_blas(self.threads):
+        with backend.use_backend(self.backend):
             for _ in range(steps):
-                parallel.predict(self.model, self.params, self.x, batch_size=len(self.x),
-                                 threads=self.threads)
+                self.trainer.predict(self.x, batch_size=len(self.x))
 
 
 # --- the PyTorch side (only when torch is installed) --------------------------------------------
@@ -139,7 +139,7 @@ class TorchRunner:
                 m.weight.copy_(torch.from_numpy(ref.params[f"{ly.name}.w"]))
                 m.bias.copy_(torch.from_numpy(ref.params[f"{ly.name}.b"]))
                 if ref.masks is not None:
-                    self.masks.append((m.weight, torch.from_numpy(ref.masks[f"{ly.name}.w"])))
+                    self.masks.append((m.weight, torch.from_numpy(np.array(ref.masks[f"{ly.name}.w"]))))
         self.opt = torch.optim.SGD(self.net.parameters(), lr=LR, momentum=MOMENTUM,
                                    weight_decay=WEIGHT_DECAY)
         self.x = torch.from_numpy(ref.x)
@@ -188,7 +188,6 @@ def child_measure(args_list, env=None):
 
 def child_main(ns):
     """--child memory MODEL BACKEND | --child compile: one measurement in this fresh process."""
-    parallel.keep_freed_memory()  # as the parent and the training loop
     t0 = time.perf_counter()
     if ns.child[0] == "compile":
         # One float32 training step of every model touches every kernel the training uses.
@@ -222,7 +221,7 @@ def main(argv=None):
     p.add_argument("--backends", nargs="+", default=None,
                    help="minifreeze backends (default: every available one)")
     p.add_argument("--batch", type=int, default=100)
-    p.add_argument("--threads", type=int, nargs="+", default=[0],
+    p.add_argument("--shards", type=int, nargs="+", default=[0],
                    help="shards per batch, one thread each; several values give one row each "
                         "(default 0: one per CPU)")
     p.add_argument("--steps", type=int, default=None, help="steps per timed round")
@@ -232,8 +231,12 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     ns = p.parse_args(argv)
-    if ns.child:
-        return child_main(ns)
+    # As the command line does; it is process-wide, so PyTorch gets the same malloc.
+    with parallel.kept_freed_memory():
+        return child_main(ns) if ns.child else run(ns)
+
+
+def run(ns):
     models = ns.models or (("lenet5",) if ns.quick else MODELS)
     steps = ns.steps or (5 if ns.quick else 20)
     rounds = ns.rounds or (3 if ns.quick else 7)
@@ -241,8 +244,6 @@ def main(argv=None):
     backends = ns.backends or [b for b, why in avail.items() if why is None]
     for b in backends:
         backend.set_backend(b)  # raises with the reason when unavailable
-    # As minifreeze's training loop does; it is process-wide, so PyTorch gets the same malloc.
-    parallel.keep_freed_memory()
     torch = None if ns.no_torch else torch_or_none()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if ns.json else print
 
@@ -252,8 +253,8 @@ def main(argv=None):
             masked = score is not None
             runners = []
             for b in backends:
-                for t in ns.threads:
-                    r = MinifreezeRunner(name, b, score, ns.batch, threads=t)
+                for t in ns.shards:
+                    r = MinifreezeRunner(name, b, score, ns.batch, shards=t)
                     if r.label not in [q.label for q in runners]:  # e.g. 0 and 2 on 2 CPUs
                         runners.append(r)
             if torch is not None:

@@ -6,12 +6,15 @@
     python -m minifreeze train --model lenet5 --method freezenet --rate 0.995 --epochs 5 --seed 0 \
         --out runs/fz [--limit-train N] [--json]          # writes runs/fz/model.mfz, metrics.json
     python -m minifreeze train ... --epochs auto --budget 180   # epochs that fit 180 seconds
+    python -m minifreeze train ... --shards 1                   # one shard: one thread per batch
     python -m minifreeze evaluate runs/fz/model.mfz [--json]
     python -m minifreeze inspect runs/fz/model.mfz [--json]
     python -m minifreeze report runs/mnist              # table, plot and results.json of the runs
 
-Errors in the input (an unknown model, a bad option) print one line on stderr and exit with
-status 2; library code itself never prints or exits.
+Errors in the input (an unknown model, a bad option, a damaged file, an output folder that cannot
+be written) print one line on stderr and exit with status 2; a run that fails while it trains
+(the loss diverged) prints one line and exits with status 1, after writing what it can (see
+`train`). Library code itself never prints or exits. Option defaults are `TrainConfig`'s own.
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ from minifreeze import backend, models
 
 
 class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+    """A user-facing error: printed as one line; exit status 2 (bad input) unless `status` says
+    otherwise (1: the work itself failed, e.g. training diverged)."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -122,11 +130,11 @@ def cmd_info(args) -> int:
 def _library_call(fn, *args, **kwargs):
     """Run a library function; its documented errors become one-line CLI errors."""
     from minifreeze.data import DataError
+    from minifreeze.report import ReportError
     from minifreeze.storage import StorageError
-    from minifreeze.train import TrainingDiverged
     try:
         return fn(*args, **kwargs)
-    except (DataError, StorageError, TrainingDiverged, ValueError, NotImplementedError,
+    except (DataError, StorageError, ReportError, ValueError, NotImplementedError,
             backend.BackendUnavailable) as err:  # NotImplementedError: batch norm on cuda
         raise CLIError(str(err)) from None
 
@@ -156,57 +164,70 @@ def _load_data(name: str, download: bool, limit: int | None, val_fraction: float
     return _library_call(D.limit_train, ds, limit)
 
 
-def cmd_train(args) -> int:
-    import dataclasses
-    import time
+def _writable_folder(path) -> "Path":
+    """Create `path` if needed and check that a file can be written there, before any work."""
+    import tempfile
     from pathlib import Path
-    from minifreeze import backend, masks, storage, train as T
-    if args.epochs == "auto" and args.budget is None:
-        raise CLIError("--epochs auto needs --budget SECONDS")
-    if args.budget is not None and args.epochs != "auto":
-        raise CLIError("--budget applies only with --epochs auto")
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise CLIError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+    return out
+
+
+def train_config(args):
+    """The TrainConfig the train command's arguments describe (resolved and checked)."""
+    from minifreeze.train import TrainConfig
     model = build_model(args)
     model_kwargs = {}
     if args.input_shape is not None:
         model_kwargs["input_shape"] = list(args.input_shape)
     if args.batch_norm:
         model_kwargs["batch_norm"] = True
-    config = T.TrainConfig(
+    config = TrainConfig(
         model=model.name, method=args.method, rate=args.rate, score=args.score, mode=args.mode,
-        scope=args.scope, include_biases=args.score_biases, init=args.init, seed=args.seed,
-        epochs=1, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-        nesterov=args.nesterov, weight_decay=args.weight_decay, schedule=args.schedule,
-        warmup_steps=args.warmup_steps, saliency_batch=args.saliency_batch,
-        threads=args.threads, model_kwargs=model_kwargs)
-    config = _library_call(config.resolved)
+        scope=args.scope, include_biases=args.include_biases, init=args.init, seed=args.seed,
+        batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
+        weight_decay=args.weight_decay, schedule=args.schedule, warmup_steps=args.warmup_steps,
+        saliency_batch=args.saliency_batch, eval_batch=args.eval_batch, shards=args.shards,
+        model_kwargs=model_kwargs)
+    return _library_call(config.resolved)
+
+
+def cmd_train(args) -> int:
+    import dataclasses
+    import time
+    from minifreeze import parallel, report, storage, train as T
+    if args.epochs == "auto" and args.budget is None:
+        raise CLIError("--epochs auto needs --budget SECONDS")
+    if args.budget is not None and args.epochs != "auto":
+        raise CLIError("--budget applies only with --epochs auto")
+    config = train_config(args)
+    out = _writable_folder(args.out)
     t0 = time.perf_counter()
     ds = _load_data(args.dataset, args.download, args.limit_train, args.val_fraction, args.seed)
     plan = None
-    if args.epochs == "auto":
-        plan = _library_call(T.plan_epochs, config, ds, args.budget - (time.perf_counter() - t0))
-        config = dataclasses.replace(config, epochs=plan["epochs"])
-    else:
-        config = dataclasses.replace(config, epochs=args.epochs)
-    result = _library_call(T.train, config, ds, progress=True if args.progress else None)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with parallel.kept_freed_memory():  # the process is ours: keep malloc's freed blocks
+        if args.epochs == "auto":
+            plan = _library_call(T.plan_epochs, config, ds, args.budget - (time.perf_counter() - t0))
+            config = dataclasses.replace(config, epochs=plan["epochs"])
+        else:
+            config = dataclasses.replace(config, epochs=args.epochs)
+        try:
+            result = _library_call(T.train, config, ds, progress=True if args.progress else None)
+        except T.TrainingDiverged as err:
+            _save_diverged(out, config, args.dataset, err)
+            raise CLIError(f"{err}; wrote {out / 'last_good.mfz'} and {out / 'metrics.json'}",
+                           status=1) from None
     ckpt = result.checkpoint()
     ckpt.meta["dataset"] = args.dataset
     file_bytes = storage.save(out / "model.mfz", ckpt)
-    shapes = result.model.param_shapes()
-    total = result.model.num_params()
-    trained = masks.count_trained(shapes, result.masks)
-    metrics = {
-        "model": config.model, "method": config.method, "score": config.score,
-        "mode": config.mode, "rate": config.rate, "seed": config.seed, "init": config.init,
-        "dataset": args.dataset, "backend": backend.get_backend(), "epochs": config.epochs,
-        "test_accuracy": result.history[-1]["test_accuracy"],
-        "total_params": total, "trained_params": trained, "compression": total / trained,
-        "file_bytes": file_bytes, "dense_bytes": 4 * total,
-        "wall_seconds": time.perf_counter() - t0, "plan": plan,
-        "config": dataclasses.asdict(config), "history": result.history,
-        "density": masks.density_report(result.model, result.masks),
-    }
+    metrics = report.run_metrics(result, dataset=args.dataset, file_bytes=file_bytes,
+                                 wall_seconds=time.perf_counter() - t0,
+                                 backend=backend.get_backend(), plan=plan)
     _write_json(out / "metrics.json", metrics)
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k not in ("history", "density")},
@@ -214,10 +235,29 @@ def cmd_train(args) -> int:
     else:
         print(f"{config.method} {config.model} rate {config.rate}: test accuracy "
               f"{metrics['test_accuracy']:.4f} after {config.epochs} epochs, "
-              f"{trained:,} of {total:,} parameters trained (compression "
-              f"{metrics['compression']:.1f}), {file_bytes:,} bytes on disk vs "
-              f"{4 * total:,} dense, {metrics['wall_seconds']:.0f} s -> {out / 'model.mfz'}")
+              f"{metrics['trained_params']:,} of {metrics['total_params']:,} parameters trained "
+              f"(compression {metrics['compression']:.1f}), {file_bytes:,} bytes on disk vs "
+              f"{metrics['dense_bytes']:,} dense, {metrics['wall_seconds']:.0f} s -> "
+              f"{out / 'model.mfz'}")
     return 0
+
+
+def _save_diverged(out, config, dataset: str, err) -> None:
+    """A diverged run leaves the last parameters whose loss was finite and says where it broke
+    (metrics.json has no test_accuracy, so `report` and a sweep never count it as finished)."""
+    import dataclasses
+    import math
+    from minifreeze import storage
+    storage.save(out / "last_good.mfz", storage.Checkpoint(
+        config.model, err.params, err.masks or {}, err.buffers, config.seed, config.init,
+        config.mode, {"method": config.method, "score": config.score, "rate": config.rate,
+                      "dataset": dataset}, dict(config.model_kwargs)))
+    loss = err.loss if math.isfinite(err.loss) else str(err.loss)  # JSON has no NaN
+    _write_json(out / "metrics.json", {
+        "model": config.model, "method": config.method, "rate": config.rate,
+        "seed": config.seed, "dataset": dataset,
+        "diverged": {"epoch": err.epoch, "step": err.step, "loss": loss, "why": err.why},
+        "config": dataclasses.asdict(config), "history": err.history})
 
 
 def cmd_evaluate(args) -> int:
@@ -265,88 +305,63 @@ def cmd_inspect(args) -> int:
 def cmd_report(args) -> int:
     """Collect DIR/*/metrics.json into a table, DIR/accuracy.png and DIR/results.json."""
     from pathlib import Path
+    from minifreeze import report
     root = Path(args.dir)
-    runs = []
-    for path in sorted(root.glob("*/metrics.json")):
-        try:
-            runs.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as err:
-            raise CLIError(f"{path}: unreadable metrics ({err})") from None
-    if not runs:
-        raise CLIError(f"{root}: no */metrics.json found (run `train --out {root}/NAME` first)")
-    order = {"dense": 0, "freezenet": 1, "snip": 2}
-    runs.sort(key=lambda r: (order.get(r["method"], 9), r["rate"]))
-    keys = ("method", "rate", "test_accuracy", "trained_params", "compression", "file_bytes",
-            "epochs", "wall_seconds", "backend")
-    summary = [{k: r[k] for k in keys} for r in runs]
+    runs = _library_call(report.load_runs, root)
+    summary = report.summary_rows(runs)
     _write_json(root / "results.json", {"runs": summary,
                                         "history": {r["method"]: r["history"] for r in runs}})
     import matplotlib
-    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in runs:
-        ax.plot([h["epoch"] for h in r["history"]], [100 * h["test_accuracy"] for h in r["history"]],
-                marker="o", label=f"{r['method']} (rate {r['rate']})")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{runs[0]['model']} on {runs[0]['dataset']}")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(root / "accuracy.png", dpi=120)
-    plt.close(fig)
-    print(f"| method | rate | test accuracy | trained params | compression | file bytes | epochs "
-          f"| seconds | backend |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    for s in summary:
-        print(f"| {s['method']} | {s['rate']} | {100 * s['test_accuracy']:.2f}% | "
-              f"{s['trained_params']:,} | {s['compression']:.1f} | {s['file_bytes']:,} | "
-              f"{s['epochs']} | {s['wall_seconds']:.0f} | {s['backend']} |")
+    plt.close(report.plot_history(runs, root / "accuracy.png"))
+    print(report.markdown_table(summary))
     print(f"wrote {root / 'results.json'} and {root / 'accuracy.png'}")
     return 0
 
 
 def add_pipeline_commands(sub) -> None:
     from minifreeze import data, init, masks, optim, saliency, train as T
+    d = T.TrainConfig()  # every default below is the config's own
     p = sub.add_parser("train", help="train dense, FreezeNet or SNIP; write model.mfz and "
                                      "metrics.json")
     add_model_arguments(p)
     add_backend_argument(p)
     p.add_argument("--method", required=True, choices=sorted(T.METHODS),
                    help="dense, freezenet (grad + freeze) or snip (snip + prune)")
-    p.add_argument("--rate", type=float, default=0.995,
-                   help="rate q = 1 - density: share of weights frozen or pruned (default 0.995)")
-    p.add_argument("--score", choices=saliency.SCORES, default=None,
+    p.add_argument("--rate", type=float, default=d.rate,
+                   help=f"rate q = 1 - density: share of weights frozen or pruned (default {d.rate})")
+    p.add_argument("--score", choices=saliency.SCORES, default=d.score,
                    help="override the method's saliency score")
-    p.add_argument("--mode", choices=masks.MODES, default=None,
+    p.add_argument("--mode", choices=masks.MODES, default=d.mode,
                    help="override the method's mode: freeze (keep theta0) or prune (set to 0)")
-    p.add_argument("--scope", choices=masks.SCOPES, default="global",
+    p.add_argument("--scope", choices=masks.SCOPES, default=d.scope,
                    help="top-k over all weights (global) or per layer")
-    p.add_argument("--score-biases", action="store_true",
+    p.add_argument("--include-biases", action="store_true", default=d.include_biases,
                    help="score and mask the biases too (default: biases always train)")
-    p.add_argument("--init", choices=init.SCHEMES, default="xavier", help="initialisation scheme")
-    p.add_argument("--seed", type=int, default=0, help="32-bit seed: init, saliency batch, "
-                                                       "shuffling")
-    p.add_argument("--epochs", type=_epochs, default=5, help="epochs, or 'auto' with --budget")
+    p.add_argument("--init", choices=init.SCHEMES, default=d.init, help="initialisation scheme")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="32-bit seed: init, saliency batch, shuffling")
+    p.add_argument("--epochs", type=_epochs, default=d.epochs,
+                   help="epochs, or 'auto' with --budget")
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="with --epochs auto: time a few steps, then fit the epochs to this budget")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr,
                    help=f"peak learning rate (default by method: {T.DEFAULT_LR})")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--nesterov", action="store_true")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--schedule", choices=optim.SCHEDULES, default="cosine")
-    p.add_argument("--warmup-steps", type=int, default=200,
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--nesterov", action="store_true", default=d.nesterov)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--schedule", choices=optim.SCHEDULES, default=d.schedule)
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
                    help="linear learning-rate warm-up over the first N steps (0: none)")
-    p.add_argument("--saliency-batch", type=int, default=100,
+    p.add_argument("--saliency-batch", type=int, default=d.saliency_batch,
                    help="training images in the one saliency batch")
-    p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="cut each batch into N shards trained on N threads (default 0: one per "
-                        "CPU; models with batch norm use 1)")
+    p.add_argument("--eval-batch", type=int, default=d.eval_batch,
+                   help="test images per forward pass when evaluating")
+    p.add_argument("--shards", type=int, default=d.shards, metavar="N",
+                   help="cut each batch into N shards trained on N threads (default: one per "
+                        "CPU for models with convolutions; batch norm runs as 1)")
     p.add_argument("--dataset", choices=data.DATASETS, default="mnist")
     p.add_argument("--download", action="store_true",
                    help="fetch fashion-mnist or cifar10 (pinned checksums) if missing")
@@ -409,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except CLIError as err:
         print(f"minifreeze: error: {err}", file=sys.stderr)
-        return 2
+        return err.status
 
 
 if __name__ == "__main__":

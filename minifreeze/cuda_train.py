@@ -4,11 +4,14 @@ The layer-by-layer cuda backend (`backend.set_backend("cuda")`) copies every act
 and back, which is right for testing kernels and wrong for speed. `DeviceTrainer` instead keeps
 parameters, masks, velocities, activations and gradients on the device for the whole run:
 
-    trainer = DeviceTrainer(model, params, masks, lr=0.1, momentum=0.9, weight_decay=5e-4)
-    for x, y in batches:                   # x (N, *input_shape) float32, y (N,) int
-        loss = trainer.step(x, y)          # copies in x and y, copies out [loss, correct]
-    params = trainer.params_to_host()      # the trained parameters, when you want them
-    logits = trainer.predict(x_test)       # (N, classes)
+    trainer = DeviceTrainer(model, params, masks, momentum=0.9, weight_decay=5e-4)
+    for x, y in batches:                        # x (N, *input_shape) float32, y (N,) int
+        loss, correct = trainer.step(x, y, lr)  # copies in x and y, copies out [loss, correct]
+    params = trainer.params                     # the trained parameters, copied to the host
+    logits = trainer.predict(x_test)            # (N, classes)
+
+It has the interface of `trainer.HostTrainer` (step, predict, params, set_masks, last_good), so
+`train.train_steps` drives either without knowing which.
 
 One step is the model's layer spec walked forward and back with the kernels of `kernels_cuda.py`:
 conv = im2col + tiled matmul + bias, linear = tiled matmul + bias, ReLU, max-pool, flatten (a
@@ -22,15 +25,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from minifreeze import backend
+from minifreeze.masks import as_masks
 from minifreeze.models import Model
+from minifreeze.trainer import NonFiniteStep, check_masks
 
 SUPPORTED_OPS = ("conv", "linear", "relu", "maxpool", "flatten")
 
 
 def _kernels():
     """The kernels_cuda module, or BackendUnavailable saying how to enable CUDA."""
-    from minifreeze import backend
-    backend._load("cuda")  # raises BackendUnavailable with the how-to when it cannot run here
+    backend.require("cuda")  # raises BackendUnavailable with the how-to when it cannot run here
     from minifreeze import kernels_cuda
     return kernels_cuda
 
@@ -71,11 +76,13 @@ class DeviceTrainer:
 
     params: the model's parameters (any float dtype; trained in float32). masks: optional dict
     {name: m} with m == 1 trainable and m == 0 held (frozen at its value, or pruned at 0); names
-    without a mask are fully trained. lr, momentum, weight_decay, nesterov: the masked SGD contract.
+    without a mask are fully trained. momentum, weight_decay, nesterov: the masked SGD contract;
+    lr: the default learning rate of `step`. buffers: must be empty (no batch norm here).
     """
 
-    def __init__(self, model: Model, params: dict, masks: dict | None = None, *, lr: float,
-                 momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
+    def __init__(self, model: Model, params: dict, masks: dict | None = None, buffers=None, *,
+                 lr: float = 0.0, momentum: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False):
         for ly in model.layers:
             if ly.op not in SUPPORTED_OPS:
                 raise NotImplementedError(
@@ -86,11 +93,8 @@ class DeviceTrainer:
         if set(params) != set(shapes):
             raise ValueError(f"{model.name}: expected parameters {sorted(shapes)}, "
                              f"got {sorted(params)}")
-        masks = masks or {}
-        for name, m in masks.items():
-            if name not in shapes or np.shape(m) != shapes[name]:
-                raise ValueError(f"{model.name}: mask {name!r} must match a parameter's shape "
-                                 f"{shapes.get(name)}, got {np.shape(m)}")
+        masks = as_masks(masks)
+        check_masks(model, masks)
         for name, p in params.items():
             if np.shape(p) != shapes[name]:
                 raise ValueError(f"{model.name}: expected {name} of shape {shapes[name]}, "
@@ -100,18 +104,24 @@ class DeviceTrainer:
         self.lr, self.momentum = float(lr), float(momentum)
         self.weight_decay, self.nesterov = float(weight_decay), bool(nesterov)
         f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-        self.params = {n: k.to_device(f32(params[n])) for n in shapes}
+        self.d_params = {n: k.to_device(f32(params[n])) for n in shapes}
         self.velocity = {n: k.to_device(np.zeros(s, np.float32)) for n, s in shapes.items()}
         self.grads = {n: k.device_array(s, dtype=np.float32) for n, s in shapes.items()}
-        self.masks = {n: k.to_device(f32(m)) for n, m in masks.items()}
+        self.masks = masks
+        self.d_masks = {n: k.to_device(f32(m)) for n, m in (masks or {}).items()}
+        self.buffers = dict(buffers or {})
         self.last_correct = 0
+        self.last_grads = None  # the gradients stay on the device
+        self._good = {n: f32(params[n]).copy() for n in shapes}
         self._ws: dict[int, _Workspace] = {}
 
     # --- host-facing API ------------------------------------------------------------------------
-    def step(self, x: np.ndarray, y: np.ndarray, lr: float | None = None) -> float:
-        """One masked SGD step on the batch (x, y); returns its mean loss (before the update).
+    def step(self, x: np.ndarray, y: np.ndarray, lr: float | None = None) -> tuple[float, int]:
+        """One masked SGD step on the batch (x, y) -> (its mean loss before the update, number of
+        examples classified correctly before the update); also left in `last_correct`.
 
-        The number of correctly classified examples of the batch is left in `last_correct`.
+        A NaN or infinite loss raises NonFiniteStep; `last_good()` then gives the parameters last
+        read back with `params`.
         """
         ws = self._load_batch(x, y)
         self._forward(ws)
@@ -119,14 +129,16 @@ class DeviceTrainer:
         k.d_softmax_ce(ws.outs[-1], ws.y, ws.dlogits, ws.row_loss, ws.row_correct, ws.metrics)
         self._backward(ws)
         lr = self.lr if lr is None else float(lr)
-        for name, p in self.params.items():
-            m = self.masks.get(name)
+        for name, p in self.d_params.items():
+            m = self.d_masks.get(name)
             k.d_masked_sgd(p.ravel(), self.grads[name].ravel(), self.velocity[name].ravel(),
                            None if m is None else m.ravel(), lr, self.momentum,
                            self.weight_decay, self.nesterov)
         loss, correct = ws.metrics.copy_to_host()
+        if not np.isfinite(loss):
+            raise NonFiniteStep(f"loss is {loss}", float(loss))
         self.last_correct = int(correct)
-        return float(loss)
+        return float(loss), self.last_correct
 
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Logits for x (N, *input_shape), in batches: -> (N, classes) float32."""
@@ -140,10 +152,38 @@ class DeviceTrainer:
 
     def params_to_host(self) -> dict[str, np.ndarray]:
         """The current parameters, copied to the host, in the model's order."""
-        return {n: p.copy_to_host() for n, p in self.params.items()}
+        return {n: p.copy_to_host() for n, p in self.d_params.items()}
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """The current parameters, copied to the host (and kept as the last good ones)."""
+        self._good = self.params_to_host()
+        return {n: v.copy() for n, v in self._good.items()}
+
+    def last_good(self) -> dict[str, np.ndarray]:
+        """The parameters as last read back with `params` (the loop reads them every epoch)."""
+        return {n: v.copy() for n, v in self._good.items()}
 
     def velocities_to_host(self) -> dict[str, np.ndarray]:
         return {n: v.copy_to_host() for n, v in self.velocity.items()}
+
+    def set_masks(self, masks, *, prune: bool = False) -> None:
+        """Train under `masks` from the next step: velocities cleared where m == 0, and with
+        `prune` those parameters set to +0.0 (done on the host, then copied back)."""
+        masks = as_masks(masks)
+        check_masks(self.model, masks)
+        k = self.k
+        for name, m in (masks or {}).items():
+            off = m == 0
+            v = self.velocity[name].copy_to_host()
+            v[off] = 0
+            self.velocity[name] = k.to_device(v)
+            if prune:
+                p = self.d_params[name].copy_to_host()
+                p[off] = 0.0
+                self.d_params[name] = k.to_device(p)
+        self.masks = masks
+        self.d_masks = {n: k.to_device(np.ascontiguousarray(m)) for n, m in (masks or {}).items()}
 
     # --- the device side ------------------------------------------------------------------------
     def _load_batch(self, x, y) -> _Workspace:
@@ -172,7 +212,7 @@ class DeviceTrainer:
         return ins
 
     def _forward(self, ws: _Workspace) -> None:
-        k, p, n = self.k, self.params, ws.n
+        k, p, n = self.k, self.d_params, ws.n
         for i, (ly, h) in enumerate(zip(self.model.layers, self._inputs(ws))):
             out, a = ws.outs[i], ly.args
             if ly.op == "conv":
@@ -195,7 +235,7 @@ class DeviceTrainer:
             raise NotImplementedError("cuda: a model may not end in flatten")
 
     def _backward(self, ws: _Workspace) -> None:
-        k, p, g, n = self.k, self.params, self.grads, ws.n
+        k, p, g, n = self.k, self.d_params, self.grads, ws.n
         layers = self.model.layers
         ins = self._inputs(ws)
         first = next(i for i, ly in enumerate(layers) if ly.param_shapes())

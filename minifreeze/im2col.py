@@ -1,30 +1,30 @@
 """im2col and col2im in plain NumPy: the reference every accelerated kernel is checked against.
 
 A convolution slides a (C, KH, KW) filter over a zero-padded (C, H, W) image. im2col copies every
-patch the filter sees into one column, so the whole convolution becomes one matrix product:
+patch the filter sees into one column, and the columns of the whole batch side by side make one
+matrix, so the whole convolution of the batch becomes one matrix product:
 
     x     (N, C, H, W)
-    cols  (N, C*KH*KW, OH*OW)      cols[n, (c, i, j), (oh, ow)] = xpad[n, c, oh*s + i, ow*s + j]
-    out   (N, F, OH*OW) = w.reshape(F, C*KH*KW) @ cols
+    cols  (C*KH*KW, N*OH*OW)    cols[(c, i, j), (n, oh, ow)] = xpad[n, c, oh*s + i, ow*s + j]
+    out   (F, N*OH*OW) = w.reshape(F, C*KH*KW) @ cols
 
-with OH = (H + 2*pad - KH) / stride + 1 (and OW likewise), which must be a whole number.
+with OH = (H + 2*pad - KH) / stride + 1 (and OW likewise), which must be a whole number. The
+weight gradient and the column gradient are single products with the same matrix:
+dW = dout2 @ cols.T and dcols = W.T @ dout2, with dout2 (F, N*OH*OW).
 
 col2im is the adjoint (transpose) of im2col, not its inverse: it adds every column entry back onto
 the pixel it came from, so pixels seen by several patches receive the sum. That is exactly what the
-backward pass of a convolution needs (dx = col2im(w^T @ dout)), and the identity
+backward pass of a convolution needs (dx = col2im(W.T @ dout2)), and the identity
 
     <im2col(x), y> == <x, col2im(y)>
 
 is a cheap, strong test.
 
-MEMORY ORDER. im2col returns the (N, C*KH*KW, OH*OW) array as a transposed view of a buffer
-stored in (C*KH*KW, N, OH*OW) order. Shape and values are what the formula above says, so callers
-never notice; but `cols.transpose(1, 0, 2).reshape(C*KH*KW, N*OH*OW)` is then free, and the layers
-can run a convolution over the whole batch as one big matrix product (forward, weight gradient
-and column gradient alike) instead of N small ones. col2im accepts columns in either order and
-returns its (N, C, H, W) image as a view of a (C, N, H, W) buffer, the "channel-major" order in
-which the layers keep activations between a convolution and its pooling (see layers.py). `sampled_weight_grad` is the reference for the sparse weight gradient
-of a layer whose mask trains only a few weights (see layers.py). Notebook 02 (`notebooks/02_im2col.ipynb`) walks through this file.
+The max-pool kernels below pool each (image, channel) plane through a strided view of the input,
+so they accept an input stored in any order. `sampled_weight_grad` is the reference for the
+weight gradient of a layer whose mask trains only a few weights (see layers.py). Everything here
+is plain NumPy on plainly shaped arrays; the layout tricks that make the Numba kernels fast live
+in `kernels_numba.py`. Notebook 02 (`notebooks/02_im2col.ipynb`) walks through this file.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def conv_output_size(size: int, k: int, stride: int, pad: int, *, layer: str = "
 
 
 def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np.ndarray:
-    """Unfold image patches into columns: (N, C, H, W) -> (N, C*KH*KW, OH*OW)."""
+    """Unfold image patches into columns: x (N, C, H, W) -> cols (C*KH*KW, N*OH*OW)."""
     n, c, h, w = x.shape
     oh = conv_output_size(h, kh, stride, pad, layer="im2col")
     ow = conv_output_size(w, kw, stride, pad, layer="im2col")
@@ -62,8 +62,9 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np
     patches = np.lib.stride_tricks.as_strided(
         xp, shape=(c, kh, kw, n, oh, ow),
         strides=(sc, sh, sw, sn, sh * stride, sw * stride), writeable=False)
-    cols_t = patches.reshape(c * kh * kw, n, oh * ow)  # (C*KH*KW, N, OH*OW), a copy
-    return cols_t.transpose(1, 0, 2)  # (N, C*KH*KW, OH*OW), a view: see MEMORY ORDER above
+    cols = np.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)  # (C*KH*KW, N*OH*OW)
+    cols.reshape(c, kh, kw, n, oh, ow)[...] = patches  # one copy, in the matrix's own order
+    return cols
 
 
 def check_col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kh: int, kw: int,
@@ -72,25 +73,25 @@ def check_col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kh: int, 
     n, c, h, w = x_shape
     oh = conv_output_size(h, kh, stride, pad, layer="col2im")
     ow = conv_output_size(w, kw, stride, pad, layer="col2im")
-    if cols.shape != (n, c * kh * kw, oh * ow):
-        raise ValueError(f"col2im: expected cols of shape {(n, c * kh * kw, oh * ow)}, "
+    if cols.shape != (c * kh * kw, n * oh * ow):
+        raise ValueError(f"col2im: expected cols of shape {(c * kh * kw, n * oh * ow)}, "
                          f"got {cols.shape}")
     return oh, ow
 
 
 def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kh: int, kw: int,
            stride: int = 1, pad: int = 0) -> np.ndarray:
-    """Adjoint of im2col: scatter-add columns (N, C*KH*KW, OH*OW) back onto an (N, C, H, W) image."""
+    """Adjoint of im2col: scatter-add cols (C*KH*KW, N*OH*OW) back onto an (N, C, H, W) image."""
     n, c, h, w = x_shape
     oh, ow = check_col2im(cols, x_shape, kh, kw, stride, pad)
-    cols6 = cols.reshape(n, c, kh, kw, oh, ow)
-    # The padded image, stored (C, N, H+2p, W+2p) and seen as (N, C, H+2p, W+2p): MEMORY ORDER.
-    xp = np.zeros((c, n, h + 2 * pad, w + 2 * pad), dtype=cols.dtype).transpose(1, 0, 2, 3)
+    cols6 = cols.reshape(c, kh, kw, n, oh, ow)
+    xp = np.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=cols.dtype)  # (N, C, H+2p, W+2p)
     # One strided add per kernel offset (KH*KW of them); overlapping patches accumulate.
     for i in range(kh):
         for j in range(kw):
-            xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += cols6[:, :, i, j]
-    return xp[:, :, pad:pad + h, pad:pad + w] if pad else xp
+            xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += \
+                cols6[:, i, j].transpose(1, 0, 2, 3)  # (N, C, OH, OW)
+    return xp[:, :, pad:pad + h, pad:pad + w]
 
 
 def _windows(x: np.ndarray, kh: int, kw: int, stride: int, oh: int, ow: int) -> np.ndarray:
@@ -126,7 +127,6 @@ def maxpool_forward(x: np.ndarray, kh: int, kw: int, stride: int) -> tuple[np.nd
 def maxpool_backward(dout: np.ndarray, argmax: np.ndarray, x_shape: tuple[int, int, int, int],
                      kh: int, kw: int, stride: int) -> np.ndarray:
     """Route each output gradient to the input pixel that won its window: -> dx (N, C, H, W)."""
-    n, c, h, w = x_shape
     oh, ow = argmax.shape[2:]
     dx = np.zeros(x_shape, dtype=dout.dtype)  # (N, C, H, W)
     for i in range(kh):
@@ -137,25 +137,19 @@ def maxpool_backward(dout: np.ndarray, argmax: np.ndarray, x_shape: tuple[int, i
     return dx
 
 
-SPARSE_DW_DENSITY = 0.02
-"""Below this mask density the layers take `sampled_weight_grad` instead of the dense product.
-NumPy's gathers cost far more per multiply-add than BLAS: on LeNet-5's conv2 (50 x 500 weights,
-3,200 positions) the sampled product took 1.10 ms at density 2% and 11 ms at 5%, the dense
-product 2.3 ms."""
+def sampled_weight_grad(d2: np.ndarray, cols: np.ndarray, rows: np.ndarray, cidx: np.ndarray,
+                        chunk: int = 1024) -> np.ndarray:
+    """dW at chosen entries only: out[k] = d2[rows[k]] . cols[cidx[k]] (a dot product over P).
 
-
-def sampled_weight_grad(dout3: np.ndarray, cols3: np.ndarray, rows: np.ndarray,
-                        cidx: np.ndarray, chunk: int = 1024) -> np.ndarray:
-    """dW at chosen entries only: out[k] = sum_{n,p} dout3[n, rows[k], p] * cols3[n, cidx[k], p].
-
-    dout3 (N, F, P) and cols3 (N, K, P) -> (len(rows),). The dense weight gradient is
-    dW (F, K) = sum_n dout3[n] @ cols3[n].T; this samples that product at (rows[k], cidx[k]),
-    costing N*P multiply-adds per entry instead of F*K*N*P for the whole matrix. For a linear
-    layer P = 1. Entries are gathered `chunk` at a time to bound the temporary memory.
+    d2 (F, P) and cols (K, P) -> (len(rows),). The dense weight gradient is dW (F, K) =
+    d2 @ cols.T; this samples that product at (rows[k], cidx[k]), costing P multiply-adds per
+    entry instead of F*K*P for the whole matrix. For a conv P = N*OH*OW; for a linear layer
+    d2 = dout.T (M, N) and cols = x.T (D, N). Rows are gathered `chunk` entries at a time to
+    bound the temporary memory.
     """
-    out = np.empty(len(rows), dtype=np.result_type(dout3, cols3))  # (nnz,)
+    out = np.empty(len(rows), dtype=np.result_type(d2, cols))  # (nnz,)
     for s in range(0, len(rows), chunk):
-        a = dout3[:, rows[s:s + chunk]]  # (N, chunk, P)
-        b = cols3[:, cidx[s:s + chunk]]  # (N, chunk, P)
-        out[s:s + chunk] = np.einsum("nkp,nkp->k", a, b)
+        a = d2[rows[s:s + chunk]]  # (chunk, P)
+        b = cols[cidx[s:s + chunk]]  # (chunk, P)
+        out[s:s + chunk] = np.einsum("kp,kp->k", a, b)
     return out

@@ -21,9 +21,9 @@ Grid-stride loops: a kernel is launched with a fixed number of threads and each 
 
 Two levels of use:
 1. The backend table (`backend.set_backend("cuda")`): im2col, col2im, maxpool_forward,
-   maxpool_backward and masked_sgd_update with the host-array signatures of the NumPy table (copy
-   in, run the kernel, copy out), so `layers.py` and its gradient checks run on the cuda backend
-   unchanged. `sampled_weight_grad` has no CUDA kernel: the table uses the NumPy reference.
+   maxpool_backward and masked_sgd_update with the host-array signatures of the NumPy reference
+   (copy in, run the kernel, copy out), so `layers.py` and its gradient checks run on the cuda
+   backend unchanged. `sampled_weight_grad` has no CUDA kernel: the table uses the NumPy reference.
 2. `cuda_train.DeviceTrainer`: parameters, masks, velocities and activations stay on the device for a
    whole run and call the `d_*` launchers below directly; no per-layer round trips.
 """
@@ -36,8 +36,7 @@ import os
 import numpy as np
 from numba import cuda, float32
 
-from minifreeze.im2col import (  # noqa: F401  (the NumPy sampled product and its threshold)
-    SPARSE_DW_DENSITY, check_col2im, conv_output_size, sampled_weight_grad)
+from minifreeze.im2col import check_col2im, conv_output_size
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 """True when kernels run on Numba's CUDA simulator (Python threads, no GPU)."""
@@ -176,20 +175,25 @@ def d_maxpool_backward(dout, argmax, dx, kh, kw, stride):
 # --- the host-array kernel table (level 1) ------------------------------------------------------
 
 def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np.ndarray:
-    """Same contract as im2col.im2col: (N, C, H, W) -> (N, C*KH*KW, OH*OW)."""
+    """Same contract as im2col.im2col: (N, C, H, W) -> (C*KH*KW, N*OH*OW).
+
+    The device kernel writes (N, C*KH*KW, OH*OW), the layout DeviceTrainer multiplies per image;
+    the host copy is reordered into the layers' matrix."""
     n, c, h, w = x.shape
     oh = conv_output_size(h, kh, stride, pad, layer="im2col")
     ow = conv_output_size(w, kw, stride, pad, layer="im2col")
     cols = cuda.device_array((n, c * kh * kw, oh * ow), dtype=x.dtype)  # (N, C*KH*KW, OH*OW)
     d_im2col(cuda.to_device(np.ascontiguousarray(x)), cols, kh, kw, stride, pad, ow)
-    return cols.copy_to_host()
+    return cols.copy_to_host().transpose(1, 0, 2).reshape(c * kh * kw, n * oh * ow)
 
 
 def col2im(cols: np.ndarray, x_shape, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np.ndarray:
-    """Same contract as im2col.col2im: (N, C*KH*KW, OH*OW) -> (N, C, H, W)."""
+    """Same contract as im2col.col2im: (C*KH*KW, N*OH*OW) -> (N, C, H, W)."""
     oh, ow = check_col2im(cols, x_shape, kh, kw, stride, pad)
+    n = x_shape[0]
+    cols3 = np.ascontiguousarray(cols.reshape(-1, n, oh * ow).transpose(1, 0, 2))  # (N, CKK, P)
     x = cuda.device_array(tuple(x_shape), dtype=cols.dtype)  # (N, C, H, W)
-    d_col2im(cuda.to_device(np.ascontiguousarray(cols)), x, kh, kw, stride, pad, oh, ow)
+    d_col2im(cuda.to_device(cols3), x, kh, kw, stride, pad, oh, ow)
     return x.copy_to_host()
 
 
@@ -214,8 +218,8 @@ def maxpool_backward(dout: np.ndarray, argmax: np.ndarray, x_shape, kh: int, kw:
     return dx.copy_to_host()
 
 
-# The sampled weight gradient of a sparse mask has no CUDA kernel: the host-array table uses the
-# NumPy reference (DeviceTrainer masks dW on the device instead).
+# The sampled weight gradient of a sparse mask has no CUDA kernel: the host-array table in
+# backend.py uses the NumPy reference (DeviceTrainer masks dW on the device instead).
 
 
 # --- tiled matrix multiply ----------------------------------------------------------------------
@@ -320,8 +324,10 @@ def d_masked_sgd(theta, grad, velocity, mask, lr, momentum, weight_decay, nester
                                        f(weight_decay), bool(nesterov))
 
 
-def masked_sgd_update(theta, grad, velocity, mask, lr, momentum, weight_decay, nesterov) -> None:
-    """The masked SGD contract on host arrays (copy in, run, copy back in place)."""
+def masked_sgd_update(theta, grad, velocity, mask, lr, momentum, weight_decay, nesterov,
+                      flat=None) -> None:
+    """The masked SGD contract on host arrays (copy in, run, copy back in place). One thread per
+    entry reads the mask, so `flat` (the positions of m == 1) is not needed."""
     for what, arr in (("theta", theta), ("grad", grad), ("velocity", velocity), ("mask", mask)):
         if arr is not None and (arr.shape != theta.shape or arr.dtype != np.float32):
             raise ValueError(f"masked_sgd_update: expected {what} float32 of shape {theta.shape}, "

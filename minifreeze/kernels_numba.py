@@ -1,8 +1,8 @@
-"""The NumPy reference kernels rewritten as Numba loops: same signatures, same cache layout.
+"""The NumPy reference kernels rewritten as Numba loops: same signatures, same results.
 
-Every function here has a twin in `im2col.py` (or, for the training-only kernels, in the numpy
-table of `backend.py`) and the tests check each pair for equality over drawn shapes, strides,
-paddings and windows, in float32 and float64. What changes is only *how* the loops run:
+Every function here has a twin in `im2col.py` (or, for the optimiser step, `optim.py`) and the
+tests check each pair for equality over drawn shapes, strides, paddings, windows and memory
+layouts, in float32 and float64. What changes is only *how* the loops run:
 
 - im2col and col2im are one loop (`_patches`), the same index map run both ways: gather pixels
   into columns, or scatter-add columns back onto pixels (the adjoint). It walks the columns in
@@ -16,6 +16,15 @@ paddings and windows, in float32 and float64. What changes is only *how* the loo
   "sparse gradient computations"): one dot product per nonzero instead of a full matrix product;
 - `masked_sgd_update` fuses weight decay, momentum and the step into one pass that never touches a
   frozen or pruned entry.
+
+CHANNEL-MAJOR. A convolution's output is the (F, N*OH*OW) matrix product seen as (N, F, OH, OW):
+the layers hand it on as that view, "channel-major", instead of copying it into NCHW order. These
+kernels read and write such arrays without a copy: im2col reads a (C, N, H, W) buffer as easily as
+an (N, C, H, W) one; max-pool pools each (image, channel) plane on its own, so it pools a
+channel-major input in its stored order and returns channel-major output and argmax; and
+maxpool_backward and col2im return channel-major gradients, which is the order the previous
+convolution's backward multiplies with. `channel_major(x)` tells the orders apart. Shapes are
+NCHW everywhere; only the memory order differs, and NumPy operations do not care.
 
 UNSIGNED INDICES. Numba accepts negative indices (a[-1]) and so tests every signed index for
 wrap-around; inside an inner loop that branch stops LLVM from vectorising. The inner loops below
@@ -39,9 +48,13 @@ from numba import njit
 from numba import uint64 as U
 
 from minifreeze.im2col import check_col2im, conv_output_size
-from minifreeze.layers import channel_major, mask_nonzeros
 
 _jit = dict(cache=True, nogil=True)
+
+
+def channel_major(x: np.ndarray) -> bool:
+    """True when x (N, C, H, W) is a view of a C-contiguous (C, N, H, W) buffer."""
+    return x.ndim == 4 and not x.flags.c_contiguous and x.transpose(1, 0, 2, 3).flags.c_contiguous
 
 
 @njit(inline="always", **_jit)
@@ -96,11 +109,10 @@ def _patches(img, channel_major, kh, kw, stride, pad, oh, ow, cols_t, adjoint):
 
 
 def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np.ndarray:
-    """Unfold image patches into columns: (N, C, H, W) -> (N, C*KH*KW, OH*OW), stored in
-    (C*KH*KW, N, OH*OW) order (see im2col.py, MEMORY ORDER).
+    """Unfold image patches into columns: x (N, C, H, W) -> cols (C*KH*KW, N*OH*OW).
 
-    x may be stored (N, C, H, W) or (C, N, H, W) (the layers' channel-major activations, see
-    layers.py); anything else is copied into (N, C, H, W) order first.
+    x may be stored (N, C, H, W) or channel-major (C, N, H, W); anything else is copied into
+    (N, C, H, W) order first.
     """
     n, c, h, w = x.shape
     oh = conv_output_size(h, kh, stride, pad, layer="im2col")
@@ -109,20 +121,16 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np
     src = x.transpose(1, 0, 2, 3) if cm else np.ascontiguousarray(x)
     cols_t = np.empty((c * kh * kw, n, oh * ow), dtype=x.dtype)  # (C*KH*KW, N, OH*OW)
     _patches(src, cm, kh, kw, stride, pad, oh, ow, cols_t, False)
-    return cols_t.transpose(1, 0, 2)  # (N, C*KH*KW, OH*OW), a view
+    return cols_t.reshape(c * kh * kw, n * oh * ow)  # (C*KH*KW, N*OH*OW), the same memory
 
 
 def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kh: int, kw: int,
            stride: int = 1, pad: int = 0) -> np.ndarray:
-    """Adjoint of im2col: scatter-add columns (N, C*KH*KW, OH*OW) back onto an (N, C, H, W) image.
-
-    Reads the columns in (C*KH*KW, N, OH*OW) order (im2col's, and what the layers' backward
-    produces; other orders are copied first) and returns the image as a view of a (C, N, H, W)
-    buffer, like the reference.
-    """
+    """Adjoint of im2col: scatter-add cols (C*KH*KW, N*OH*OW) back onto an (N, C, H, W) image,
+    returned channel-major (a view of a (C, N, H, W) buffer)."""
     oh, ow = check_col2im(cols, x_shape, kh, kw, stride, pad)
     n, c, h, w = x_shape
-    cols_t = np.ascontiguousarray(cols.transpose(1, 0, 2))  # (C*KH*KW, N, OH*OW), free if ordered
+    cols_t = np.ascontiguousarray(cols).reshape(c * kh * kw, n, oh * ow)  # (C*KH*KW, N, OH*OW)
     dx_t = np.zeros((c, n, h, w), dtype=cols.dtype)  # (C, N, H, W)
     _patches(dx_t, True, kh, kw, stride, pad, oh, ow, cols_t, True)
     return dx_t.transpose(1, 0, 2, 3)  # (N, C, H, W), a view
@@ -166,11 +174,15 @@ def maxpool_forward(x: np.ndarray, kh: int, kw: int, stride: int) -> tuple[np.nd
     """Max over each (KH, KW) window: x (N, C, H, W) -> out (N, C, OH, OW), argmax (N, C, OH, OW).
 
     argmax is the flat index i*KW + j of the winner inside its window; ties go to the first,
-    and NaN compares as the reference's does.
+    and NaN compares as the reference's does. A channel-major x is pooled in its stored order and
+    gives channel-major out and argmax.
     """
     n, c, h, w = x.shape
     oh = conv_output_size(h, kh, stride, 0, layer="maxpool")
     ow = conv_output_size(w, kw, stride, 0, layer="maxpool")
+    if channel_major(x):  # pool the (C, N, H, W) buffer: every plane is pooled on its own
+        out, argmax = maxpool_forward(x.transpose(1, 0, 2, 3), kh, kw, stride)
+        return out.transpose(1, 0, 2, 3), argmax.transpose(1, 0, 2, 3)
     out = np.empty((n, c, oh, ow), dtype=x.dtype)  # (N, C, OH, OW)
     argmax = np.empty((n, c, oh, ow), dtype=np.int32)  # (N, C, OH, OW)
     _maxpool_forward(np.ascontiguousarray(x), kh, kw, stride, out, argmax)
@@ -195,7 +207,14 @@ def _maxpool_backward(dout, argmax, kw, stride, dx):
 
 def maxpool_backward(dout: np.ndarray, argmax: np.ndarray, x_shape: tuple[int, int, int, int],
                      kh: int, kw: int, stride: int) -> np.ndarray:
-    """Route each output gradient to the input pixel that won its window: -> dx (N, C, H, W)."""
+    """Route each output gradient to the input pixel that won its window: -> dx (N, C, H, W).
+
+    A channel-major argmax (from a channel-major input) gives a channel-major dx."""
+    if channel_major(argmax):
+        n, c, h, w = x_shape
+        t = (1, 0, 2, 3)
+        return maxpool_backward(dout.transpose(t), argmax.transpose(t), (c, n, h, w), kh, kw,
+                                stride).transpose(t)
     dx = np.zeros(x_shape, dtype=dout.dtype)  # (N, C, H, W)
     _maxpool_backward(np.ascontiguousarray(dout), np.ascontiguousarray(argmax), kw, stride, dx)
     return dx
@@ -203,38 +222,29 @@ def maxpool_backward(dout: np.ndarray, argmax: np.ndarray, x_shape: tuple[int, i
 
 # --- sparse weight gradient ---------------------------------------------------------------------
 
-SPARSE_DW_DENSITY = 0.1
-"""Below this mask density the layers take `sampled_weight_grad` instead of the dense product.
-Measured on one thread against the BLAS product: LeNet-5's conv2 (50 x 500 weights, 3,200
-positions) 0.99 ms sampled at 10% vs 2.46 ms dense, break-even near 20%; fc1 (500 x 800, 100
-positions) 0.91 vs 0.95 ms at 10%."""
-
 # fastmath lets LLVM reorder the sum into SIMD lanes; the result still matches to float tolerance.
 @njit(fastmath=True, **_jit)
-def _sampled_weight_grad(dout3, cols3, rows, cidx, out):
-    # dout3 (N, F, P), cols3 (N, K, P) C-contiguous; out (nnz,).
-    n, f, p = dout3.shape
-    k = cols3.shape[1]
-    gf, cf, pu = dout3.reshape(-1), cols3.reshape(-1), U(p)
+def _sampled_weight_grad(d2, cols, rows, cidx, out):
+    # d2 (F, P), cols (K, P) C-contiguous; out (nnz,).
+    p = d2.shape[1]
+    gf, cf, pu = d2.reshape(-1), cols.reshape(-1), U(p)
     for e in range(rows.shape[0]):
-        r, q = U(rows[e]), U(cidx[e])
-        acc = 0.0  # float64 accumulator: the sum runs over N*P terms
-        for i in range(U(n)):
-            a, b = (i * U(f) + r) * pu, (i * U(k) + q) * pu
-            for t in range(pu):
-                acc += gf[a + t] * cf[b + t]
+        a, b = U(rows[e]) * pu, U(cidx[e]) * pu
+        acc = 0.0  # float64 accumulator: the sum runs over P terms
+        for t in range(pu):
+            acc += gf[a + t] * cf[b + t]
         out[e] = acc
 
 
-def sampled_weight_grad(dout3: np.ndarray, cols3: np.ndarray, rows: np.ndarray,
+def sampled_weight_grad(d2: np.ndarray, cols: np.ndarray, rows: np.ndarray,
                         cidx: np.ndarray) -> np.ndarray:
-    """dW at chosen entries only: out[k] = sum_{n,p} dout3[n, rows[k], p] * cols3[n, cidx[k], p].
+    """dW at chosen entries only: out[k] = d2[rows[k]] . cols[cidx[k]].
 
-    dout3 (N, F, P) and cols3 (N, K, P) -> (len(rows),). The dense dW (F, K) would be
-    sum_n dout3[n] @ cols3[n].T; this is that product sampled at (rows[k], cidx[k]).
+    d2 (F, P) and cols (K, P) -> (len(rows),): the dense dW = d2 @ cols.T sampled at
+    (rows[k], cidx[k]).
     """
-    out = np.empty(rows.shape[0], dtype=np.result_type(dout3, cols3))  # (nnz,)
-    _sampled_weight_grad(np.ascontiguousarray(dout3), np.ascontiguousarray(cols3), rows, cidx, out)
+    out = np.empty(rows.shape[0], dtype=np.result_type(d2, cols))  # (nnz,)
+    _sampled_weight_grad(np.ascontiguousarray(d2), np.ascontiguousarray(cols), rows, cidx, out)
     return out
 
 
@@ -260,11 +270,13 @@ def _sgd_dense(theta, grad, velocity, lr, momentum, weight_decay, nesterov):
         theta[i] = theta[i] - lr * step
 
 
-def masked_sgd_update(theta, grad, velocity, mask, lr, momentum, weight_decay, nesterov) -> None:
+def masked_sgd_update(theta, grad, velocity, mask, lr, momentum, weight_decay, nesterov,
+                      flat=None) -> None:
     """In place, where mask == 1 (everywhere if mask is None):
     g = grad + weight_decay * theta; v = momentum * v + g;
     step = g + momentum * v if nesterov else v; theta -= lr * step.
-    Where mask == 0, theta and velocity are not written at all (bit for bit).
+    Where mask == 0, theta and velocity are not written at all (bit for bit). `flat`: the flat
+    positions of mask == 1 if known (`Masks.index(name).flat`), else found here.
     """
     arrays = {"grad": grad, "velocity": velocity} if mask is None else \
         {"grad": grad, "velocity": velocity, "mask": mask}
@@ -278,10 +290,8 @@ def masked_sgd_update(theta, grad, velocity, mask, lr, momentum, weight_decay, n
     # Scalars in theta's dtype, so a float32 update is computed in float32 like the NumPy one.
     t = theta.dtype.type
     scalars = (t(lr), t(momentum), t(weight_decay), bool(nesterov))
-    flat = theta.reshape(-1), np.ascontiguousarray(grad).reshape(-1), velocity.reshape(-1)
+    arrays1d = theta.reshape(-1), np.ascontiguousarray(grad).reshape(-1), velocity.reshape(-1)
     if mask is None:
-        _sgd_dense(*flat, *scalars)
-    else:
-        # The flat indices of m == 1, found once per mask object (the training loop passes the
-        # same masks every step): at q = 0.995 the loop visits 0.5% of the entries.
-        _sgd_masked(*flat, mask_nonzeros(mask)[2], *scalars)
+        _sgd_dense(*arrays1d, *scalars)
+    else:  # at q = 0.995 the loop visits 0.5% of the entries
+        _sgd_masked(*arrays1d, np.flatnonzero(mask) if flat is None else flat, *scalars)

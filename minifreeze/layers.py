@@ -8,20 +8,19 @@ Nothing here keeps state: a cache holds exactly what the backward pass needs. Co
 pooling get their kernels from `backend.kernels()` (im2col, col2im, max-pool), so the same layer runs
 on NumPy, Numba or CUDA; `conv_forward_naive` is the loop-by-loop oracle the tests compare against.
 
+A convolution of the whole batch is one matrix product: im2col gives the (C*KH*KW, N*OH*OW)
+matrix of patches, W (F, C*KH*KW) times it is the (F, N*OH*OW) output, and the layer returns that
+product seen as (N, F, OH, OW) (a transposed view: NumPy operations do not care, and the next
+layers' kernels read it as it is stored, see kernels_numba.py).
+
 Weight-gradient masks: `linear_backward` and `conv_backward` take `w_mask` (m in FreezeNet; 1 =
 trainable or kept, 0 = frozen or pruned) and return dw with the masked entries exactly 0. When the
 mask's density is below the backend's threshold (`kernels().sparse_dw_density`: 10% on numba,
-2% on numpy), dw is computed only at the mask's nonzeros (a sampled dense-dense product,
-`kernels().sampled_weight_grad`) instead of densely and then masked: a layer with 0.5% of its
-weights trainable skips 99.5% of its weight-gradient work. The nonzero indices of a mask are found
-once per mask object and reused on every later step (see `mask_nonzeros`).
-
-Memory order: activations have NCHW *shape* everywhere, but a convolution returns its output as a
-view of the (F, N, OH, OW) matrix product, "channel-major", instead of copying it into (N, F, OH,
-OW) order. Max-pool pools such an input as the (C, N, H, W) array it is stored as, and its
-backward hands dx back in the same order, which is exactly the (F, N*OH*OW) layout the
-convolution's backward multiplies with: no transposing copy either way. `channel_major(x)` tells
-which order an array is in; NumPy operations do not care.
+2% on numpy; the `sparse_dw_density` argument overrides it), dw is computed only at the mask's
+nonzeros (a sampled dense-dense product, `kernels().sampled_weight_grad`) instead of densely and
+then masked: a layer with 0.5% of its weights trainable skips 99.5% of its weight-gradient work.
+Where m == 1 comes from `w_index` (a `masks.MaskIndex`, which a `masks.Masks` computed once and
+the model passes on every step) or, if it is not given, is found from `w_mask` on the spot.
 
 Bad shapes raise ValueError naming the layer, the expected shape and the shape received; nothing
 broadcasts silently. Notebook 01 (`notebooks/01_layers_and_gradcheck.ipynb`) walks through this file.
@@ -29,12 +28,11 @@ broadcasts silently. Notebook 01 (`notebooks/01_layers_and_gradcheck.ipynb`) wal
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 
 from minifreeze import backend
 from minifreeze.im2col import conv_output_size
+from minifreeze.masks import MaskIndex
 
 
 def _fail(layer: str, what: str, expected: str, got: tuple) -> None:
@@ -58,48 +56,28 @@ def _check_mask(layer: str, w_mask: np.ndarray | None, shape: tuple) -> None:
 
 # --- sparse weight gradients -------------------------------------------------------------------
 
-SPARSE_DW_DENSITY: float | None = None
-"""Masks with fewer trainable entries than this fraction get the sampled (sparse) dW; denser
-masks get the dense product, then the mask. None: the active backend's threshold
-(`kernels().sparse_dw_density`), measured where the sampled loop stops beating BLAS."""
-
-_nonzeros: dict[int, tuple] = {}
-
-
-def mask_nonzeros(w_mask: np.ndarray):
-    """(rows, cols, flat, density) of a weight mask viewed as (out, rest): computed once per mask.
-
-    The training loop passes the same mask arrays every step, so the indices are cached by the
-    mask's identity (and dropped when the mask is garbage collected). Masks are treated as
-    constants: after editing a mask in place, call `forget_mask_nonzeros()`.
-    """
-    key = id(w_mask)
-    hit = _nonzeros.get(key)
-    if hit is not None and hit[0]() is w_mask:
-        return hit[1]
-    m2 = np.asarray(w_mask).reshape(np.shape(w_mask)[0], -1)  # (F, C*KH*KW) or (M, D)
-    rows, cols = np.nonzero(m2)
-    info = (rows, cols, rows * m2.shape[1] + cols, rows.size / max(m2.size, 1))
-    _nonzeros[key] = (weakref.ref(w_mask, lambda _, k=key: _nonzeros.pop(k, None)), info)
-    return info
-
-
-def forget_mask_nonzeros() -> None:
-    """Drop every cached mask index (needed only after a mask was changed in place)."""
-    _nonzeros.clear()
-
-
-def _sparse_dw(dout3, cols3, w_shape, w_mask):
-    """dW (w_shape) from the sampled product at the mask's nonzeros, or None if the mask is dense.
-
-    dout3 (N, F, P), cols3 (N, K, P): the dense dW would be sum_n dout3[n] @ cols3[n].T.
-    """
-    rows, cols, flat, density = mask_nonzeros(w_mask)
+def _sparse_dw(d2, cols, w_shape, w_mask, w_index, sparse_dw_density):
+    """dW (w_shape) from the sampled product at the mask's nonzeros, or None if the mask is
+    dense enough for the dense product. d2 (F, P), cols (K, P): the dense dW is d2 @ cols.T."""
     k = backend.kernels()
-    if density >= (k.sparse_dw_density if SPARSE_DW_DENSITY is None else SPARSE_DW_DENSITY):
+    index = MaskIndex.of(w_mask) if w_index is None else w_index
+    threshold = k.sparse_dw_density if sparse_dw_density is None else sparse_dw_density
+    if index.density >= threshold:
         return None
-    dw = np.zeros(w_shape, dtype=np.result_type(dout3, cols3))  # (F, ...) zeros off the mask
-    dw.reshape(-1)[flat] = k.sampled_weight_grad(dout3, cols3, rows, cols)
+    dw = np.zeros(w_shape, dtype=np.result_type(d2, cols))  # (F, ...) zeros off the mask
+    dw.reshape(-1)[index.flat] = k.sampled_weight_grad(d2, cols, index.rows, index.cols)
+    return dw
+
+
+def _masked_dw(d2, cols, w_shape, w_mask, w_index, sparse_dw_density):
+    """The weight gradient d2 @ cols.T (reshaped to w_shape), exactly 0 where m == 0."""
+    dw = None
+    if w_mask is not None:
+        dw = _sparse_dw(d2, cols, w_shape, w_mask, w_index, sparse_dw_density)
+    if dw is None:
+        dw = (d2 @ cols.T).reshape(w_shape)  # (F, C, KH, KW) or (M, D)
+        if w_mask is not None:
+            dw *= w_mask
     return dw
 
 
@@ -116,18 +94,14 @@ def linear_forward(x, w, b, *, layer: str = "linear"):
     return out, (x, w, layer)
 
 
-def linear_backward(dout, cache, *, w_mask=None, need_dx: bool = True):
+def linear_backward(dout, cache, *, w_mask=None, w_index=None, need_dx: bool = True,
+                    sparse_dw_density: float | None = None):
     """-> dx (N, D) (None if not need_dx), dw (M, D), db (M,)."""
     x, w, layer = cache
     if dout.shape != (x.shape[0], w.shape[0]):
         _fail(layer, "upstream gradient dout", str((x.shape[0], w.shape[0])), dout.shape)
     _check_mask(layer, w_mask, w.shape)
-    # As a sampled product over one "image" whose N rows are the positions: (1, M, N), (1, D, N).
-    dw = None if w_mask is None else _sparse_dw(dout.T[None], x.T[None], w.shape, w_mask)
-    if dw is None:
-        dw = dout.T @ x  # (M, D)
-        if w_mask is not None:
-            dw *= w_mask
+    dw = _masked_dw(dout.T, x.T, w.shape, w_mask, w_index, sparse_dw_density)  # (M, N) @ (N, D)
     db = dout.sum(axis=0)  # (M,)
     dx = dout @ w if need_dx else None  # (N, D)
     return dx, dw, db
@@ -165,47 +139,38 @@ def _check_conv(layer, x, w, b, stride, pad):
 def conv_forward(x, w, b, stride: int = 1, pad: int = 0, *, layer: str = "conv"):
     """2-D convolution by im2col: x (N, C, H, W), w (F, C, KH, KW), b (F,) -> (N, F, OH, OW).
 
-    The whole batch is one matrix product: W (F, C*KH*KW) @ cols2 (C*KH*KW, N*OH*OW). im2col
-    stores its columns in exactly that order (im2col.py, MEMORY ORDER), so cols2 is a free view;
-    a backend that returns (N, C*KH*KW, OH*OW)-ordered columns gets one copy here instead.
+    The whole batch is one matrix product: W (F, C*KH*KW) @ cols (C*KH*KW, N*OH*OW).
     """
     oh, ow = _check_conv(layer, x, w, b, stride, pad)
     n = x.shape[0]
     f, c, kh, kw = w.shape
-    cols = backend.kernels().im2col(x, kh, kw, stride, pad)  # (N, C*KH*KW, OH*OW)
-    cols2 = cols.transpose(1, 0, 2).reshape(c * kh * kw, n * oh * ow)  # (C*KH*KW, N*OH*OW)
-    out2 = w.reshape(f, -1) @ cols2  # (F, N*OH*OW)
+    cols = backend.kernels().im2col(x, kh, kw, stride, pad)  # (C*KH*KW, N*OH*OW)
+    out2 = w.reshape(f, -1) @ cols  # (F, N*OH*OW)
     out2 += b[:, None]
-    # (N, F, OH, OW), a view of the (F, N, OH, OW) product: channel-major, no transposing copy.
-    return out2.reshape(f, n, oh, ow).transpose(1, 0, 2, 3), (x.shape, cols2, w, stride, pad, layer)
+    out = out2.reshape(f, n, oh, ow).transpose(1, 0, 2, 3)  # (N, F, OH, OW), a view
+    return out, (x.shape, cols, w, stride, pad, layer)
 
 
-def conv_backward(dout, cache, *, w_mask=None, need_dx: bool = True):
+def conv_backward(dout, cache, *, w_mask=None, w_index=None, need_dx: bool = True,
+                  sparse_dw_density: float | None = None):
     """-> dx (N, C, H, W) (None if not need_dx), dw (F, C, KH, KW), db (F,).
 
-    With the batch folded into the columns, dW = dout2 (F, N*OH*OW) @ cols2.T and the column
-    gradient W.T @ dout2 are single matrix products too. dout2 is free when dout is channel-major
-    (as max-pool's backward returns it for a channel-major input); otherwise one transposing copy.
+    With the batch folded into the columns, dW = dout2 (F, N*OH*OW) @ cols.T and the column
+    gradient dcols = W.T @ dout2 are single matrix products too; col2im turns dcols into dx.
     """
-    x_shape, cols2, w, stride, pad, layer = cache
+    x_shape, cols, w, stride, pad, layer = cache
     n = x_shape[0]
     f, c, kh, kw = w.shape
     expected = (n, f, *_out_hw(x_shape, w.shape, stride, pad))
     if dout.shape != expected:
         _fail(layer, "upstream gradient dout", str(expected), dout.shape)
     _check_mask(layer, w_mask, w.shape)
-    d2 = np.ascontiguousarray(dout.reshape(n, f, -1).transpose(1, 0, 2)).reshape(f, -1)  # (F, N*OH*OW)
+    d2 = dout.transpose(1, 0, 2, 3).reshape(f, -1)  # (F, N*OH*OW); free if dout is stored so
     db = d2.sum(axis=1)  # (F,)
-    # As a sampled product over one "image" whose N*OH*OW columns are the positions.
-    dw = None if w_mask is None else _sparse_dw(d2[None], cols2[None], w.shape, w_mask)
-    if dw is None:
-        dw = (d2 @ cols2.T).reshape(w.shape)  # (F, C, KH, KW)
-        if w_mask is not None:
-            dw *= w_mask
+    dw = _masked_dw(d2, cols, w.shape, w_mask, w_index, sparse_dw_density)  # (F, C, KH, KW)
     dx = None
     if need_dx:
-        dcols2 = w.reshape(f, -1).T @ d2  # (C*KH*KW, N*OH*OW)
-        dcols = dcols2.reshape(c * kh * kw, n, -1).transpose(1, 0, 2)  # (N, C*KH*KW, OH*OW) view
+        dcols = w.reshape(f, -1).T @ d2  # (C*KH*KW, N*OH*OW)
         dx = backend.kernels().col2im(dcols, x_shape, kh, kw, stride, pad)  # (N, C, H, W)
     return dx, dw, db
 
@@ -252,37 +217,21 @@ def conv_backward_naive(dout, cache):
 
 # --- max-pool -----------------------------------------------------------------------------------
 
-def channel_major(x) -> bool:
-    """True when x (N, C, H, W) is a view of a C-contiguous (C, N, H, W) buffer."""
-    return x.ndim == 4 and not x.flags.c_contiguous and x.transpose(1, 0, 2, 3).flags.c_contiguous
-
-
 def maxpool_forward(x, size: int = 2, stride: int | None = None, *, layer: str = "maxpool"):
-    """Max over size x size windows: x (N, C, H, W) -> (N, C, OH, OW). stride defaults to size.
-
-    Each (image, channel) plane is pooled on its own, so a channel-major x (a convolution's
-    output) is pooled as the (C, N, H, W) array it is stored as: no copy, and the output and the
-    backward's dx come out channel-major too.
-    """
+    """Max over size x size windows: x (N, C, H, W) -> (N, C, OH, OW). stride defaults to size."""
     stride = size if stride is None else stride
     _check_rank(layer, "input x", x, 4, "(N, C, H, W)")
     conv_output_size(x.shape[2], size, stride, 0, layer=layer)
     conv_output_size(x.shape[3], size, stride, 0, layer=layer)
-    swap = channel_major(x)
-    xs = x.transpose(1, 0, 2, 3) if swap else x  # (C, N, H, W) if swap
-    out, argmax = backend.kernels().maxpool_forward(xs, size, size, stride)
-    out = out.transpose(1, 0, 2, 3) if swap else out  # (N, C, OH, OW)
-    return out, (xs.shape, argmax, size, stride, swap, layer)
+    out, argmax = backend.kernels().maxpool_forward(x, size, size, stride)  # (N, C, OH, OW) each
+    return out, (x.shape, argmax, size, stride, layer)
 
 
 def maxpool_backward(dout, cache):
-    xs_shape, argmax, size, stride, swap, layer = cache
-    out_shape = (argmax.shape[1], argmax.shape[0], *argmax.shape[2:]) if swap else argmax.shape
-    if dout.shape != out_shape:
-        _fail(layer, "upstream gradient dout", str(out_shape), dout.shape)
-    ds = dout.transpose(1, 0, 2, 3) if swap else dout
-    dx = backend.kernels().maxpool_backward(ds, argmax, xs_shape, size, size, stride)
-    return dx.transpose(1, 0, 2, 3) if swap else dx  # (N, C, H, W)
+    x_shape, argmax, size, stride, layer = cache
+    if dout.shape != argmax.shape:
+        _fail(layer, "upstream gradient dout", str(argmax.shape), dout.shape)
+    return backend.kernels().maxpool_backward(dout, argmax, x_shape, size, size, stride)
 
 
 # --- flatten ------------------------------------------------------------------------------------

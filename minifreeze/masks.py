@@ -23,11 +23,25 @@ function of its scores.
     density_report(model, masks)                       # one row per parameter tensor
     overlap(masks_a, masks_b)                          # share of a's kept entries kept by b
 
+Masks are values. `select_topk` and `Masks(...)` (for hand-made masks) return a
+`Masks`: a read-only mapping whose arrays own their memory and refuse in-place edits, so the
+indices of m == 1 (`masks.index(name)`: rows, columns, flat positions, density) are computed once,
+here, and travel with the mask to the layers, the shards and the optimiser. A method that changes
+the mask during training (gradual pruning, nested freezing) builds a new `Masks`; nothing
+downstream can hold a stale copy of the old one's indices.
+
+    m = Masks({"fc1.w": np.eye(3)})     # a hand-made mask: copied, checked to be 0/1, read-only
+    m["fc1.w"][0, 0] = 0                # ValueError: assignment destination is read-only
+    m.index("fc1.w").flat               # array([0, 4, 8]): where m == 1, in C order
+    m2 = m.replace({"fc1.w": other})    # a new Masks; m is unchanged
+
 Notebook `04_saliency_masks` walks through this file; `05_freeze_vs_prune` through `apply_mode`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -36,6 +50,86 @@ MODES = ("freeze", "prune")
 """What happens to the entries with m == 0: held at theta0 (freeze) or set to 0 and held (prune)."""
 
 SCOPES = ("global", "layer")
+
+
+@dataclass(frozen=True)
+class MaskIndex:
+    """Where m == 1 in one mask, computed once: what the sparse kernels and the optimiser visit.
+
+    rows, cols: positions in the mask seen as a matrix (out, rest), (F, C*KH*KW) for a conv
+    weight, (M, D) for a linear one; flat: the same positions in the flattened mask; all int64,
+    ascending, read-only. density: mean(m).
+    """
+    rows: np.ndarray
+    cols: np.ndarray
+    flat: np.ndarray
+    density: float
+
+    @classmethod
+    def of(cls, m) -> "MaskIndex":
+        """The index of a 0/1 array (any array: nothing is cached)."""
+        m = np.asarray(m)
+        m2 = m.reshape(m.shape[0], -1) if m.ndim else m.reshape(1, 1)  # (out, rest)
+        rows, cols = np.nonzero(m2)  # (nnz,) each, in C order
+        flat = rows * m2.shape[1] + cols  # (nnz,)
+        for a in (rows, cols, flat):
+            a.flags.writeable = False
+        return cls(rows, cols, flat, rows.size / max(m2.size, 1))
+
+
+class Masks(Mapping):
+    """{name: m}, read-only: float32 0/1 arrays that own their memory and cannot be edited.
+
+    Behaves like the dict of masks it was built from (`masks["conv1.w"]`, `masks.items()`,
+    `name in masks`); `index(name)` gives the `MaskIndex` of one mask, computed at construction.
+    Building a Masks copies the arrays, so editing the source afterwards changes nothing here.
+    """
+
+    __slots__ = ("_m", "_index")
+
+    def __init__(self, masks: Mapping[str, np.ndarray] | None = None):
+        self._m: dict[str, np.ndarray] = {}
+        self._index: dict[str, MaskIndex] = {}
+        for name, value in (masks or {}).items():
+            m = np.array(value, dtype=np.float32)  # a copy this object owns
+            if m.size and not np.all((m == 0) | (m == 1)):
+                raise ValueError(f"mask {name}: expected only 0 and 1, got values such as "
+                                 f"{m[(m != 0) & (m != 1)][:3].tolist()}")
+            m.flags.writeable = False
+            self._m[name] = m
+            self._index[name] = MaskIndex.of(m)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._m[name]
+
+    def __iter__(self):
+        return iter(self._m)
+
+    def __len__(self) -> int:
+        return len(self._m)
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"{k}: {v.shape} density {self._index[k].density:.4g}"
+                         for k, v in self._m.items())
+        return f"Masks({rows})"
+
+    def __reduce__(self):  # pickled as a plain dict and rebuilt, so it stays read-only
+        return (Masks, ({k: np.array(v) for k, v in self._m.items()},))
+
+    def index(self, name: str) -> MaskIndex:
+        """Where m == 1 in mask `name` (KeyError if there is no such mask)."""
+        return self._index[name]
+
+    def replace(self, changes: Mapping[str, np.ndarray]) -> "Masks":
+        """A new Masks with the tensors of `changes` replaced (or added); self is unchanged."""
+        return Masks({**self._m, **changes})
+
+
+def as_masks(masks: Mapping[str, np.ndarray] | None) -> Masks | None:
+    """None stays None, a Masks is returned as it is, any other mapping is copied into a Masks."""
+    if masks is None or isinstance(masks, Masks):
+        return masks
+    return Masks(masks)
 
 
 def check_rate(rate) -> float:
@@ -68,8 +162,7 @@ def _topk_flat(flat: np.ndarray, k: int) -> np.ndarray:
     return m
 
 
-def select_topk(scores: dict[str, np.ndarray], rate: float, *,
-                scope: str = "global") -> dict[str, np.ndarray]:
+def select_topk(scores: Mapping[str, np.ndarray], rate: float, *, scope: str = "global") -> Masks:
     """Masks keeping the highest-scoring entries; same keys, shapes and order as `scores`."""
     q = check_rate(rate)
     if scope not in SCOPES:
@@ -78,18 +171,18 @@ def select_topk(scores: dict[str, np.ndarray], rate: float, *,
         if not np.all(np.isfinite(s)):
             raise ValueError(f"select_topk: scores for {name} contain NaN or infinity")
     if scope == "layer":
-        return {name: _topk_flat(np.ravel(s), keep_count(np.size(s), q)).reshape(np.shape(s))
-                for name, s in scores.items()}
+        return Masks({name: _topk_flat(np.ravel(s), keep_count(np.size(s), q)).reshape(np.shape(s))
+                      for name, s in scores.items()})
     flat = np.concatenate([np.ravel(s) for s in scores.values()])  # (N,)
     m = _topk_flat(flat, keep_count(flat.size, q))  # (N,)
     masks, offset = {}, 0
     for name, s in scores.items():
         masks[name] = m[offset:offset + np.size(s)].reshape(np.shape(s))
         offset += np.size(s)
-    return masks
+    return Masks(masks)
 
 
-def apply_mode(theta0: dict[str, np.ndarray], masks: dict[str, np.ndarray] | None,
+def apply_mode(theta0: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray] | None,
                mode: str) -> dict[str, np.ndarray]:
     """Fresh copies of theta0 ready to train: `freeze` keeps theta0, `prune` zeros m == 0."""
     if mode not in MODES:
@@ -97,8 +190,7 @@ def apply_mode(theta0: dict[str, np.ndarray], masks: dict[str, np.ndarray] | Non
     params = {k: v.copy() for k, v in theta0.items()}
     if masks is not None and mode == "prune":
         for name, m in masks.items():
-            params[name] *= m  # pruned entries become exactly 0 (theta0 is finite)
-            params[name][m == 0] = 0.0  # and +0.0, not -0.0
+            params[name][m == 0] = 0.0  # pruned entries become exactly +0.0
     return params
 
 

@@ -26,6 +26,7 @@ Models:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -34,6 +35,7 @@ import numpy as np
 from minifreeze import layers as L
 from minifreeze.im2col import conv_output_size
 from minifreeze.losses import softmax_cross_entropy
+from minifreeze.masks import as_masks
 
 WEIGHT_OPS = ("conv", "linear")
 
@@ -150,8 +152,8 @@ class Model:
             raise ValueError(f"{self.name}: expected input of shape (N, "
                              f"{', '.join(map(str, self.input_shape))}), got {np.shape(x)}")
 
-    def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, train: bool = True,
-                buffers: dict[str, np.ndarray] | None = None):
+    def forward(self, params: Mapping[str, np.ndarray], x: np.ndarray, *, train: bool = True,
+                buffers: Mapping[str, np.ndarray] | None = None):
         """x (N, *input_shape) -> logits (N, classes), caches (one per layer, for backward).
 
         `train` matters only for batch norm: batch statistics (and, if `buffers` is given, an
@@ -160,24 +162,60 @@ class Model:
         self.check_input(x)
         caches = []
         h = x
-        for layer in self.layers:
-            h, cache = _FORWARD[layer.op](layer, params, h, train, buffers)
+        for ly in self.layers:
+            a, w, b = ly.args, f"{ly.name}.w", f"{ly.name}.b"
+            if ly.op == "conv":
+                h, cache = L.conv_forward(h, params[w], params[b], a["stride"], a["pad"],
+                                          layer=ly.name)
+            elif ly.op == "linear":
+                h, cache = L.linear_forward(h, params[w], params[b], layer=ly.name)
+            elif ly.op == "relu":
+                h, cache = L.relu_forward(h)
+            elif ly.op == "maxpool":
+                h, cache = L.maxpool_forward(h, a["size"], a["stride"], layer=ly.name)
+            elif ly.op == "flatten":
+                h, cache = L.flatten_forward(h)
+            elif ly.op == "batchnorm":
+                rm = None if buffers is None else buffers[f"{ly.name}.running_mean"]
+                rv = None if buffers is None else buffers[f"{ly.name}.running_var"]
+                h, cache = L.batchnorm_forward(h, params[f"{ly.name}.gamma"],
+                                               params[f"{ly.name}.beta"], rm, rv, train=train,
+                                               momentum=a["momentum"], eps=a["eps"], layer=ly.name)
+            else:
+                raise ValueError(f"{self.name}: layer {ly.name} has unknown op {ly.op!r}")
             caches.append(cache)
         return h, caches
 
     def backward(self, dlogits: np.ndarray, caches: list, *,
-                 masks: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                 masks: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """dlogits (N, classes) -> grads keyed and ordered like params.
 
-        With `masks`, each masked weight's gradient is exactly 0 where m == 0. The input gradient
-        of the first layer with parameters is never needed and never computed.
+        With `masks` (a `masks.Masks`, or a dict that is turned into one), each masked weight's
+        gradient is exactly 0 where m == 0. The input gradient of the first layer with parameters
+        is never needed and never computed.
         """
+        masks = as_masks(masks)
         first = next(i for i, ly in enumerate(self.layers) if ly.param_shapes())
         grads: dict[str, np.ndarray] = {}
         d = dlogits
         for i in range(len(self.layers) - 1, first - 1, -1):
-            layer = self.layers[i]
-            d = _BACKWARD[layer.op](layer, d, caches[i], grads, masks, i > first)
+            ly, cache, need_dx = self.layers[i], caches[i], i > first
+            w, b = f"{ly.name}.w", f"{ly.name}.b"
+            if ly.op in ("conv", "linear"):
+                masked = masks is not None and w in masks
+                backward = L.conv_backward if ly.op == "conv" else L.linear_backward
+                d, grads[w], grads[b] = backward(
+                    d, cache, w_mask=masks[w] if masked else None,
+                    w_index=masks.index(w) if masked else None, need_dx=need_dx)
+            elif ly.op == "relu":
+                d = L.relu_backward(d, cache)
+            elif ly.op == "maxpool":
+                d = L.maxpool_backward(d, cache)
+            elif ly.op == "flatten":
+                d = L.flatten_backward(d, cache)
+            elif ly.op == "batchnorm":
+                d, grads[f"{ly.name}.gamma"], grads[f"{ly.name}.beta"] = \
+                    L.batchnorm_backward(d, cache)
         return {k: grads[k] for k in self.param_shapes()}
 
     def loss_and_grads(self, params, x, y, *, masks=None, train: bool = True, buffers=None):
@@ -191,61 +229,6 @@ class Model:
         outs = [self.forward(params, x[i:i + batch_size], train=False, buffers=buffers)[0]
                 for i in range(0, len(x), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, self.summary()[-1]["output_shape"][0]))
-
-
-# --- op tables: how each layer kind calls the functional layers --------------------------------
-
-def _fwd_conv(ly, p, h, train, buffers):
-    a = ly.args
-    return L.conv_forward(h, p[f"{ly.name}.w"], p[f"{ly.name}.b"], a["stride"], a["pad"],
-                          layer=ly.name)
-
-
-def _fwd_linear(ly, p, h, train, buffers):
-    return L.linear_forward(h, p[f"{ly.name}.w"], p[f"{ly.name}.b"], layer=ly.name)
-
-
-def _fwd_bn(ly, p, h, train, buffers):
-    rm = rv = None
-    if buffers is not None:
-        rm, rv = buffers[f"{ly.name}.running_mean"], buffers[f"{ly.name}.running_var"]
-    return L.batchnorm_forward(h, p[f"{ly.name}.gamma"], p[f"{ly.name}.beta"], rm, rv, train=train,
-                               momentum=ly.args["momentum"], eps=ly.args["eps"], layer=ly.name)
-
-
-_FORWARD: dict[str, Callable] = {
-    "conv": _fwd_conv,
-    "linear": _fwd_linear,
-    "batchnorm": _fwd_bn,
-    "relu": lambda ly, p, h, train, buffers: L.relu_forward(h),
-    "maxpool": lambda ly, p, h, train, buffers: L.maxpool_forward(
-        h, ly.args["size"], ly.args["stride"], layer=ly.name),
-    "flatten": lambda ly, p, h, train, buffers: L.flatten_forward(h),
-}
-
-
-def _bwd_weighted(fn):
-    def bwd(ly, d, cache, grads, masks, need_dx):
-        key = f"{ly.name}.w"
-        w_mask = None if masks is None else masks.get(key)
-        dx, grads[key], grads[f"{ly.name}.b"] = fn(d, cache, w_mask=w_mask, need_dx=need_dx)
-        return dx
-    return bwd
-
-
-def _bwd_bn(ly, d, cache, grads, masks, need_dx):
-    dx, grads[f"{ly.name}.gamma"], grads[f"{ly.name}.beta"] = L.batchnorm_backward(d, cache)
-    return dx
-
-
-_BACKWARD: dict[str, Callable] = {
-    "conv": _bwd_weighted(L.conv_backward),
-    "linear": _bwd_weighted(L.linear_backward),
-    "batchnorm": _bwd_bn,
-    "relu": lambda ly, d, cache, grads, masks, need_dx: L.relu_backward(d, cache),
-    "maxpool": lambda ly, d, cache, grads, masks, need_dx: L.maxpool_backward(d, cache),
-    "flatten": lambda ly, d, cache, grads, masks, need_dx: L.flatten_backward(d, cache),
-}
 
 
 # --- the models ---------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ The update of one tensor, where m == 1 (all entries when the mask is None):
 
 Where m == 0, neither theta nor the velocity v is written at all, so frozen entries equal theta0 bit
 for bit after any number of steps, and pruned entries stay exactly 0. `masked_sgd_update` is the
-NumPy reference of this contract; the optimiser calls it through `backend.kernels()`, so the Numba
-and CUDA backends can plug in a fused version with the same signature.
+NumPy reference of this contract. `MaskedSGD` runs it by default; the training loop passes the
+active backend's fused version instead (`MaskedSGD(..., update=backend.kernels().masked_sgd_update)`,
+same signature), so this module depends on nothing but NumPy.
 
 Schedules are plain functions of the step count t (0-based) over a run of T steps:
 
@@ -23,7 +24,7 @@ over the first W steps: a large first step can throw an untrained net into a reg
 leaves (dense LeNet-5-Caffe does so at lr 0.05 without it).
 
     opt = MaskedSGD(params, momentum=0.9, weight_decay=5e-4)
-    opt.step(params, grads, masks, lr=cosine_lr(t, T, 0.1))
+    opt.step(params, grads, masks, lr=cosine_lr(t, T, 0.1))   # masks: a masks.Masks or a dict
 
 Notebook `05_freeze_vs_prune` walks through this file.
 """
@@ -31,17 +32,22 @@ Notebook `05_freeze_vs_prune` walks through this file.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from functools import partial
 
 import numpy as np
 
-from minifreeze import backend
+from minifreeze.masks import as_masks
 
 
 def masked_sgd_update(theta: np.ndarray, grad: np.ndarray, velocity: np.ndarray,
                       mask: np.ndarray | None, lr: float, momentum: float, weight_decay: float,
-                      nesterov: bool) -> None:
-    """One SGD step on theta and velocity in place, only where mask == 1 (everywhere if None)."""
+                      nesterov: bool, flat: np.ndarray | None = None) -> None:
+    """One SGD step on theta and velocity in place, only where mask == 1 (everywhere if None).
+
+    `flat`: the flat positions of mask == 1 if already known (`Masks.index(name).flat`); else
+    they are found here.
+    """
     if not (theta.shape == grad.shape == velocity.shape):
         raise ValueError(f"masked_sgd_update: expected theta, grad and velocity of one shape, got "
                          f"{theta.shape}, {grad.shape}, {velocity.shape}")
@@ -57,7 +63,7 @@ def masked_sgd_update(theta: np.ndarray, grad: np.ndarray, velocity: np.ndarray,
         step = g + momentum * velocity if nesterov else velocity
         theta -= lr * step
         return
-    idx = np.flatnonzero(mask)  # (k,) flat positions with m == 1
+    idx = np.flatnonzero(mask) if flat is None else flat  # (k,) flat positions with m == 1
     t, v = theta.reshape(-1), velocity.reshape(-1)  # views, (N,)
     g = grad.reshape(-1)[idx] + weight_decay * t[idx]  # (k,)
     vk = momentum * v[idx] + g  # (k,)
@@ -67,25 +73,37 @@ def masked_sgd_update(theta: np.ndarray, grad: np.ndarray, velocity: np.ndarray,
 
 
 class MaskedSGD:
-    """SGD with momentum over a params dict; one velocity per parameter, created at zero."""
+    """SGD with momentum over a params dict; one velocity per parameter, created at zero.
 
-    def __init__(self, params: dict[str, np.ndarray], *, momentum: float = 0.9,
-                 weight_decay: float = 5e-4, nesterov: bool = False):
+    `update` is the kernel that applies one tensor's step: the NumPy reference above unless a
+    backend's fused kernel (same signature) is passed.
+    """
+
+    def __init__(self, params: Mapping[str, np.ndarray], *, momentum: float = 0.9,
+                 weight_decay: float = 5e-4, nesterov: bool = False, update=masked_sgd_update):
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum: expected a number in [0, 1), got {momentum}")
         if weight_decay < 0:
             raise ValueError(f"weight_decay: expected a number >= 0, got {weight_decay}")
         self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
+        self.update = update
         self.velocity = {k: np.zeros_like(v) for k, v in params.items()}
 
-    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray],
-             masks: dict[str, np.ndarray] | None, lr: float) -> None:
+    def step(self, params: dict[str, np.ndarray], grads: Mapping[str, np.ndarray],
+             masks: Mapping[str, np.ndarray] | None, lr: float) -> None:
         """Update every parameter in place; a tensor with a mask changes only where m == 1."""
-        update = backend.kernels().masked_sgd_update
+        masks = as_masks(masks)
         for name, theta in params.items():
             m = None if masks is None else masks.get(name)
-            update(theta, grads[name], self.velocity[name], m, lr, self.momentum,
-                   self.weight_decay, self.nesterov)
+            flat = None if m is None else masks.index(name).flat
+            self.update(theta, grads[name], self.velocity[name], m, lr, self.momentum,
+                        self.weight_decay, self.nesterov, flat)
+
+    def forget(self, masks: Mapping[str, np.ndarray]) -> None:
+        """Zero the velocity where m == 0: entries that stop training lose their momentum, so
+        they are not pushed again if they ever train again."""
+        for name, m in masks.items():
+            self.velocity[name][m == 0] = 0
 
 
 # --- schedules ----------------------------------------------------------------------------------

@@ -12,17 +12,18 @@ Methods are a saliency score plus a mode, so "the same mask, pruned or frozen" i
 
 `score` and `mode` override the method's pair (e.g. method freezenet with mode prune). The steps
 are public functions a notebook can call one by one: `prepare` (theta0, scores, masks, starting
-params), `train_steps` (the loop, with `on_epoch` and `on_step` hooks; `gradient_norms` turns a
-step's gradients into one number per tensor), `evaluate`, and `plan_epochs`, which times a few
-steps and picks the number of epochs that fits a time budget, so the cosine schedule knows its
-length up front.
+params), `train_steps` (the loop), `evaluate`, and `plan_epochs`, which times a few steps and
+picks the number of epochs that fits a time budget, so the schedule knows its length up front.
 
-The loop shuffles with a seeded generator, passes the same masks dict to every backward pass,
-evaluates on the test set (and the validation split, if any) after every epoch and returns a
-history. A NaN or infinite loss raises `TrainingDiverged` naming the epoch and step; the exception
-carries the last parameters whose loss was finite. Under the cuda backend the loop hands each batch
-to `cuda_train.DeviceTrainer`, which keeps parameters, masks, velocities and activations on the GPU;
-only the batch goes in and the loss and correct count come out (and the parameters once per epoch).
+The loop: `make_trainer` builds the trainer of the active backend (`trainer.HostTrainer`, or
+`cuda_train.DeviceTrainer` where the backend keeps training on a device); each epoch shuffles with
+a seeded generator, feeds batches to `trainer.step(x, y, lr)` and evaluates on the test set (and
+the validation split, if any) with `trainer.predict`. The loop never names a backend, and the
+caller's `setup.params` are never changed: the result carries the trained copies. Between steps
+and after each epoch it calls its hooks (`Hook`): that is where a method that changes the masks
+during training plugs in (`trainer.set_masks`). `on_step(t, loss, grads)` and `on_epoch(row)`
+are lighter callbacks for notebooks. A NaN or infinite loss raises `TrainingDiverged` naming the
+epoch and step; it carries the last parameters whose loss was finite.
 Notebook `06_pipeline` walks through this file.
 """
 
@@ -39,7 +40,8 @@ import numpy as np
 from minifreeze import backend, init, masks as M, models, parallel, saliency as S, storage
 from minifreeze.data import Dataset
 from minifreeze.losses import softmax_cross_entropy
-from minifreeze.optim import SCHEDULES, MaskedSGD, make_schedule
+from minifreeze.optim import SCHEDULES, make_schedule
+from minifreeze.trainer import HostTrainer, NonFiniteStep
 
 METHODS = {"dense": (None, None), "freezenet": ("grad", "freeze"), "snip": ("snip", "prune")}
 """method -> (saliency score, mode)."""
@@ -52,13 +54,17 @@ SNIP take the larger rate."""
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; `params` holds the last parameters with a finite loss."""
+    """The loss became NaN or infinite; `params` holds the last parameters with a finite loss,
+    `masks` and `buffers` what they trained under."""
 
-    def __init__(self, epoch: int, step: int, loss: float, params, history, why: str = ""):
-        what = why or f"loss is {loss}"
-        super().__init__(f"{what} at epoch {epoch}, step {step}: training diverged "
+    def __init__(self, epoch: int, step: int, loss: float, params, history, why: str = "", *,
+                 masks=None, buffers=None):
+        self.why = why or f"loss is {loss}"
+        super().__init__(f"{self.why} at epoch {epoch}, step {step}: training diverged "
                          f"(try a smaller learning rate)")
-        self.epoch, self.step, self.params, self.history = epoch, step, params, history
+        self.epoch, self.step, self.loss = epoch, step, loss
+        self.params, self.history = params, history
+        self.masks, self.buffers = masks, buffers or {}
 
 
 @dataclass
@@ -83,7 +89,7 @@ class TrainConfig:
     warmup_steps: int = 200
     saliency_batch: int = 100
     eval_batch: int = 1000
-    threads: int | None = None
+    shards: int | None = None
     model_kwargs: dict = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
@@ -104,7 +110,7 @@ class TrainConfig:
             if c.mode not in M.MODES:
                 raise ValueError(f"unknown mode {c.mode!r}; expected one of {', '.join(M.MODES)}")
         init.check_seed(c.seed)
-        parallel.check_threads(c.threads)
+        parallel.check_shards(c.shards)
         if c.init not in init.SCHEMES:
             raise ValueError(f"unknown init scheme {c.init!r}; expected one of "
                              f"{', '.join(init.SCHEMES)}")
@@ -122,7 +128,7 @@ class Setup:
     """What exists before the first SGD step."""
     model: models.Model
     theta0: dict[str, np.ndarray]
-    masks: dict[str, np.ndarray] | None
+    masks: M.Masks | None
     params: dict[str, np.ndarray]
     buffers: dict[str, np.ndarray]
     scores: dict[str, np.ndarray] | None = None
@@ -133,7 +139,7 @@ class TrainResult:
     config: TrainConfig
     model: models.Model
     theta0: dict[str, np.ndarray]
-    masks: dict[str, np.ndarray] | None
+    masks: M.Masks | None
     params: dict[str, np.ndarray]
     buffers: dict[str, np.ndarray]
     history: list[dict]
@@ -142,7 +148,7 @@ class TrainResult:
     def checkpoint(self) -> storage.Checkpoint:
         c = self.config
         return storage.Checkpoint(
-            c.model, self.params, dict(self.masks or {}), self.buffers, c.seed, c.init, c.mode,
+            c.model, self.params, self.masks or {}, self.buffers, c.seed, c.init, c.mode,
             {"method": c.method, "score": c.score, "rate": c.rate, "scope": c.scope,
              "include_biases": c.include_biases}, dict(c.model_kwargs))
 
@@ -170,13 +176,13 @@ def prepare(config: TrainConfig, data: Dataset) -> Setup:
 
 
 def evaluate(model: models.Model, params, x: np.ndarray, y: np.ndarray, *, buffers=None,
-             batch_size: int = 1000, predict=None, threads: int | None = 1) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) in eval mode; each batch runs as `threads` shards (None or
-    0: automatic, see parallel.py). `predict(x, batch_size)` overrides the host forward pass (the
-    cuda backend's DeviceTrainer.predict)."""
+             batch_size: int = 1000, predict=None, shards: int | None = 1) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) in eval mode; each batch runs as `shards` shards (None or
+    0: automatic, see parallel.py). `predict(x, batch_size)` overrides the host forward pass (a
+    trainer's `predict`)."""
     if predict is None:
         logits = parallel.predict(model, params, x, buffers=buffers, batch_size=batch_size,
-                                  threads=threads)  # (N, classes)
+                                  shards=shards)  # (N, classes)
     else:
         logits = predict(x, batch_size=batch_size)  # (N, classes)
     loss, _ = softmax_cross_entropy(logits.astype(np.float64), y)
@@ -196,116 +202,112 @@ def gradient_norms(grads: dict[str, np.ndarray], names=None) -> dict[str, float]
     return {n: float(np.linalg.norm(grads[n].astype(np.float64).ravel())) for n in names}
 
 
-def _host_step(model, params, masks, buffers, opt, x, y, lr, epoch, step, last_good, history,
-               threads=1):
-    """Forward, backward and masked update on the host, the batch cut into `threads` shards;
-    -> (loss, correct in the batch, grads).
+def make_trainer(model: models.Model, params, masks=None, buffers=None, *, momentum: float = 0.9,
+                 weight_decay: float = 5e-4, nesterov: bool = False, shards: int | None = None):
+    """The trainer of the active backend: `cuda_train.DeviceTrainer` where the backend trains on
+    a device (`kernels().device_resident`), else `trainer.HostTrainer` with `shards` shards."""
+    hp = dict(momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    if backend.kernels().device_resident:
+        from minifreeze.cuda_train import DeviceTrainer
+        return DeviceTrainer(model, params, masks, buffers, **hp)
+    return HostTrainer(model, params, masks, buffers, shards=shards, **hp)
 
-    `last_good` is refreshed in place with the parameters before the update, so a divergence
-    reports the last parameters whose loss was finite.
+
+def config_trainer(c: TrainConfig, setup: Setup):
+    """`make_trainer` with the optimiser settings of a (resolved) config."""
+    return make_trainer(setup.model, setup.params, setup.masks, setup.buffers,
+                        momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.nesterov,
+                        shards=c.shards)
+
+
+class Hook:
+    """Something that runs inside `train_steps`, between steps; override what you need.
+
+    A hook may read `trainer.params`, replace the masks with `trainer.set_masks(...)` (gradual
+    pruning does, every few steps) and add entries to an epoch's history row; it must not draw
+    from the loop's random generator, so that runs stay reproducible.
     """
-    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-        loss, grads, logits = parallel.loss_and_grads(model, params, x, y, masks=masks,
-                                                      buffers=buffers, threads=threads)
-    if not np.isfinite(loss):
-        raise TrainingDiverged(epoch, step + 1, float(loss), last_good, history)
-    for k, v in params.items():
-        np.copyto(last_good[k], v)  # before this update
-    with np.errstate(over="ignore", invalid="ignore"):
-        opt.step(params, grads, masks, lr)
-    if not all(np.isfinite(v).all() for v in params.values()):
-        raise TrainingDiverged(epoch, step + 1, float(loss), last_good, history,
-                               "the update made a parameter NaN or infinite")
-    return float(loss), int((logits.argmax(axis=1) == y).sum()), grads
+
+    def start(self, trainer, total_steps: int) -> None:
+        """Before the first step; `total_steps` = epochs * steps per epoch."""
+
+    def after_step(self, t: int, trainer) -> None:
+        """After update t (t = 1, 2, ..., total_steps)."""
+
+    def after_epoch(self, epoch: int, trainer, row: dict) -> None:
+        """After an epoch's evaluation; `row` is its history entry (add to it freely)."""
 
 
 def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: bool | None = None,
-                on_epoch=None, on_step=None) -> TrainResult:
+                on_epoch=None, on_step=None, hooks=()) -> TrainResult:
     """Masked SGD from setup.params for config.epochs epochs; returns params and history.
 
-    `on_epoch(row)` is called after each epoch's evaluation (a notebook can plot live).
+    `hooks`: `Hook` objects called between steps and after each epoch (they may change the
+    masks). `on_epoch(row)` is called after each epoch's evaluation (a notebook can plot live).
     `on_step(t, loss, grads)` is called after each update, t = 1, 2, ..., with the batch loss and
     the (masked) gradients of that step: e.g. to record `gradient_norms` through training
-    (None under the cuda backend, whose gradients stay on the GPU).
+    (None from a device trainer, whose gradients stay on the GPU).
     """
     c = config.resolved()
-    model, params, masks, buffers = setup.model, setup.params, setup.masks, setup.buffers
     n = len(data.y_train)
     steps_per_epoch = math.ceil(n / c.batch_size)
     total = c.epochs * steps_per_epoch
     lr_at = make_schedule(c.schedule, c.lr, total, warmup=c.warmup_steps)
-    on_device = backend.get_backend() == "cuda"
-    threads = 1 if on_device else parallel.resolve_threads(model, c.threads, c.batch_size)
-    parallel.keep_freed_memory()  # every step allocates the same buffers again
-    if on_device:  # parameters, masks, velocities and activations stay on the GPU all run
-        from minifreeze.cuda_train import DeviceTrainer
-        trainer = DeviceTrainer(model, params, masks, lr=c.lr, momentum=c.momentum,
-                                weight_decay=c.weight_decay, nesterov=c.nesterov)
-        predict = trainer.predict
-    else:
-        opt = MaskedSGD(params, momentum=c.momentum, weight_decay=c.weight_decay,
-                        nesterov=c.nesterov)
-        predict = None
+    trainer = config_trainer(c, setup)
     shuffle = np.random.default_rng([c.seed, 2])
     history: list[dict] = []
     t_start, t = time.perf_counter(), 0
-    last_good = {k: v.copy() for k, v in params.items()}
-    # Shards on threads, one BLAS thread each (parallel.py); one shard: BLAS keeps its own.
-    with parallel.shard_blas(threads):
-        for epoch in range(1, c.epochs + 1):
-            t_epoch = time.perf_counter()
-            order = shuffle.permutation(n)  # (n,)
-            loss_sum, correct = 0.0, 0
-            desc = f"{c.method} epoch {epoch}/{c.epochs}"
-            with _progress(steps_per_epoch, desc, progress) as bar:
-                for step in range(steps_per_epoch):
-                    idx = order[step * c.batch_size:(step + 1) * c.batch_size]
-                    x, y = data.x_train[idx], data.y_train[idx]
-                    if on_device:
-                        # Only the batch goes in and (loss, correct) come out. On divergence the
-                        # last good parameters are those of the start of the epoch.
-                        loss = trainer.step(x, y, lr_at(t))
-                        if not np.isfinite(loss):
-                            raise TrainingDiverged(epoch, step + 1, loss, last_good, history)
-                        batch_correct, grads = trainer.last_correct, None
-                    else:
-                        loss, batch_correct, grads = _host_step(
-                            model, params, masks, buffers, opt, x, y, lr_at(t), epoch, step,
-                            last_good, history, threads)
-                    t += 1
-                    if on_step is not None:
-                        on_step(t, float(loss), grads)
-                    loss_sum += float(loss) * len(idx)
-                    correct += batch_correct
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-            if on_device:
-                params = trainer.params_to_host()
-                last_good = {k: v.copy() for k, v in params.items()}
-            row = {"epoch": epoch, "lr_end": lr_at(t), "train_loss": loss_sum / n,
-                   "train_accuracy": correct / n, "train_seconds": time.perf_counter() - t_epoch}
-            row["test_accuracy"], row["test_loss"] = evaluate(
-                model, params, data.x_test, data.y_test, buffers=buffers, batch_size=c.eval_batch,
-                predict=predict, threads=threads)
-            if data.x_val is not None:
-                row["val_accuracy"], row["val_loss"] = evaluate(
-                    model, params, data.x_val, data.y_val, buffers=buffers,
-                    batch_size=c.eval_batch, predict=predict, threads=threads)
-            row["seconds"] = time.perf_counter() - t_epoch
-            history.append(row)
-            if on_epoch is not None:
-                on_epoch(row)
-    return TrainResult(c, model, setup.theta0, masks, params, buffers, history,
-                       time.perf_counter() - t_start)
+    for hook in hooks:
+        hook.start(trainer, total)
+    for epoch in range(1, c.epochs + 1):
+        t_epoch = time.perf_counter()
+        order = shuffle.permutation(n)  # (n,)
+        loss_sum, correct = 0.0, 0
+        with _progress(steps_per_epoch, f"{c.method} epoch {epoch}/{c.epochs}", progress) as bar:
+            for step in range(steps_per_epoch):
+                idx = order[step * c.batch_size:(step + 1) * c.batch_size]
+                try:
+                    loss, batch_correct = trainer.step(data.x_train[idx], data.y_train[idx],
+                                                       lr_at(t))
+                except NonFiniteStep as err:
+                    raise TrainingDiverged(epoch, step + 1, err.loss, trainer.last_good(),
+                                           history, err.why, masks=trainer.masks,
+                                           buffers=trainer.buffers) from None
+                t += 1
+                if on_step is not None:
+                    on_step(t, loss, trainer.last_grads)
+                for hook in hooks:
+                    hook.after_step(t, trainer)
+                loss_sum += loss * len(idx)
+                correct += batch_correct
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        row = {"epoch": epoch, "lr_end": lr_at(t), "train_loss": loss_sum / n,
+               "train_accuracy": correct / n, "train_seconds": time.perf_counter() - t_epoch}
+        row["test_accuracy"], row["test_loss"] = evaluate(
+            setup.model, None, data.x_test, data.y_test, batch_size=c.eval_batch,
+            predict=trainer.predict)
+        if data.x_val is not None:
+            row["val_accuracy"], row["val_loss"] = evaluate(
+                setup.model, None, data.x_val, data.y_val, batch_size=c.eval_batch,
+                predict=trainer.predict)
+        for hook in hooks:
+            hook.after_epoch(epoch, trainer, row)
+        row["seconds"] = time.perf_counter() - t_epoch
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+    return TrainResult(c, setup.model, setup.theta0, trainer.masks, trainer.params,
+                       trainer.buffers, history, time.perf_counter() - t_start)
 
 
 def train(config: TrainConfig, data: Dataset, *, progress: bool | None = None,
-          on_epoch=None, on_step=None) -> TrainResult:
+          on_epoch=None, on_step=None, hooks=()) -> TrainResult:
     """prepare + train_steps: the whole pipeline for one configuration."""
     t0 = time.perf_counter()
     setup = prepare(config, data)
     result = train_steps(config, data, setup, progress=progress, on_epoch=on_epoch,
-                         on_step=on_step)
+                         on_step=on_step, hooks=hooks)
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -315,7 +317,8 @@ def plan_epochs(config: TrainConfig, data: Dataset, budget_seconds: float, *,
     """Time a few steps and one evaluation, then pick the epochs that fit `budget_seconds`.
 
     Returns {"epochs", "step_seconds", "epoch_seconds", "eval_seconds"}; at least 1 epoch.
-    The probe trains a throwaway copy on the first `probe_steps` batches, so it changes nothing.
+    The probe trains a throwaway trainer (the one `train_steps` would use) on the first
+    `probe_steps` batches, so it changes nothing.
     Epochs are fitted to `margin` of the time left: on a 2-core machine epoch times drifted by
     10-20% around the probe's estimate (8-13 s for LeNet-5), and a budget is a ceiling.
     """
@@ -328,39 +331,21 @@ def plan_epochs(config: TrainConfig, data: Dataset, budget_seconds: float, *,
     t0 = time.perf_counter()
     setup = prepare(c, data)
     setup_seconds = time.perf_counter() - t0
-    model, params = setup.model, setup.params
     b = c.batch_size
     batches = [(data.x_train[i * b:(i + 1) * b], data.y_train[i * b:(i + 1) * b])
                for i in range(max(1, min(probe_steps, len(data.y_train) // b)))]
-    on_device = backend.get_backend() == "cuda"
-    threads = 1 if on_device else parallel.resolve_threads(model, c.threads, c.batch_size)
-    parallel.keep_freed_memory()  # as train_steps does, so the probe times the same steps
-    if on_device:
-        from minifreeze.cuda_train import DeviceTrainer
-        trainer = DeviceTrainer(model, params, setup.masks, lr=c.lr, momentum=c.momentum,
-                                weight_decay=c.weight_decay, nesterov=c.nesterov)
-        step = trainer.step
-    else:
-        opt = MaskedSGD(params, momentum=c.momentum, weight_decay=c.weight_decay,
-                        nesterov=c.nesterov)
-
-        def step(x, y, lr):
-            _, grads, _ = parallel.loss_and_grads(model, params, x, y, masks=setup.masks,
-                                                  buffers=setup.buffers, threads=threads)
-            opt.step(params, grads, setup.masks, lr)
+    trainer = config_trainer(c, setup)  # a throwaway: setup is not changed
     n_eval = min(len(data.y_test), c.eval_batch)
-    with parallel.shard_blas(threads):
-        step(*batches[0], c.lr)  # warm-up (compilation, workspace)
+    trainer.step(*batches[0], c.lr)  # warm-up (compilation, workspace)
+    t0 = time.perf_counter()
+    for k in range(probe_steps):
+        trainer.step(*batches[k % len(batches)], c.lr)
+    step_s = (time.perf_counter() - t0) / probe_steps
+    for _ in range(2):  # time the second call: the first grows the heap for the eval batch
         t0 = time.perf_counter()
-        for k in range(probe_steps):
-            step(*batches[k % len(batches)], c.lr)
-        step_s = (time.perf_counter() - t0) / probe_steps
-        for _ in range(2):  # time the second call: the first grows the heap for the eval batch
-            t0 = time.perf_counter()
-            parallel.predict(model, params, data.x_test[:n_eval], buffers=setup.buffers,
-                             batch_size=c.eval_batch, threads=threads)
-        eval_s = (time.perf_counter() - t0) * (len(data.y_test) + (0 if data.y_val is None
-                                                                  else len(data.y_val))) / n_eval
+        trainer.predict(data.x_test[:n_eval], batch_size=c.eval_batch)
+    eval_s = (time.perf_counter() - t0) * (len(data.y_test) + (0 if data.y_val is None
+                                                              else len(data.y_val))) / n_eval
     epoch_s = math.ceil(len(data.y_train) / c.batch_size) * step_s + eval_s
     spare = margin * budget_seconds - 2 * setup_seconds - (probe_steps + 1) * step_s
     return {"epochs": max(1, int(spare // epoch_s)), "step_seconds": step_s,

@@ -186,9 +186,9 @@ def test_device_training_equals_the_numpy_path(nesterov):
         correct_ref = int(np.sum(model.forward(p, x)[0].argmax(1) == y))  # before the update
         for k in p:
             reference_sgd(p[k], grads[k], vel[k], masks.get(k), lr=lr, **hp)
-        loss = trainer.step(x, y, lr=lr)
+        loss, correct = trainer.step(x, y, lr=lr)
         np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)
-        assert trainer.last_correct == correct_ref
+        assert correct == trainer.last_correct == correct_ref
     got = trainer.params_to_host()
     assert list(got) == list(model.param_shapes())
     for k in p:

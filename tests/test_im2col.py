@@ -25,11 +25,13 @@ def test_im2col_columns_are_the_patches(case, seed):
     cols = im2col(x, case.kh, case.kw, case.stride, case.pad)
     oh = (case.h + 2 * case.pad - case.kh) // case.stride + 1
     ow = (case.w + 2 * case.pad - case.kw) // case.stride + 1
-    assert cols.shape == (case.n, case.c * case.kh * case.kw, oh * ow)
+    assert cols.shape == (case.c * case.kh * case.kw, case.n * oh * ow)
+    assert cols.flags.c_contiguous  # the matrix the layer multiplies, stored as it is shaped
     xp = np.pad(x, ((0, 0), (0, 0), (case.pad,) * 2, (case.pad,) * 2))
-    r, s = oh - 1, ow - 1  # the last patch
+    r, s = oh - 1, ow - 1  # the last patch of every image
     patch = xp[:, :, r * case.stride:r * case.stride + case.kh, s * case.stride:s * case.stride + case.kw]
-    np.testing.assert_array_equal(cols[:, :, -1], patch.reshape(case.n, -1))
+    last = cols.reshape(-1, case.n, oh * ow)[:, :, -1]  # (C*KH*KW, N)
+    np.testing.assert_array_equal(last.T, patch.reshape(case.n, -1))
 
 
 def test_output_size_rule():
@@ -42,5 +44,5 @@ def test_output_size_rule():
 
 
 def test_col2im_rejects_wrong_cols_shape():
-    with pytest.raises(ValueError, match=r"expected cols of shape \(1, 9, 4\)"):
-        col2im(np.zeros((1, 9, 5)), (1, 1, 4, 4), 3, 3, 1, 0)
+    with pytest.raises(ValueError, match=r"expected cols of shape \(9, 4\), got \(9, 5\)"):
+        col2im(np.zeros((9, 5)), (1, 1, 4, 4), 3, 3, 1, 0)

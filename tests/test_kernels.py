@@ -5,8 +5,6 @@ Shapes are small and drawn by hypothesis; the numba kernels compile once per pro
 and load from the on-disk cache after that, so the examples cost microseconds each.
 """
 
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -14,6 +12,7 @@ from hypothesis import strategies as st
 
 from minifreeze import backend
 from minifreeze import layers as L
+from minifreeze.masks import Masks
 from minifreeze.gradcheck import numerical_gradient_array
 from minifreeze.optim import masked_sgd_update
 from tests.gradutil import assert_grad_close
@@ -144,14 +143,8 @@ def test_conv_and_pool_gradients_on_every_backend(case, seed):
 
 # --- sparse weight gradients --------------------------------------------------------------------
 
-@contextlib.contextmanager
-def always_sparse():
-    """Take the sparse weight-gradient path whatever the mask's density."""
-    saved, L.SPARSE_DW_DENSITY = L.SPARSE_DW_DENSITY, 1.1
-    try:
-        yield
-    finally:
-        L.SPARSE_DW_DENSITY = saved
+ALWAYS_SPARSE = 1.1
+"""A sparse_dw_density above any mask's density: the sparse weight-gradient path every time."""
 
 
 def sparse_mask(rng, shape, dtype, nnz_max=3):
@@ -172,8 +165,7 @@ def test_sparse_conv_weight_gradient_equals_masked_dense(case, dtype, seed, be):
         out, cache = L.conv_forward(x, w, b, case.stride, case.pad)
         dout = rng.standard_normal(out.shape).astype(dtype)
         _, dense, _ = L.conv_backward(dout, cache)
-        with always_sparse():
-            _, sparse, _ = L.conv_backward(dout, cache, w_mask=m)
+        _, sparse, _ = L.conv_backward(dout, cache, w_mask=m, sparse_dw_density=ALWAYS_SPARSE)
     assert sparse.shape == w.shape and sparse.dtype == dtype
     np.testing.assert_allclose(sparse, dense * m, **tol(dtype))
     assert np.all(sparse[m == 0] == 0)
@@ -189,21 +181,20 @@ def test_sparse_linear_weight_gradient_equals_masked_dense(n, d, k, dtype, seed,
     with backend.use_backend(be):
         _, cache = L.linear_forward(x, w, np.zeros(k, dtype))
         _, dense, _ = L.linear_backward(dout, cache)
-        with always_sparse():
-            _, sparse, _ = L.linear_backward(dout, cache, w_mask=m)
+        _, sparse, _ = L.linear_backward(dout, cache, w_mask=m, sparse_dw_density=ALWAYS_SPARSE)
     np.testing.assert_allclose(sparse, dense * m, **tol(dtype))
 
 
 def test_mask_indices_are_computed_once_per_mask():
     m = np.zeros((4, 5), np.float32)
     m[1, 2] = m[3, 0] = 1
-    first = L.mask_nonzeros(m)
-    assert L.mask_nonzeros(m) is first  # the same tuple: no second np.nonzero
-    np.testing.assert_array_equal(first[2], [7, 15])
-    assert first[3] == pytest.approx(2 / 20)
-    key = id(m)
-    del m  # the cache entry goes with its mask
-    assert key not in L._nonzeros
+    masks = Masks({"w": m})
+    first = masks.index("w")
+    assert masks.index("w") is first  # the same index: no second np.nonzero
+    np.testing.assert_array_equal(first.flat, [7, 15])
+    assert first.density == pytest.approx(2 / 20)
+    m[0, 0] = 1  # the source array is not the mask: the Masks made its own copy
+    assert masks.index("w") is first and masks["w"][0, 0] == 0
 
 
 def test_dense_masks_take_the_dense_path(monkeypatch):

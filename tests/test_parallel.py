@@ -28,9 +28,9 @@ def _setup(name, rng, n, masked, dtype=np.float64):
     return model, params, masks, x, rng.integers(0, 10, n)
 
 
-@given(n=st.integers(1, 70), threads=st.integers(1, 5), masked=st.booleans(), seed=seeds,
+@given(n=st.integers(1, 70), shards=st.integers(1, 5), masked=st.booleans(), seed=seeds,
        name=st.sampled_from(["lenet300", "lenet5"]))
-def test_shards_give_the_batch_loss_and_gradients(n, threads, masked, seed, name):
+def test_shards_give_the_batch_loss_and_gradients(n, shards, masked, seed, name):
     rng = rng_from(seed)
     model, params, masks, x, y = _setup(name, rng, n, masked)
     want_loss, want = model.loss_and_grads(params, x, y, masks=masks)
@@ -38,8 +38,8 @@ def test_shards_give_the_batch_loss_and_gradients(n, threads, masked, seed, name
     parallel.MIN_SHARD, saved = 1, parallel.MIN_SHARD  # allow shards of one example
     try:
         loss, grads, logits = parallel.loss_and_grads(model, params, x, y, masks=masks,
-                                                      threads=threads)
-        again = parallel.loss_and_grads(model, params, x, y, masks=masks, threads=threads)
+                                                      shards=shards)
+        again = parallel.loss_and_grads(model, params, x, y, masks=masks, shards=shards)
     finally:
         parallel.MIN_SHARD = saved
     assert loss == pytest.approx(want_loss, rel=1e-12, abs=1e-12)
@@ -54,39 +54,39 @@ def test_shards_give_the_batch_loss_and_gradients(n, threads, masked, seed, name
     assert again[0] == loss
 
 
-@given(n=st.integers(0, 100), threads=st.integers(1, 12))
-def test_shards_cover_the_batch_evenly(n, threads):
-    parts = parallel.shards(n, threads)
+@given(n=st.integers(0, 100), shards=st.integers(1, 12))
+def test_shards_cover_the_batch_evenly(n, shards):
+    parts = parallel.slices(n, shards)
     covered = [i for sl in parts for i in range(sl.start, sl.stop)]
     assert covered == list(range(n))
     sizes = [sl.stop - sl.start for sl in parts]
-    assert len(parts) == max(1, min(threads, n)) and max(sizes) - min(sizes) <= 1
+    assert len(parts) == max(1, min(shards, n)) and max(sizes) - min(sizes) <= 1
 
 
-def test_thread_counts_are_checked_and_batch_norm_runs_whole():
+def test_shard_counts_are_checked_and_batch_norm_runs_whole():
     lenet5, vgg_bn = get_model("lenet5"), get_model("vgg", batch_norm=True)
-    assert parallel.resolve_threads(lenet5, 4, 100) == 4
-    assert parallel.resolve_threads(lenet5, 4, 40) == 40 // parallel.MIN_SHARD
-    assert parallel.resolve_threads(lenet5, 4, 3) == 1
-    assert 1 <= parallel.resolve_threads(lenet5, None, 100) <= parallel.MAX_THREADS
-    assert parallel.resolve_threads(vgg_bn, None, 100) == 1
+    assert parallel.resolve_shards(lenet5, 4, 100) == 4
+    assert parallel.resolve_shards(lenet5, 4, 40) == 40 // parallel.MIN_SHARD
+    assert parallel.resolve_shards(lenet5, 4, 3) == 1
+    assert 1 <= parallel.resolve_shards(lenet5, None, 100) <= parallel.MAX_SHARDS
+    assert parallel.resolve_shards(vgg_bn, None, 100) == 1
     lenet300 = get_model("lenet300")  # no convolution: one shard unless asked
-    assert parallel.resolve_threads(lenet300, None, 100) == 1
-    assert parallel.resolve_threads(lenet300, 2, 100) == 2
-    with pytest.raises(ValueError, match="batch norm.*threads 1 or automatic, got 2"):
-        parallel.resolve_threads(vgg_bn, 2, 100)
+    assert parallel.resolve_shards(lenet300, None, 100) == 1
+    assert parallel.resolve_shards(lenet300, 2, 100) == 2
+    with pytest.raises(ValueError, match="batch norm.*shards 1 or automatic, got 2"):
+        parallel.resolve_shards(vgg_bn, 2, 100)
     for bad in (-1, 1.5, True, "2"):
-        with pytest.raises(ValueError, match="threads: expected a whole number >= 0"):
-            parallel.resolve_threads(lenet5, bad, 100)
-    with pytest.raises(ValueError, match="threads"):
-        TrainConfig(threads=-2).resolved()
+        with pytest.raises(ValueError, match="shards: expected a whole number >= 0"):
+            parallel.resolve_shards(lenet5, bad, 100)
+    with pytest.raises(ValueError, match="shards"):
+        TrainConfig(shards=-2).resolved()
 
 
 def test_predict_in_shards_equals_one_pass():
     rng = np.random.default_rng(0)
     model, params, _, x, _ = _setup("lenet5", rng, 130, False)
     want = model.predict(params, x, batch_size=50)
-    got = parallel.predict(model, params, x, batch_size=50, threads=3)
+    got = parallel.predict(model, params, x, batch_size=50, shards=3)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
     assert got.shape == (130, 10)
 
@@ -105,7 +105,7 @@ def test_a_forked_child_gets_its_own_threads():
     import multiprocessing
     rng = np.random.default_rng(1)
     model, params, _, x, y = _setup("lenet5", rng, 40, False)
-    parallel.loss_and_grads(model, params, x, y, threads=2)  # the parent's pool exists now
+    parallel.loss_and_grads(model, params, x, y, shards=2)  # the parent's pool exists now
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(1) as pool:
         loss = pool.apply_async(_sharded_loss, (model, params, x, y)).get(timeout=60)
@@ -113,13 +113,15 @@ def test_a_forked_child_gets_its_own_threads():
 
 
 def _sharded_loss(model, params, x, y):
-    return parallel.loss_and_grads(model, params, x, y, threads=2)[0]
+    return parallel.loss_and_grads(model, params, x, y, shards=2)[0]
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_keep_freed_memory_takes_on_glibc_and_is_idempotent():
-    assert parallel.keep_freed_memory() is True
-    assert parallel.keep_freed_memory() is True
+def test_kept_freed_memory_takes_on_glibc_and_is_scoped():
+    with parallel.kept_freed_memory() as kept:
+        assert kept is True
+        with parallel.kept_freed_memory() as again:  # nesting is harmless
+            assert again is True
 
 
 @pytest.fixture(scope="module")
@@ -128,17 +130,17 @@ def small():
     return replace(limit_train(mnist, 400), x_test=mnist.x_test[:300], y_test=mnist.y_test[:300])
 
 
-def test_training_on_threads_is_reproducible_and_keeps_frozen_weights(small):
+def test_training_in_shards_is_reproducible_and_keeps_frozen_weights(small):
     config = TrainConfig(model="lenet5", method="freezenet", rate=0.99, epochs=1, seed=5,
-                         threads=2)
+                         shards=2)
     a, b = train(config, small, progress=False), train(config, small, progress=False)
-    one = train(replace(config, threads=1), small, progress=False)
+    one = train(replace(config, shards=1), small, progress=False)
     for k, m in a.masks.items():
         off = m == 0
-        assert np.array_equal(a.params[k], b.params[k])  # same threads: bit for bit
+        assert np.array_equal(a.params[k], b.params[k])  # same shards: bit for bit
         assert np.array_equal(a.params[k][off].view(np.uint32), a.theta0[k][off].view(np.uint32))
         np.testing.assert_allclose(a.params[k], one.params[k], rtol=1e-3, atol=1e-4)
     assert a.history[-1]["test_accuracy"] == b.history[-1]["test_accuracy"]
-    acc_1, _ = evaluate(a.model, a.params, small.x_test, small.y_test, threads=1)
-    acc_3, _ = evaluate(a.model, a.params, small.x_test, small.y_test, threads=3)
+    acc_1, _ = evaluate(a.model, a.params, small.x_test, small.y_test, shards=1)
+    acc_3, _ = evaluate(a.model, a.params, small.x_test, small.y_test, shards=3)
     assert acc_1 == acc_3 == a.history[-1]["test_accuracy"]

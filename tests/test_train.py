@@ -143,3 +143,33 @@ def test_on_step_sees_every_update_and_masked_gradients(small):
     assert all(np.isfinite(loss) and norms["fc1.w"] > 0 for _, loss, norms in seen)
     g = {"a.w": np.array([3.0, 4.0], np.float32), "b.w": np.zeros((2, 2), np.float32)}
     assert gradient_norms(g) == {"a.w": 5.0, "b.w": 0.0}
+
+
+def test_cli_unwritable_out_is_one_line_before_any_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    status = main(["train", "--model", "lenet300", "--method", "dense", "--epochs", "1",
+                   "--limit-train", "100", "--out", str(blocker / "run")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"--out {blocker / 'run'}: cannot write there" in err
+
+
+def test_cli_diverged_run_keeps_last_good_and_says_where(tmp_path, capsys):
+    out = tmp_path / "run"
+    status = main(["train", "--model", "lenet300", "--method", "freezenet", "--rate", "0.9",
+                   "--epochs", "1", "--lr", "1e6", "--warmup-steps", "0", "--limit-train", "300",
+                   "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1 and "training diverged" in err
+    assert "last_good.mfz" in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["diverged"]["epoch"] == 1 and metrics["diverged"]["step"] >= 1
+    assert "test_accuracy" not in metrics
+    back = storage.load(out / "last_good.mfz")
+    assert all(np.isfinite(v).all() for v in back.params.values())
+    theta0 = prepare(TrainConfig(model="lenet300", method="freezenet", rate=0.9, seed=0),
+                     limit_train(load_dataset("mnist"), 300))
+    for k, m in back.masks.items():  # still a FreezeNet: frozen entries are theta0
+        assert np.array_equal(back.params[k][m == 0], theta0.theta0[k][m == 0])
+    assert sorted(p.name for p in out.iterdir()) == ["last_good.mfz", "metrics.json"]

@@ -1,0 +1,121 @@
+"""One step of masked SGD at a time: the trainer that the training loop, the benchmark and the
+notebooks all drive.
+
+    trainer = HostTrainer(model, params, masks, momentum=0.9, weight_decay=5e-4, shards=2)
+    loss, correct = trainer.step(x, y, lr)    # forward, backward, masked update on one batch
+    logits = trainer.predict(x_test)          # (N, classes), eval mode
+    trainer.params                            # the current parameters, {name: array}
+    trainer.set_masks(new_masks, prune=True)  # between steps: gradual pruning, ELSA's phases
+
+A trainer owns copies of what it is given: the caller's params, masks and buffers are never
+changed, whichever trainer runs. Two implementations share this interface:
+
+- `HostTrainer` (here): the batch cut into shards on threads (`parallel.py`), the backend's
+  kernels (`backend.kernels()`), the fused masked update of the backend.
+- `cuda_train.DeviceTrainer`: parameters, masks, velocities and activations stay on the GPU; only
+  the batch goes in and the loss and the number correct come out.
+
+`step` raises `NonFiniteStep` when the loss is NaN or infinite (the update is then not applied)
+or when the update made a parameter NaN or infinite; `last_good()` gives the last parameters
+whose loss was finite (on the host: those before the failing step).
+
+Changing the masks between steps (`set_masks`) is how a method prunes during training or
+trains one set of weights after another: the new masks take effect from the next step on every
+backend (the sampled weight gradients, the shard sums and the update visit the new mask's
+positions), entries that stop training lose their momentum, and with `prune=True` they are set
+to +0.0. Notebook 06 walks through the loop that drives a trainer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from minifreeze import backend, parallel
+from minifreeze.masks import Masks, as_masks
+from minifreeze.optim import MaskedSGD
+
+
+class NonFiniteStep(ArithmeticError):
+    """A step gave a NaN or infinite loss, or its update made a parameter non-finite."""
+
+    def __init__(self, why: str, loss: float):
+        super().__init__(why)
+        self.why, self.loss = why, loss
+
+
+def check_masks(model, masks: Masks | None) -> None:
+    """ValueError unless every mask names a parameter of `model` and has its shape."""
+    shapes = model.param_shapes()
+    for name, m in (masks or {}).items():
+        if name not in shapes or m.shape != shapes[name]:
+            raise ValueError(f"{model.name}: mask {name!r} must match a parameter's shape "
+                             f"{shapes.get(name)}, got {m.shape}")
+
+
+class HostTrainer:
+    """Masked SGD on the CPU with the active backend's kernels (see the module docstring).
+
+    params: the starting parameters (copied); masks: {name: m} or a `masks.Masks` (m == 1
+    trainable; names without a mask train fully); buffers: batch-norm running statistics
+    (copied, updated by training steps); shards: how many shards a batch runs as (None or 0:
+    automatic, see `parallel.resolve_shards`).
+    """
+
+    def __init__(self, model, params: Mapping[str, np.ndarray], masks=None, buffers=None, *,
+                 momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = False,
+                 shards: int | None = None):
+        parallel.check_shards(shards)
+        self.model, self.shards = model, shards
+        shapes = model.param_shapes()
+        if list(params) != list(shapes) or any(np.shape(params[k]) != s for k, s in shapes.items()):
+            raise ValueError(f"{model.name}: expected parameters "
+                             f"{ {k: s for k, s in shapes.items()} }, got "
+                             f"{ {k: np.shape(v) for k, v in params.items()} }")
+        self.params = {k: np.array(v) for k, v in params.items()}  # our own C-contiguous copies
+        self.buffers = {k: np.array(v) for k, v in (buffers or {}).items()}
+        self.masks = as_masks(masks)
+        check_masks(model, self.masks)
+        self.opt = MaskedSGD(self.params, momentum=momentum, weight_decay=weight_decay,
+                             nesterov=nesterov, update=backend.kernels().masked_sgd_update)
+        self.last_grads: dict[str, np.ndarray] | None = None
+        self._good = {k: v.copy() for k, v in self.params.items()}
+
+    def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> tuple[float, int]:
+        """One masked SGD step on the batch (x, y) -> (its mean loss before the update, number
+        of examples it classified correctly before the update)."""
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            loss, grads, logits = parallel.loss_and_grads(
+                self.model, self.params, x, y, masks=self.masks, buffers=self.buffers,
+                shards=self.shards)
+        if not np.isfinite(loss):
+            raise NonFiniteStep(f"loss is {loss}", float(loss))
+        for k, v in self.params.items():
+            np.copyto(self._good[k], v)  # before this update
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.opt.step(self.params, grads, self.masks, lr)
+        if not all(np.isfinite(v).all() for v in self.params.values()):
+            raise NonFiniteStep("the update made a parameter NaN or infinite", float(loss))
+        self.last_grads = grads
+        return float(loss), int((logits.argmax(axis=1) == y).sum())
+
+    def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Logits in eval mode: x (N, *input_shape) -> (N, classes)."""
+        return parallel.predict(self.model, self.params, x, buffers=self.buffers,
+                                batch_size=batch_size, shards=self.shards)
+
+    def set_masks(self, masks, *, prune: bool = False) -> None:
+        """Train under `masks` from the next step on (see the module docstring)."""
+        masks = as_masks(masks)
+        check_masks(self.model, masks)
+        for name, m in (masks or {}).items():
+            off = m == 0
+            self.opt.velocity[name][off] = 0
+            if prune:
+                self.params[name][off] = 0.0
+        self.masks = masks
+
+    def last_good(self) -> dict[str, np.ndarray]:
+        """Copies of the parameters from before the last step whose update was applied."""
+        return {k: v.copy() for k, v in self._good.items()}

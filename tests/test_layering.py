@@ -1,0 +1,82 @@
+"""The shape of the package: no import cycles, kernels below the layers, one name per thing.
+
+The import graph is read from the source with `ast` (every `import` counts, also one inside a
+function), so a cycle cannot hide behind a late import.
+"""
+
+import ast
+import dataclasses
+from pathlib import Path
+
+from minifreeze.__main__ import make_parser
+from minifreeze.train import TrainConfig
+
+PACKAGE = Path(__file__).resolve().parent.parent / "minifreeze"
+KERNELS = {"im2col", "kernels_numba", "kernels_cuda"}
+"""The kernel modules: NumPy reference, Numba, CUDA."""
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    graph = {}
+    for name in modules:
+        deps = set()
+        for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == "minifreeze":
+                    deps |= {a.name for a in node.names}
+                elif node.module.startswith("minifreeze."):
+                    deps.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[1] for a in node.names
+                         if a.name.startswith("minifreeze.")}
+        graph[name] = (deps & modules) - {name}
+    return graph
+
+
+def reachable(graph, start):
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph[todo.pop()]:
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    cycles = sorted(m for m in graph if m in reachable(graph, m))
+    assert not cycles, f"modules on an import cycle: {cycles}"
+
+
+def test_kernels_import_nothing_above_them():
+    graph = import_graph()
+    for kernel in KERNELS:
+        assert reachable(graph, kernel) <= KERNELS, (kernel, reachable(graph, kernel))
+
+
+def test_backend_sits_below_layers_and_trainers():
+    graph = import_graph()
+    assert reachable(graph, "backend") <= KERNELS | {"optim", "masks"}
+
+
+def test_process_wide_tuning_is_only_for_programs():
+    """kept_freed_memory changes malloc for the whole process: the library never calls it."""
+    callers = sorted(p.stem for p in PACKAGE.glob("*.py")
+                     if "kept_freed_memory(" in p.read_text() and p.stem != "parallel")
+    assert callers == ["__main__"]
+
+
+def test_every_config_field_has_its_flag():
+    train = next(a for a in make_parser()._subparsers._group_actions[0].choices.values()
+                 if a.prog.endswith("train"))
+    flags = {o for a in train._actions for o in a.option_strings}
+    fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "model_kwargs"]
+    missing = [f for f in fields if "--" + f.replace("_", "-") not in flags]
+    assert not missing, f"TrainConfig fields without a flag of the same name: {missing}"
+    defaults = TrainConfig()
+    for a in train._actions:
+        field = a.dest
+        if hasattr(defaults, field) and field not in ("model", "method", "epochs"):
+            assert a.default == getattr(defaults, field), field
