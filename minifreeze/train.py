@@ -4,16 +4,36 @@
     result = train(config, load_dataset("mnist"))       # result.history, result.params, ...
     storage.save("model.mfz", result.checkpoint())
 
-Methods are a saliency score plus a mode, so "the same mask, pruned or frozen" is one field away:
+A one-shot method is a saliency score plus a mode, so "the same mask, pruned or frozen" is one
+field away (`METHODS` below):
 
-    dense       no mask, every parameter trains
-    freezenet   score grad (|g|),         mode freeze (m == 0 held at theta0)
-    snip        score snip (|theta * g|), mode prune  (m == 0 set to 0 and held)
+    dense          no mask, every parameter trains
+    freezenet      score snip (|theta * g|), mode freeze (m == 0 held at theta0)
+    snip           score snip (|theta * g|), mode prune  (m == 0 set to 0 and held)
+    grad_freeze    score grad (|g|), frozen: the other reading of FreezeNet's score
+    grad_prune     score grad (|g|), pruned
+    random_freeze  a random mask, frozen: the control
+    random_prune   a random mask, pruned
+    weightmom, gmp pruned *during* training on a schedule (`weightmom.py`); no mask at the start
+    elsa           nested levels trained in phases (`elsa.py`, `elsa.train`)
 
-`score` and `mode` override the method's pair (e.g. method freezenet with mode prune). The steps
-are public functions a notebook can call one by one: `prepare` (theta0, scores, masks, starting
-params), `train_steps` (the loop), `evaluate`, and `plan_epochs`, which times a few steps and
-picks the number of epochs that fits a time budget, so the schedule knows its length up front.
+Which score FreezeNet uses. The paper's supplement compares FreezeNet with SNIP "since we share
+its feature selection and it is also a one-shot method, applied before training" (a quotation);
+the best reading of that sentence, and ours, is that FreezeNet selects with SNIP's |theta * g| and
+differs from SNIP only in what happens to the weights it does not select. So `freezenet` and
+`snip` share their mask exactly and differ only in freeze against prune. The plain gradient
+magnitude |g|, our earlier reading, has no textual support; it stays one flag away as
+`grad_freeze` (and `--score grad`). `score` and `mode` override a one-shot method's pair.
+
+Protocols are named presets of the training hyperparameters (`PROTOCOLS`, `protocol_config`):
+`short`, the defaults of `TrainConfig` (what `make mnist` runs), and `paper`, the protocol
+FreezeNet's supplement states (SNIP's, untuned). Any field given explicitly overrides a preset.
+Every method gets the same hyperparameters: there is no per-method learning rate.
+
+The steps are public functions a notebook can call one by one: `prepare` (theta0, scores, masks,
+starting params), `train_steps` (the loop), `evaluate`, and `plan_epochs`, which times a few steps
+and picks the number of epochs that fits a time budget (an option only: a budget makes the result
+depend on the machine).
 
 The loop: `make_trainer` builds the trainer of the active backend (`trainer.HostTrainer`, or
 `cuda_train.DeviceTrainer` where the backend keeps training on a device); each epoch shuffles with
@@ -38,19 +58,45 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from minifreeze import backend, init, masks as M, models, parallel, saliency as S, storage
+from minifreeze import weightmom as W
 from minifreeze.data import Dataset
 from minifreeze.losses import softmax_cross_entropy
 from minifreeze.optim import SCHEDULES, make_schedule
-from minifreeze.trainer import HostTrainer, NonFiniteStep
+from minifreeze.trainer import Hook, HostTrainer, NonFiniteStep
 
-METHODS = {"dense": (None, None), "freezenet": ("grad", "freeze"), "snip": ("snip", "prune")}
-"""method -> (saliency score, mode)."""
+__all__ = ["METHODS", "PROTOCOLS", "Hook", "Method", "Setup", "TrainConfig", "TrainResult",
+           "TrainingDiverged", "evaluate", "make_trainer", "plan_epochs", "prepare",
+           "protocol_config", "saliency_batch", "train", "train_steps"]
 
-DEFAULT_LR = {"dense": 0.03, "freezenet": 0.1, "snip": 0.1}
-"""Peak learning rates for batch 100 with momentum 0.9 and standardised inputs, after a 200-step
-linear warm-up. Without warm-up, dense LeNet-5-Caffe (no ReLU after its convolutions) diverges at
-lr 0.1 within 20 steps and at 0.05 within 50; with 0.5% of the weights trainable, FreezeNet and
-SNIP take the larger rate."""
+
+@dataclass(frozen=True)
+class Method:
+    """What a method does with the weights: when it chooses them, by which score, and what
+    happens to the ones it does not choose."""
+    when: str            # "never" (dense), "init" (one shot before training), "during", "phases"
+    score: str | None    # the saliency score of a one-shot method
+    mode: str            # freeze (m == 0 held at theta0) or prune (m == 0 set to 0)
+    about: str
+
+
+METHODS = {
+    "dense": Method("never", None, "freeze", "every parameter trains"),
+    "freezenet": Method("init", "snip", "freeze", "FreezeNet: SNIP's |theta * g| selects, the "
+                        "rest stay frozen at theta0"),
+    "snip": Method("init", "snip", "prune", "SNIP: |theta * g| selects, the rest are pruned to 0"),
+    "grad_freeze": Method("init", "grad", "freeze", "|g| selects (the other reading of "
+                          "FreezeNet's score), the rest frozen"),
+    "grad_prune": Method("init", "grad", "prune", "|g| selects, the rest pruned"),
+    "random_freeze": Method("init", "random", "freeze", "a random mask, the rest frozen"),
+    "random_prune": Method("init", "random", "prune", "a random mask, the rest pruned"),
+    "weightmom": Method("during", None, "prune", "WeightMom (our reading): pruned during "
+                        "training by a moving average of |w|, per-layer shares from density"),
+    "gmp": Method("during", None, "prune", "gradual magnitude pruning (Zhu and Gupta 2017): the "
+                  "same schedule, a global threshold on |w|"),
+    "elsa": Method("phases", None, "freeze", "ELSA (our reading): nested sparse levels trained "
+                   "one after another, the earlier ones frozen; see elsa.py"),
+}
+"""Every method, by name. A one-shot method's (score, mode) can be overridden field by field."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -67,9 +113,33 @@ class TrainingDiverged(RuntimeError):
         self.masks, self.buffers = masks, buffers or {}
 
 
+def _check(ok: bool, what: str, expected: str, got) -> None:
+    if not ok:
+        raise ValueError(f"{what}: expected {expected}, got {got!r}")
+
+
 @dataclass
 class TrainConfig:
-    """Everything that decides a run; stored in metrics.json and (in part) the .mfz header."""
+    """Everything that decides a run; stored in metrics.json and the .mfz header.
+
+    The defaults are the `short` protocol. `resolved()` gives the canonical form: the method's
+    score and mode filled in, and the fields the method does not use (the gradual-pruning
+    schedule for a one-shot method, ELSA's levels for any other) set to their defaults.
+    Groups of fields:
+    what to train: model, method, rate (q), score and mode (override a one-shot method's pair),
+        scope, include_biases, init, seed, model_kwargs;
+    how: epochs, batch_size, lr, momentum, nesterov, weight_decay, schedule (cosine, step,
+        constant), lr_step_every and lr_gamma (the step schedule: lr * lr_gamma every
+        lr_step_every steps; None: a third of the run), warmup_steps, saliency_batch,
+        eval_batch, shards (None or 0: automatic; results are bit for bit the same for the same
+        shard count, so a run that must reproduce elsewhere fixes it);
+    gradual pruning (weightmom, gmp; see weightmom.py): prune_start and prune_end (fractions of
+        the run's steps), prune_every (steps between rounds), mom_beta (the moving average's
+        beta), alloc_alpha (the per-layer share's exponent);
+    ELSA (see elsa.py): levels (rates, sparsest first), sparsifier (how the sparsest level is
+        chosen), join_score (how each later level's weights are chosen), join_init (what a
+        joining weight starts from), phase_epochs (one count per phase; None: `epochs` each).
+    """
     model: str = "lenet5"
     method: str = "freezenet"
     rate: float = 0.995
@@ -79,48 +149,139 @@ class TrainConfig:
     include_biases: bool = False
     init: str = "xavier"
     seed: int = 0
-    epochs: int = 5
+    epochs: int = 20
     batch_size: int = 100
-    lr: float | None = None
+    lr: float = 0.05
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
     schedule: str = "cosine"
+    lr_step_every: int | None = None
+    lr_gamma: float = 0.1
     warmup_steps: int = 200
     saliency_batch: int = 100
     eval_batch: int = 1000
     shards: int | None = None
+    prune_start: float = 0.1
+    prune_end: float = 0.6
+    prune_every: int = 100
+    mom_beta: float = 0.99
+    alloc_alpha: float = 1.0
+    levels: tuple = (0.995, 0.99, 0.9)
+    sparsifier: str = "snip"
+    join_score: str = "grad"
+    join_init: str = "zero"
+    phase_epochs: tuple | None = None
     model_kwargs: dict = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
-        """A copy with score, mode and lr filled in from the method, checked."""
+        """A copy with score and mode filled in from the method, every field checked."""
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; expected one of "
                              f"{', '.join(METHODS)}")
-        score, mode = METHODS[self.method]
-        c = dataclasses.replace(self, score=self.score or score, mode=self.mode or mode,
-                                lr=DEFAULT_LR[self.method] if self.lr is None else self.lr)
-        if c.method == "dense":
-            c.rate, c.score, c.mode = 0.0, None, "freeze"
+        m = METHODS[self.method]
+        if m.when != "init" and (self.score is not None or self.mode is not None) and \
+                (self.score, self.mode) != (m.score, m.mode):
+            raise ValueError(f"score and mode: method {self.method} chooses its weights "
+                             f"{'never' if m.when == 'never' else m.when}, so they cannot be "
+                             f"overridden (got score {self.score!r}, mode {self.mode!r})")
+        c = dataclasses.replace(self, score=self.score or m.score, mode=self.mode or m.mode,
+                                levels=tuple(float(q) for q in self.levels),
+                                phase_epochs=None if self.phase_epochs is None
+                                else tuple(int(e) for e in self.phase_epochs),
+                                model_kwargs=dict(self.model_kwargs))
+        if m.when in ("never", "phases"):
+            c.rate, c.score, c.mode = 0.0, None, m.mode  # elsa: the final network is dense
         else:
-            M.check_rate(c.rate)
-            if c.score not in S.SCORES:
-                raise ValueError(f"unknown saliency score {c.score!r}; expected one of "
-                                 f"{', '.join(S.SCORES)}")
-            if c.mode not in M.MODES:
-                raise ValueError(f"unknown mode {c.mode!r}; expected one of {', '.join(M.MODES)}")
+            c.rate = M.check_rate(c.rate)
+        # fields a method does not use take their defaults, so that the same run has one config
+        d = TrainConfig()
+        gradual = m.when == "during" or (m.when == "phases" and c.sparsifier in
+                                         ("weightmom", "gmp"))
+        if not gradual:
+            c.prune_start, c.prune_end, c.prune_every = d.prune_start, d.prune_end, d.prune_every
+            c.mom_beta, c.alloc_alpha = d.mom_beta, d.alloc_alpha
+        if m.when != "phases":
+            c.levels, c.sparsifier, c.join_score = d.levels, d.sparsifier, d.join_score
+            c.join_init, c.phase_epochs = d.join_init, d.phase_epochs
+        if m.when == "init":
+            _check(c.score in S.SCORES, "score", f"one of {', '.join(S.SCORES)}", c.score)
+            _check(c.mode in M.MODES, "mode", f"one of {', '.join(M.MODES)}", c.mode)
+        _check(c.model in models.MODELS, "model", f"one of {', '.join(models.MODELS)}", c.model)
         init.check_seed(c.seed)
         parallel.check_shards(c.shards)
-        if c.init not in init.SCHEMES:
-            raise ValueError(f"unknown init scheme {c.init!r}; expected one of "
-                             f"{', '.join(init.SCHEMES)}")
-        if c.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {c.schedule!r}; expected one of "
-                             f"{', '.join(SCHEDULES)}")
-        if c.epochs < 1 or c.batch_size < 1 or c.saliency_batch < 1:
-            raise ValueError(f"epochs, batch_size and saliency_batch must be positive, got "
-                             f"{c.epochs}, {c.batch_size}, {c.saliency_batch}")
+        _check(c.init in init.SCHEMES, "init", f"one of {', '.join(init.SCHEMES)}", c.init)
+        _check(c.scope in M.SCOPES, "scope", f"one of {', '.join(M.SCOPES)}", c.scope)
+        _check(c.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}", c.schedule)
+        for name in ("epochs", "batch_size", "saliency_batch", "eval_batch"):
+            v = getattr(c, name)
+            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name,
+                   "a whole number >= 1", v)
+        _check(isinstance(c.warmup_steps, int) and c.warmup_steps >= 0, "warmup_steps",
+               "a whole number >= 0", c.warmup_steps)
+        _check(c.lr_step_every is None or (isinstance(c.lr_step_every, int) and
+                                           c.lr_step_every >= 1),
+               "lr_step_every", "None or a whole number >= 1", c.lr_step_every)
+        _check(isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0, "lr",
+               "a number > 0", c.lr)
+        _check(0 < c.lr_gamma <= 1, "lr_gamma", "a number in (0, 1]", c.lr_gamma)
+        _check(0 <= c.momentum < 1, "momentum", "a number in [0, 1)", c.momentum)
+        _check(c.weight_decay >= 0, "weight_decay", "a number >= 0", c.weight_decay)
+        if m.when == "during":
+            W.check_schedule(c.prune_start, c.prune_end, c.prune_every, c.mom_beta,
+                             c.alloc_alpha)
+        if m.when == "phases":
+            _check_elsa(c)
         return c
+
+
+ELSA_SPARSIFIERS = ("snip", "grad", "random", "weightmom", "gmp")
+"""How ELSA chooses its sparsest level: a one-shot score at initialisation (snip, grad, random),
+then trained pruned; or gradual pruning during the first phase (weightmom, gmp)."""
+
+JOIN_SCORES = ("grad", "random")
+"""How ELSA chooses the weights that join at each later level: |g| of the current network on one
+batch (the weights outside the network are 0, so |theta * g| would score them all 0), or random."""
+
+JOIN_INITS = ("zero", "theta0")
+"""What a joining weight starts from: 0, where it sat in the sparser network (the network's
+function is unchanged when a phase starts), or its theta0 value."""
+
+
+def _check_elsa(c: TrainConfig) -> None:
+    q = c.levels
+    _check(len(q) >= 1 and all(0 < v < 1 for v in q) and all(a > b for a, b in zip(q, q[1:])),
+           "levels", "rates in (0, 1), strictly decreasing (sparsest first)", list(q))
+    _check(c.sparsifier in ELSA_SPARSIFIERS, "sparsifier",
+           f"one of {', '.join(ELSA_SPARSIFIERS)}", c.sparsifier)
+    _check(c.join_score in JOIN_SCORES, "join_score", f"one of {', '.join(JOIN_SCORES)}",
+           c.join_score)
+    _check(c.join_init in JOIN_INITS, "join_init", f"one of {', '.join(JOIN_INITS)}", c.join_init)
+    _check(c.phase_epochs is None or (len(c.phase_epochs) == len(q) + 1 and
+                                      min(c.phase_epochs) >= 1),
+           "phase_epochs", f"None or {len(q) + 1} whole numbers >= 1 (one per level, then dense)",
+           c.phase_epochs)
+    if c.sparsifier in ("weightmom", "gmp"):
+        W.check_schedule(c.prune_start, c.prune_end, c.prune_every, c.mom_beta, c.alloc_alpha)
+
+
+PROTOCOLS: dict[str, dict] = {
+    "short": {},
+    "paper": dict(lr=0.1, schedule="step", lr_step_every=25_000, lr_gamma=0.1, momentum=0.9,
+                  nesterov=False, weight_decay=5e-4, batch_size=100, epochs=250,
+                  warmup_steps=0),
+}
+"""Named presets. `short`: TrainConfig's own defaults (15 epochs, lr 0.1 after a 200-step linear
+warm-up, cosine decay, momentum 0.9, weight decay 5e-4, batch 100): what `make mnist` runs.
+`paper`: FreezeNet's supplement (section S1.1), SNIP's schedule untuned: SGD momentum 0.9, lr 0.1
+divided by 10 every 25k steps, weight decay 5e-4, batch 100, 250 epochs, no warm-up."""
+
+
+def protocol_config(name: str = "short", **fields) -> TrainConfig:
+    """The TrainConfig of protocol `name`, with `fields` overriding any of its values."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}; expected one of {', '.join(PROTOCOLS)}")
+    return TrainConfig(**{**PROTOCOLS[name], **fields})
 
 
 @dataclass
@@ -147,10 +308,15 @@ class TrainResult:
 
     def checkpoint(self) -> storage.Checkpoint:
         c = self.config
-        return storage.Checkpoint(
-            c.model, self.params, self.masks or {}, self.buffers, c.seed, c.init, c.mode,
-            {"method": c.method, "score": c.score, "rate": c.rate, "scope": c.scope,
-             "include_biases": c.include_biases}, dict(c.model_kwargs))
+        return storage.Checkpoint(c.model, self.params, self.masks or {}, self.buffers, c.seed,
+                                  c.init, c.mode, checkpoint_meta(c), dict(c.model_kwargs))
+
+
+def checkpoint_meta(c: TrainConfig) -> dict:
+    """What the .mfz header records of a (resolved) config: the method, its score, mode and rate,
+    and the whole config (schedule parameters included) for the record."""
+    return {"method": c.method, "score": c.score, "rate": c.rate, "scope": c.scope,
+            "include_biases": c.include_biases, "config": dataclasses.asdict(c)}
 
 
 def saliency_batch(data: Dataset, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,12 +327,13 @@ def saliency_batch(data: Dataset, n: int, seed: int) -> tuple[np.ndarray, np.nda
 
 
 def prepare(config: TrainConfig, data: Dataset) -> Setup:
-    """theta0 from the seed, then (unless dense) scores on one batch, masks, frozen/pruned params."""
+    """theta0 from the seed, then for a one-shot method scores on one batch, masks, and the
+    frozen or pruned starting params. Dense and gradual methods start from theta0, unmasked."""
     c = config.resolved()
     model = models.get_model(c.model, **c.model_kwargs)
     theta0 = init.init_params(model, c.seed, c.init)
     buffers = model.init_buffers()
-    if c.method == "dense":
+    if METHODS[c.method].when != "init":
         return Setup(model, theta0, None, M.apply_mode(theta0, None, "freeze"), buffers)
     x, y = saliency_batch(data, c.saliency_batch, c.seed)
     scores = S.saliency(model, theta0, x, y, score=c.score, include_biases=c.include_biases,
@@ -220,24 +387,6 @@ def config_trainer(c: TrainConfig, setup: Setup):
                         shards=c.shards)
 
 
-class Hook:
-    """Something that runs inside `train_steps`, between steps; override what you need.
-
-    A hook may read `trainer.params`, replace the masks with `trainer.set_masks(...)` (gradual
-    pruning does, every few steps) and add entries to an epoch's history row; it must not draw
-    from the loop's random generator, so that runs stay reproducible.
-    """
-
-    def start(self, trainer, total_steps: int) -> None:
-        """Before the first step; `total_steps` = epochs * steps per epoch."""
-
-    def after_step(self, t: int, trainer) -> None:
-        """After update t (t = 1, 2, ..., total_steps)."""
-
-    def after_epoch(self, epoch: int, trainer, row: dict) -> None:
-        """After an epoch's evaluation; `row` is its history entry (add to it freely)."""
-
-
 def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: bool | None = None,
                 on_epoch=None, on_step=None, hooks=()) -> TrainResult:
     """Masked SGD from setup.params for config.epochs epochs; returns params and history.
@@ -252,7 +401,8 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
     n = len(data.y_train)
     steps_per_epoch = math.ceil(n / c.batch_size)
     total = c.epochs * steps_per_epoch
-    lr_at = make_schedule(c.schedule, c.lr, total, warmup=c.warmup_steps)
+    lr_at = make_schedule(c.schedule, c.lr, total, warmup=c.warmup_steps,
+                          step_every=c.lr_step_every, gamma=c.lr_gamma)
     trainer = config_trainer(c, setup)
     shuffle = np.random.default_rng([c.seed, 2])
     history: list[dict] = []
@@ -301,13 +451,26 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
                        trainer.buffers, history, time.perf_counter() - t_start)
 
 
+def method_hooks(config: TrainConfig, model: models.Model) -> list:
+    """The hooks a method trains with: gradual pruning for weightmom and gmp, none otherwise."""
+    c = config.resolved()
+    if METHODS[c.method].when == "during":
+        return [W.GradualPruning.from_config(c, model)]
+    return []
+
+
 def train(config: TrainConfig, data: Dataset, *, progress: bool | None = None,
           on_epoch=None, on_step=None, hooks=()) -> TrainResult:
-    """prepare + train_steps: the whole pipeline for one configuration."""
+    """prepare + train_steps (with the method's own hooks first): one configuration, whole.
+
+    ELSA trains in phases and has its own driver, `elsa.train`."""
+    c = config.resolved()
+    if METHODS[c.method].when == "phases":
+        raise ValueError("method elsa trains in phases: call minifreeze.elsa.train(config, data)")
     t0 = time.perf_counter()
-    setup = prepare(config, data)
-    result = train_steps(config, data, setup, progress=progress, on_epoch=on_epoch,
-                         on_step=on_step, hooks=hooks)
+    setup = prepare(c, data)
+    result = train_steps(c, data, setup, progress=progress, on_epoch=on_epoch, on_step=on_step,
+                         hooks=[*method_hooks(c, setup.model), *hooks])
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -37,6 +37,24 @@ from minifreeze.masks import Masks, as_masks
 from minifreeze.optim import MaskedSGD
 
 
+class Hook:
+    """Something the training loop (`train.train_steps`) runs between steps; override what you need.
+
+    A hook may read `trainer.params`, replace the masks with `trainer.set_masks(...)` (gradual
+    pruning does, every few steps) and add entries to an epoch's history row; it must not draw
+    from the loop's random generator, so that runs stay reproducible.
+    """
+
+    def start(self, trainer, total_steps: int) -> None:
+        """Before the first step; `total_steps` = epochs * steps per epoch."""
+
+    def after_step(self, t: int, trainer) -> None:
+        """After update t (t = 1, 2, ..., total_steps)."""
+
+    def after_epoch(self, epoch: int, trainer, row: dict) -> None:
+        """After an epoch's evaluation; `row` is its history entry (add to it freely)."""
+
+
 class NonFiniteStep(ArithmeticError):
     """A step gave a NaN or infinite loss, or its update made a parameter non-finite."""
 
