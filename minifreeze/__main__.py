@@ -5,16 +5,19 @@
     python -m minifreeze --backend numpy <command> ...   # any command on a chosen backend
     python -m minifreeze train --model lenet5 --method freezenet --rate 0.995 --epochs 5 --seed 0 \
         --out runs/fz [--limit-train N] [--json]          # writes runs/fz/model.mfz, metrics.json
+    python -m minifreeze train ... --protocol paper             # FreezeNet's supplement, 250 epochs
     python -m minifreeze train ... --epochs auto --budget 180   # epochs that fit 180 seconds
-    python -m minifreeze train ... --shards 1                   # one shard: one thread per batch
+    python -m minifreeze sweep --models lenet5 --methods freezenet snip --rates 0.99 0.995 \
+        --seeds 0 1 2 --out runs/study [--executor dask [--scheduler tcp://HOST:8786]]
     python -m minifreeze evaluate runs/fz/model.mfz [--json]
     python -m minifreeze inspect runs/fz/model.mfz [--json]
-    python -m minifreeze report runs/mnist              # table, plot and results.json of the runs
+    python -m minifreeze report runs/study             # tables (md, csv, json) and figures
 
 Errors in the input (an unknown model, a bad option, a damaged file, an output folder that cannot
 be written) print one line on stderr and exit with status 2; a run that fails while it trains
 (the loss diverged) prints one line and exits with status 1, after writing what it can (see
-`train`). Library code itself never prints or exits. Option defaults are `TrainConfig`'s own.
+`train`). Library code itself never prints or exits. Every `TrainConfig` field is a flag of the
+same name; a flag not given takes the value of `--protocol` (short: `TrainConfig`'s defaults).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from minifreeze import backend, models
 
@@ -125,7 +129,7 @@ def cmd_info(args) -> int:
     return 0
 
 
-# --- the FreezeNet pipeline: train, evaluate, inspect, report ------------------------------------
+# --- the FreezeNet pipeline: train, sweep, evaluate, inspect, report ----------------------------
 
 def _library_call(fn, *args, **kwargs):
     """Run a library function; its documented errors become one-line CLI errors."""
@@ -157,13 +161,6 @@ def _write_json(path, obj) -> None:
     write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
-def _load_data(name: str, download: bool, limit: int | None, val_fraction: float, seed: int):
-    from minifreeze import data as D
-    ds = _library_call(D.load_dataset, name, download=download)
-    ds = _library_call(D.split_validation, ds, val_fraction, seed)
-    return _library_call(D.limit_train, ds, limit)
-
-
 def _writable_folder(path) -> "Path":
     """Create `path` if needed and check that a file can be written there, before any work."""
     import tempfile
@@ -178,93 +175,209 @@ def _writable_folder(path) -> "Path":
     return out
 
 
-def train_config(args):
-    """The TrainConfig the train command's arguments describe (resolved and checked)."""
-    from minifreeze.train import TrainConfig
-    model = build_model(args)
+# Every TrainConfig field is a flag of the same name. Flags the user does not give take the
+# protocol's value (--protocol short: TrainConfig's own defaults), so a flag's default is shown
+# in its help text, not stored in argparse.
+CONFIG_HELP = {
+    "rate": "rate q = 1 - density: share of the weights frozen or pruned",
+    "score": "override a one-shot method's saliency score",
+    "mode": "override a one-shot method's mode: freeze (keep theta0) or prune (set to 0)",
+    "scope": "top-k over all weights (global) or per layer",
+    "include_biases": "score and mask the biases too (default: biases always train)",
+    "init": "initialisation scheme",
+    "seed": "32-bit seed: init, saliency batch, shuffling",
+    "epochs": "epochs (train also takes 'auto' with --budget)",
+    "batch_size": "examples per step",
+    "lr": "peak learning rate (the same for every method)",
+    "momentum": "SGD momentum",
+    "nesterov": "Nesterov momentum",
+    "weight_decay": "weight decay, on trainable entries only",
+    "schedule": "learning-rate schedule",
+    "lr_step_every": "step schedule: multiply lr by --lr-gamma every N steps (default: a third "
+                     "of the run)",
+    "lr_gamma": "step schedule: the factor",
+    "warmup_steps": "linear learning-rate warm-up over the first N steps (0: none)",
+    "saliency_batch": "training images in the one saliency batch",
+    "eval_batch": "test images per forward pass when evaluating",
+    "shards": "cut each batch into N shards trained on N threads (0: one per CPU for models "
+              "with convolutions; results are bit for bit the same for the same N)",
+    "prune_start": "weightmom/gmp: first pruning round, as a share of the run's steps",
+    "prune_end": "weightmom/gmp: last pruning round (the target rate), as a share of the steps",
+    "prune_every": "weightmom/gmp: steps between pruning rounds",
+    "mom_beta": "weightmom: beta of the moving average of |w|",
+    "alloc_alpha": "weightmom: per-layer share proportional to kept * density ** alpha",
+    "levels": "elsa: the rates of the nested levels, sparsest first",
+    "sparsifier": "elsa: how the sparsest level is chosen",
+    "join_score": "elsa: how each later level's weights are chosen",
+    "join_init": "elsa: what a joining weight starts from",
+    "phase_epochs": "elsa: epochs of each phase (one per level, then dense; default --epochs)",
+}
+
+
+def _config_choices() -> dict:
+    from minifreeze import init, masks, optim, saliency, train as T
+    return {"score": saliency.SCORES, "mode": masks.MODES, "scope": masks.SCOPES,
+            "init": init.SCHEMES, "schedule": optim.SCHEDULES,
+            "sparsifier": T.ELSA_SPARSIFIERS, "join_score": T.JOIN_SCORES,
+            "join_init": T.JOIN_INITS}
+
+
+def add_config_arguments(p: argparse.ArgumentParser, skip=()) -> None:
+    """One flag per TrainConfig field (but `skip` and model_kwargs), plus --protocol."""
+    import dataclasses
+    from minifreeze import train as T
+    d, choices = T.TrainConfig(), _config_choices()
+    p.add_argument("--protocol", choices=sorted(T.PROTOCOLS), default="short",
+                   help="a named preset of the training fields (short: the defaults below; "
+                        "paper: FreezeNet's supplement, 250 epochs); any flag overrides it")
+    for f in dataclasses.fields(T.TrainConfig):
+        if f.name in skip or f.name == "model_kwargs":
+            continue
+        default = getattr(d, f.name)
+        kw = dict(default=argparse.SUPPRESS, help=f"{CONFIG_HELP[f.name]} (default {default})")
+        if isinstance(default, bool):
+            kw["action"] = "store_true"
+        elif f.name in choices:
+            kw["choices"] = choices[f.name]
+        elif f.name == "levels":
+            kw.update(nargs="+", type=float, metavar="Q")
+        elif f.name == "phase_epochs":
+            kw.update(nargs="+", type=int, metavar="E")
+        elif f.name == "epochs":
+            kw["type"] = _epochs
+        elif f.name in ("shards", "lr_step_every"):
+            kw.update(type=int, metavar="N")
+        else:
+            kw["type"] = type(default)
+        p.add_argument("--" + f.name.replace("_", "-"), **kw)
+
+
+def config_from_args(args, **fixed):
+    """The TrainConfig the flags describe: the protocol's values, overridden by the flags given
+    and by `fixed`; resolved and checked (a bad value is a CLIError)."""
+    import dataclasses
+    from minifreeze import train as T
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(T.TrainConfig)
+             if hasattr(args, f.name) and f.name not in fixed}
     model_kwargs = {}
-    if args.input_shape is not None:
+    if getattr(args, "input_shape", None) is not None:
         model_kwargs["input_shape"] = list(args.input_shape)
-    if args.batch_norm:
+    if getattr(args, "batch_norm", False):
         model_kwargs["batch_norm"] = True
-    config = TrainConfig(
-        model=model.name, method=args.method, rate=args.rate, score=args.score, mode=args.mode,
-        scope=args.scope, include_biases=args.include_biases, init=args.init, seed=args.seed,
-        batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
-        weight_decay=args.weight_decay, schedule=args.schedule, warmup_steps=args.warmup_steps,
-        saliency_batch=args.saliency_batch, eval_batch=args.eval_batch, shards=args.shards,
-        model_kwargs=model_kwargs)
-    return _library_call(config.resolved)
+    return _library_call(lambda: T.protocol_config(
+        args.protocol, **given, **fixed, model_kwargs=model_kwargs).resolved())
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    from minifreeze import data
+    p.add_argument("--dataset", choices=data.DATASETS, default="mnist")
+    p.add_argument("--download", action="store_true",
+                   help="fetch fashion-mnist or cifar10 (pinned checksums) if missing")
+    p.add_argument("--limit-train", type=int, default=None, metavar="N",
+                   help="train on the first N training images only")
+    p.add_argument("--limit-test", type=int, default=None, metavar="N",
+                   help="test on the first N test images only")
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="hold out this share of the training set for validation (SNIP: 0.1)")
+
+
+def _spec(args, config):
+    from minifreeze.sweep import RunSpec
+    return RunSpec(config, args.dataset, args.limit_train, args.limit_test, args.val_fraction)
+
+
+def _load(spec, download: bool):
+    from minifreeze import sweep
+    return _library_call(sweep.load_data, spec, download=download)
 
 
 def cmd_train(args) -> int:
     import dataclasses
     import time
-    from minifreeze import parallel, report, storage, train as T
-    if args.epochs == "auto" and args.budget is None:
+    from minifreeze import parallel, sweep, train as T
+    epochs = getattr(args, "epochs", None)
+    if epochs == "auto" and args.budget is None:
         raise CLIError("--epochs auto needs --budget SECONDS")
-    if args.budget is not None and args.epochs != "auto":
+    if args.budget is not None and epochs != "auto":
         raise CLIError("--budget applies only with --epochs auto")
-    config = train_config(args)
+    build_model(args)  # --input-shape and --batch-norm are checked against the model
+    fixed = {"model": args.model, "method": args.method}
+    if epochs == "auto":
+        fixed["epochs"] = 1  # replaced by the plan below
+    config = config_from_args(args, **fixed)
     out = _writable_folder(args.out)
     t0 = time.perf_counter()
-    ds = _load_data(args.dataset, args.download, args.limit_train, args.val_fraction, args.seed)
+    spec = _spec(args, config)
+    ds = _load(spec, args.download)
     plan = None
     with parallel.kept_freed_memory():  # the process is ours: keep malloc's freed blocks
-        if args.epochs == "auto":
+        if epochs == "auto":
             plan = _library_call(T.plan_epochs, config, ds, args.budget - (time.perf_counter() - t0))
-            config = dataclasses.replace(config, epochs=plan["epochs"])
-        else:
-            config = dataclasses.replace(config, epochs=args.epochs)
-        try:
-            result = _library_call(T.train, config, ds, progress=True if args.progress else None)
-        except T.TrainingDiverged as err:
-            _save_diverged(out, config, args.dataset, err)
-            raise CLIError(f"{err}; wrote {out / 'last_good.mfz'} and {out / 'metrics.json'}",
-                           status=1) from None
-    ckpt = result.checkpoint()
-    ckpt.meta["dataset"] = args.dataset
-    file_bytes = storage.save(out / "model.mfz", ckpt)
-    metrics = report.run_metrics(result, dataset=args.dataset, file_bytes=file_bytes,
-                                 wall_seconds=time.perf_counter() - t0,
-                                 backend=backend.get_backend(), plan=plan)
-    _write_json(out / "metrics.json", metrics)
+            spec = dataclasses.replace(spec, config=dataclasses.replace(config,
+                                                                        epochs=plan["epochs"]))
+        metrics = _library_call(sweep.run, spec, out, data=ds,
+                                progress=True if args.progress else None, plan=plan)
+    if "diverged" in metrics:
+        d = metrics["diverged"]
+        raise CLIError(f"{d['why']} at epoch {d['epoch']}, step {d['step']}: training diverged "
+                       f"(try a smaller learning rate); wrote {out / 'last_good.mfz'} and "
+                       f"{out / 'metrics.json'}", status=1)
+    c = spec.config
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k not in ("history", "density")},
                          indent=2))
     else:
-        print(f"{config.method} {config.model} rate {config.rate}: test accuracy "
-              f"{metrics['test_accuracy']:.4f} after {config.epochs} epochs, "
+        print(f"{c.method} {c.model} rate {c.rate}: test accuracy "
+              f"{metrics['test_accuracy']:.4f} after {c.epochs} epochs, "
               f"{metrics['trained_params']:,} of {metrics['total_params']:,} parameters trained "
-              f"(compression {metrics['compression']:.1f}), {file_bytes:,} bytes on disk vs "
-              f"{metrics['dense_bytes']:,} dense, {metrics['wall_seconds']:.0f} s -> "
+              f"(compression {metrics['compression']:.1f}), {metrics['file_bytes']:,} bytes on "
+              f"disk vs {metrics['dense_bytes']:,} dense, {metrics['wall_seconds']:.0f} s -> "
               f"{out / 'model.mfz'}")
     return 0
 
 
-def _save_diverged(out, config, dataset: str, err) -> None:
-    """A diverged run leaves the last parameters whose loss was finite and says where it broke
-    (metrics.json has no test_accuracy, so `report` and a sweep never count it as finished)."""
-    import dataclasses
-    import math
-    from minifreeze import storage
-    storage.save(out / "last_good.mfz", storage.Checkpoint(
-        config.model, err.params, err.masks or {}, err.buffers, config.seed, config.init,
-        config.mode, {"method": config.method, "score": config.score, "rate": config.rate,
-                      "dataset": dataset}, dict(config.model_kwargs)))
-    loss = err.loss if math.isfinite(err.loss) else str(err.loss)  # JSON has no NaN
-    _write_json(out / "metrics.json", {
-        "model": config.model, "method": config.method, "rate": config.rate,
-        "seed": config.seed, "dataset": dataset,
-        "diverged": {"epoch": err.epoch, "step": err.step, "loss": loss, "why": err.why},
-        "config": dataclasses.asdict(config), "history": err.history})
+def cmd_sweep(args) -> int:
+    from minifreeze import sweep, train as T
+    from minifreeze.sweep import SweepError
+    fixed = {} if hasattr(args, "shards") else {"shards": 1}  # one shard per run by default
+    base = config_from_args(args, model=args.models[0], method="dense", **fixed)
+    try:
+        specs = sweep.expand_grid(args.models, args.methods, args.rates or [], args.seeds,
+                                  base=base, dataset=args.dataset, limit_train=args.limit_train,
+                                  limit_test=args.limit_test, val_fraction=args.val_fraction)
+    except SweepError as err:
+        raise CLIError(str(err)) from None
+    out = _writable_folder(args.out)
+    _load(specs[0], args.download)  # the data are there and verified before any run starts
+    try:
+        with sweep.make_executor(args.executor, args.workers, args.scheduler) as ex:
+            result = sweep.sweep(specs, out, ex, progress=True if args.progress else None)
+    except SweepError as err:
+        raise CLIError(str(err)) from None
+    per_hour = 3600 * result.ran / result.seconds if result.ran else 0.0
+    summary = {"runs": len(specs), "already_finished": result.skipped, "ran": result.ran,
+               "failed": result.failed, "seconds": result.seconds, "runs_per_hour": per_hour,
+               "executor": args.executor, "out": str(out)}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{len(specs)} runs in {out}: {result.skipped} already finished, {result.ran} ran "
+              f"in {result.seconds:.0f} s ({per_hour:.1f} runs per hour, executor "
+              f"{args.executor}), {len(result.failed)} failed")
+        for name, why in result.failed.items():
+            print(f"  failed: {name}: {why}")
+        print(f"table and figures: python -m minifreeze report {out}")
+    if result.failed:
+        raise CLIError(f"{len(result.failed)} of {len(specs)} runs failed (listed above); "
+                       f"run the same command again to retry them", status=1)
+    return 0
 
 
 def cmd_evaluate(args) -> int:
-    from minifreeze import storage, train as T
+    from minifreeze import data as D, storage, train as T
     ckpt = _library_call(storage.load, args.path)
     dataset = args.dataset or ckpt.meta.get("dataset", "mnist")
-    ds = _load_data(dataset, args.download, None, 0.0, 0)
+    ds = _library_call(D.load_dataset, dataset, download=args.download)
     model = ckpt.model()
     acc, loss = _library_call(T.evaluate, model, ckpt.params, ds.x_test, ds.y_test,
                               buffers=ckpt.buffers or None)
@@ -299,81 +412,94 @@ def cmd_inspect(args) -> int:
           f"{info['value_bytes']:,} B + checksum {info['checksum_bytes']} B = "
           f"{info['file_bytes']:,} B on disk; dense float32 {info['dense_bytes']:,} B "
           f"({info['dense_bytes'] / info['file_bytes']:.1f}x smaller)")
+    if info.get("level_rows"):
+        rows = info["level_rows"]
+        print(f"ELSA levels (extract one with: python -m minifreeze extract {args.path} "
+              f"--rate Q --out FILE):")
+        print(f"{'level':>5} {'rate':>7} {'weights kept':>13} {'map B':>8} {'own mask B':>11} "
+              f"{'extracted B':>12}")
+        for r in rows:
+            print(f"{r['level']:>5} {r['rate']:>7} {r['kept_weights']:>13,} {r['map_bytes']:>8,} "
+                  f"{r['own_mask_bytes']:>11,} {r['extracted_bytes']:>12,}")
+        print(f"the level map takes {info['mask_bytes']:,} B in this file; one mask per sparse "
+              f"level would take {sum(r['own_mask_bytes'] for r in rows):,} B")
+    return 0
+
+
+def cmd_extract(args) -> int:
+    """One level of an ELSA file as an ordinary pruned .mfz."""
+    from minifreeze import storage
+    ckpt = _library_call(storage.load, args.path)
+    small = _library_call(storage.extract, ckpt, args.rate)
+    out = _writable_folder(Path(args.out).parent or ".") / Path(args.out).name
+    size = _library_call(storage.save, out, small)
+    kept = sum(int(m.sum()) for m in small.masks.values()) if small.masks else None
+    print(f"{args.path}: level {small.meta['elsa_level']} (rate {small.meta['rate']}"
+          f"{f', {kept:,} weights kept' if kept is not None else ', dense'}) -> {out}, "
+          f"{size:,} bytes")
     return 0
 
 
 def cmd_report(args) -> int:
-    """Collect DIR/*/metrics.json into a table, DIR/accuracy.png and DIR/results.json."""
+    """DIR/*/metrics.json -> tables (Markdown, CSV, JSON) and figures in DIR; prints the tables."""
     from pathlib import Path
     from minifreeze import report
-    root = Path(args.dir)
-    runs = _library_call(report.load_runs, root)
-    summary = report.summary_rows(runs)
-    _write_json(root / "results.json", {"runs": summary,
-                                        "history": {r["method"]: r["history"] for r in runs}})
     import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    plt.close(report.plot_history(runs, root / "accuracy.png"))
-    print(report.markdown_table(summary))
-    print(f"wrote {root / 'results.json'} and {root / 'accuracy.png'}")
+    matplotlib.use("Agg")  # files only: never open a window
+    root = Path(args.dir)
+    skipped: list[str] = []
+    runs = _library_call(report.load_runs, root, skipped=skipped)
+    written = report.write_report(runs, root, pair=tuple(args.compare))
+    print(written["markdown"])
+    for line in skipped:
+        print(f"left out: {line}")
+    print("wrote " + ", ".join(str(root / f) for f in written["files"]))
     return 0
 
 
 def add_pipeline_commands(sub) -> None:
-    from minifreeze import data, init, masks, optim, saliency, train as T
-    d = T.TrainConfig()  # every default below is the config's own
-    p = sub.add_parser("train", help="train dense, FreezeNet or SNIP; write model.mfz and "
-                                     "metrics.json")
+    from minifreeze import sweep, train as T
+    methods = ", ".join(f"{k} ({v.about})" for k, v in T.METHODS.items())
+    p = sub.add_parser("train", help="train one configuration; write model.mfz and metrics.json")
     add_model_arguments(p)
     add_backend_argument(p)
-    p.add_argument("--method", required=True, choices=sorted(T.METHODS),
-                   help="dense, freezenet (grad + freeze) or snip (snip + prune)")
-    p.add_argument("--rate", type=float, default=d.rate,
-                   help=f"rate q = 1 - density: share of weights frozen or pruned (default {d.rate})")
-    p.add_argument("--score", choices=saliency.SCORES, default=d.score,
-                   help="override the method's saliency score")
-    p.add_argument("--mode", choices=masks.MODES, default=d.mode,
-                   help="override the method's mode: freeze (keep theta0) or prune (set to 0)")
-    p.add_argument("--scope", choices=masks.SCOPES, default=d.scope,
-                   help="top-k over all weights (global) or per layer")
-    p.add_argument("--include-biases", action="store_true", default=d.include_biases,
-                   help="score and mask the biases too (default: biases always train)")
-    p.add_argument("--init", choices=init.SCHEMES, default=d.init, help="initialisation scheme")
-    p.add_argument("--seed", type=int, default=d.seed,
-                   help="32-bit seed: init, saliency batch, shuffling")
-    p.add_argument("--epochs", type=_epochs, default=d.epochs,
-                   help="epochs, or 'auto' with --budget")
+    p.add_argument("--method", required=True, choices=list(T.METHODS), help=methods)
+    add_config_arguments(p, skip=("model", "method"))
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
-                   help="with --epochs auto: time a few steps, then fit the epochs to this budget")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr,
-                   help=f"peak learning rate (default by method: {T.DEFAULT_LR})")
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--nesterov", action="store_true", default=d.nesterov)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--schedule", choices=optim.SCHEDULES, default=d.schedule)
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
-                   help="linear learning-rate warm-up over the first N steps (0: none)")
-    p.add_argument("--saliency-batch", type=int, default=d.saliency_batch,
-                   help="training images in the one saliency batch")
-    p.add_argument("--eval-batch", type=int, default=d.eval_batch,
-                   help="test images per forward pass when evaluating")
-    p.add_argument("--shards", type=int, default=d.shards, metavar="N",
-                   help="cut each batch into N shards trained on N threads (default: one per "
-                        "CPU for models with convolutions; batch norm runs as 1)")
-    p.add_argument("--dataset", choices=data.DATASETS, default="mnist")
-    p.add_argument("--download", action="store_true",
-                   help="fetch fashion-mnist or cifar10 (pinned checksums) if missing")
-    p.add_argument("--limit-train", type=int, default=None, metavar="N",
-                   help="train on the first N training images only")
-    p.add_argument("--val-fraction", type=float, default=0.0,
-                   help="hold out this share of the training set for validation (SNIP: 0.1)")
+                   help="with --epochs auto: time a few steps, then fit the epochs to this budget "
+                        "(the result then depends on the machine's speed)")
+    add_data_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--progress", action="store_true",
                    help="show the progress bar even when stderr is not a terminal")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sweep", help="a grid of runs (models x methods x rates x seeds), "
+                                     "resumable, on a process pool or a Dask cluster")
+    p.add_argument("--models", nargs="+", required=True, choices=sorted(models.MODELS))
+    p.add_argument("--methods", nargs="+", required=True, metavar="METHOD",
+                   help=f"any of {', '.join(T.METHODS)} (dense is always included)")
+    p.add_argument("--rates", nargs="+", type=float, default=None, metavar="Q",
+                   help="rates q for every method but dense and elsa")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED")
+    add_config_arguments(p, skip=("model", "method", "rate", "seed"))
+    add_data_arguments(p)
+    add_backend_argument(p)
+    p.add_argument("--executor", choices=sweep.EXECUTORS, default="process",
+                   help="process: a local pool, one single-threaded run per core (default); "
+                        "dask: a Dask distributed cluster (pip install 'minifreeze[cluster]'); "
+                        "thread: one run at a time in this process")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes (or LocalCluster workers) to run at once (default: one per CPU)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="with --executor dask: a running scheduler, e.g. tcp://HOST:8786 "
+                        "(default: start a LocalCluster)")
+    p.add_argument("--out", required=True, help="results folder: one sub-folder per run")
+    p.add_argument("--progress", action="store_true",
+                   help="show the progress bar even when stderr is not a terminal")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_sweep)
 
     for name, func, text in (("evaluate", cmd_evaluate, "test accuracy of a saved .mfz model"),
                              ("inspect", cmd_inspect, "what an .mfz file holds, tensor by tensor")):
@@ -381,14 +507,25 @@ def add_pipeline_commands(sub) -> None:
         p.add_argument("path", help="an .mfz file")
         p.add_argument("--json", action="store_true", help="print JSON")
         if name == "evaluate":
+            from minifreeze import data
             add_backend_argument(p)
             p.add_argument("--dataset", choices=data.DATASETS, default=None,
                            help="default: the dataset recorded in the file")
             p.add_argument("--download", action="store_true")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("report", help="table, accuracy plot and results.json of DIR/*/metrics.json")
+    p = sub.add_parser("extract", help="write one level of an ELSA file as an ordinary pruned .mfz")
+    p.add_argument("path", help="an .mfz file written by --method elsa")
+    p.add_argument("--rate", type=float, required=True, help="the level's rate q")
+    p.add_argument("--out", required=True, help="the .mfz file to write")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("report", help="tables and figures of DIR/*/metrics.json: per run, and "
+                                      "mean +- std over seeds")
     p.add_argument("dir", help="folder holding one sub-folder per run")
+    p.add_argument("--compare", nargs=2, default=("freezenet", "snip"), metavar=("A", "B"),
+                   help="two methods whose difference the report sets against the seed spread "
+                        "(default freezenet snip)")
     p.set_defaults(func=cmd_report)
 
 

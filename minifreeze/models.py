@@ -300,8 +300,47 @@ MODELS: dict[str, Callable[..., Model]] = {
     "lenet300": lenet300, "lenet5": lenet5, "vgg": vgg, "vgg_d": vgg_d}
 
 
-def get_model(name: str, **kwargs) -> Model:
-    """Build a model by name (lenet300, lenet5, vgg, vgg_d); kwargs go to its builder."""
+MODEL_KWARGS = {
+    "lenet300": ("num_classes",),
+    "lenet5": ("num_classes", "conv_relu"),
+    "vgg": ("input_shape", "batch_norm", "num_classes"),
+    "vgg_d": ("input_shape", "num_classes"),
+}
+"""The keyword arguments each builder takes (what a `.mfz` header may record)."""
+
+MAX_CLASSES = 1000
+
+
+def check_kwargs(name: str, kwargs) -> dict:
+    """ValueError naming the first keyword argument that is unknown or out of range for model
+    `name`; returns the kwargs (input_shape as a tuple). Bounds what a model may allocate."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"{name}: expected keyword arguments as a mapping, got {kwargs!r}")
+    out = dict(kwargs)
+    for key, value in kwargs.items():
+        if key not in MODEL_KWARGS[name]:
+            raise ValueError(f"{name}: unknown keyword argument {key!r}; expected any of "
+                             f"{', '.join(MODEL_KWARGS[name])}")
+        if key in ("conv_relu", "batch_norm") and not isinstance(value, bool):
+            raise ValueError(f"{name}: {key} must be true or false, got {value!r}")
+        if key == "num_classes" and (isinstance(value, bool) or not isinstance(value, int)
+                                     or not 2 <= value <= MAX_CLASSES):
+            raise ValueError(f"{name}: num_classes must be a whole number in [2, {MAX_CLASSES}], "
+                             f"got {value!r}")
+        if key == "input_shape":
+            ok = (isinstance(value, (list, tuple)) and len(value) == 3
+                  and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+                  and 1 <= value[0] <= 4 and tuple(value[1:]) in ((28, 28), (32, 32)))
+            if not ok:
+                raise ValueError(f"{name}: input_shape must be [C, 28, 28] or [C, 32, 32] with "
+                                 f"1 <= C <= 4, got {value!r}")
+            out[key] = tuple(value)
+    return out
+
+
+def get_model(name: str, **kwargs) -> Model:
+    """Build a model by name (lenet300, lenet5, vgg, vgg_d); kwargs go to its builder."""
+    kwargs = check_kwargs(name, kwargs)
     return MODELS[name](**kwargs)

@@ -1,12 +1,22 @@
 """What a run measured, and the tables and figures made from many runs.
 
-The command line and the notebooks call the same functions, so they print the same table and draw
-the same picture:
+The command line, the README and the notebooks call the same functions, so they print the same
+table and draw the same picture:
 
     metrics = run_metrics(result, dataset="mnist", file_bytes=14_192, wall_seconds=180.0)
     runs = load_runs("runs/mnist")                 # every runs/mnist/*/metrics.json
     print(markdown_table(summary_rows(runs), SUMMARY_COLUMNS))
     plot_history(runs, "runs/mnist/accuracy.png")  # test accuracy per epoch, one line per run
+
+    groups = aggregate(runs)                       # mean and std over seeds per model, method, rate
+    print(markdown_table(groups, AGGREGATE_COLUMNS)); write_csv("summary.csv", groups)
+    compare(groups, "freezenet", "snip")           # the difference of means against the spread
+    plot_rates(groups, "rates.png")                # accuracy against 1 - q, a band per method
+    plot_bytes(groups, "bytes.png")                # accuracy against the bytes stored
+
+Spread: `std` is the sample standard deviation over seeds (ddof 1; 0 for a single seed). A
+difference counts as "within the spread" when it is smaller than the two standard deviations
+added in quadrature, sqrt(std_a**2 + std_b**2): a rule of thumb for a handful of seeds, not a test.
 
 `metrics.json` (one per run, written by `python -m minifreeze train`) holds the keys of
 `run_metrics`: test accuracy, parameter counts, compression, bytes on disk against dense float32,
@@ -15,8 +25,12 @@ seconds, the backend, the whole configuration and the per-epoch history.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import hashlib
+import io
 import json
+import math
 from pathlib import Path
 
 from minifreeze import masks as M
@@ -24,7 +38,8 @@ from minifreeze import masks as M
 SUMMARY_COLUMNS = ("method", "rate", "test_accuracy", "trained_params", "compression",
                    "file_bytes", "epochs", "wall_seconds", "backend")
 
-METHOD_ORDER = ("dense", "freezenet", "snip")
+METHOD_ORDER = ("dense", "freezenet", "snip", "grad_freeze", "grad_prune", "random_freeze",
+                "random_prune", "weightmom", "gmp", "elsa")
 """Methods listed first, in this order, in tables and legends; others follow by name."""
 
 
@@ -50,18 +65,41 @@ def run_metrics(result, *, dataset: str, file_bytes: int, wall_seconds: float,
     }
 
 
-def load_runs(root) -> list[dict]:
-    """Every root/*/metrics.json, ordered by method (METHOD_ORDER first) then rate."""
+def seal(metrics: dict) -> dict:
+    """metrics with "checksum", the SHA-256 of the rest (canonical JSON): an edit or a cut shows."""
+    body = {k: v for k, v in metrics.items() if k != "checksum"}
+    return {**body, "checksum": hashlib.sha256(json.dumps(body, sort_keys=True).encode())
+            .hexdigest()}
+
+
+def is_sealed(metrics) -> bool:
+    """True when `metrics` carries a checksum that matches its contents."""
+    return isinstance(metrics, dict) and "checksum" in metrics and \
+        seal(metrics)["checksum"] == metrics["checksum"]
+
+
+def load_runs(root, *, skipped: list | None = None) -> list[dict]:
+    """Every root/*/metrics.json whose checksum holds, ordered by model, method (METHOD_ORDER
+    first), rate, seed. Unreadable or altered files are left out and, if `skipped` is a list,
+    named there."""
     root = Path(root)
     runs = []
     for path in sorted(root.glob("*/metrics.json")):
         try:
-            runs.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as err:
-            raise ReportError(f"{path}: unreadable metrics ({err})") from None
+            metrics = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            metrics, why = None, f"unreadable ({err})"
+        else:
+            why = "its checksum does not match its contents"
+        if is_sealed(metrics):
+            runs.append(metrics)
+        elif skipped is not None:
+            skipped.append(f"{path}: {why}")
     if not runs:
-        raise ReportError(f"{root}: no */metrics.json found (run `train --out {root}/NAME` first)")
-    return sorted(runs, key=lambda r: (_method_rank(r["method"]), r["method"], r["rate"]))
+        raise ReportError(f"{root}: no finished */metrics.json found (run `train --out "
+                          f"{root}/NAME` or `sweep --out {root}` first)")
+    return sorted(runs, key=lambda r: (r["model"], _method_rank(r["method"]), r["method"],
+                                       r["rate"], r.get("seed", 0)))
 
 
 def _method_rank(method: str) -> int:
@@ -76,6 +114,8 @@ def summary_rows(runs: list[dict], columns=SUMMARY_COLUMNS) -> list[dict]:
 def _cell(key: str, value) -> str:
     if value is None:
         return "-"
+    if isinstance(value, str):
+        return value
     if key.endswith("accuracy"):
         return f"{100 * value:.2f}%"
     if key == "compression":
@@ -88,8 +128,10 @@ def _cell(key: str, value) -> str:
 
 
 def markdown_table(rows: list[dict], columns=SUMMARY_COLUMNS) -> str:
-    """A Markdown table of `rows`: accuracies in percent, counts with thousands separators."""
-    right = [not isinstance(rows[0].get(k) if rows else "", str) for k in columns]
+    """A Markdown table of `rows`: accuracies in percent, counts with thousands separators.
+    Cells that are already strings (`format_rows`) are shown as they are."""
+    right = [k not in ("model", "method", "backend", "verdict", "seeds", "score", "mode")
+             for k in columns]
     head = "| " + " | ".join(k.replace("_", " ") for k in columns) + " |"
     rule = "| " + " | ".join("---:" if r else "---" for r in right) + " |"
     body = ["| " + " | ".join(_cell(k, row.get(k)) for k in columns) + " |" for row in rows]
@@ -118,3 +160,248 @@ def plot_history(runs: list[dict], path=None, *, ax=None):
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+# --- many seeds: mean and spread ----------------------------------------------------------------
+
+AGGREGATE_COLUMNS = ("model", "method", "rate", "seeds", "mean_accuracy", "std_accuracy",
+                     "min_accuracy", "max_accuracy", "trained_params", "compression",
+                     "file_bytes", "epochs", "train_seconds")
+
+
+def mean_std(values) -> tuple[float, float]:
+    """(mean, sample standard deviation with ddof 1; 0 for one value)."""
+    values = [float(v) for v in values]
+    n = len(values)
+    if n == 0:
+        raise ValueError("mean_std: no values")
+    mean = sum(values) / n
+    if n == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def expand_levels(runs: list[dict]) -> list[dict]:
+    """ELSA runs as one row per level (method "elsa", the level's rate, the accuracy, trained
+    parameters and bytes of the network extracted from the final one); other runs as they are."""
+    out = []
+    for r in runs:
+        if "levels" not in r or "test_accuracy" not in r:
+            out.append(r)
+            continue
+        for lv in r["levels"]:
+            out.append({**{k: v for k, v in r.items() if k not in ("levels", "history")},
+                        "rate": lv["rate"], "test_accuracy": lv["test_accuracy"],
+                        "trained_params": lv["trained_params"],
+                        "compression": r["total_params"] / lv["trained_params"],
+                        "file_bytes": lv["extracted_bytes"], "elsa_level": lv["level"]})
+    return out
+
+
+def aggregate(runs: list[dict]) -> list[dict]:
+    """One row per (model, method, rate): the seeds, mean / std / min / max test accuracy, and
+    the means of the counts and times. Diverged runs are counted in `diverged`, not averaged."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["model"], r["method"], r["rate"]), []).append(r)
+    rows = []
+    for (model, method, rate), rs in groups.items():
+        ok = [r for r in rs if "test_accuracy" in r]
+        row = {"model": model, "method": method, "rate": rate,
+               "seeds": sorted(r.get("seed", 0) for r in ok), "diverged": len(rs) - len(ok)}
+        if ok:
+            acc = [r["test_accuracy"] for r in ok]
+            row["mean_accuracy"], row["std_accuracy"] = mean_std(acc)
+            row["min_accuracy"], row["max_accuracy"] = min(acc), max(acc)
+            for key in ("trained_params", "compression", "file_bytes", "epochs", "train_seconds"):
+                row[key] = mean_std([r[key] for r in ok])[0]
+            for key in ("trained_params", "file_bytes", "epochs"):
+                row[key] = int(round(row[key]))
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["model"], _method_rank(r["method"]), r["method"],
+                                       r["rate"]))
+
+
+def compare(groups: list[dict], a: str = "freezenet", b: str = "snip") -> list[dict]:
+    """Per model and rate where both ran: mean_a - mean_b against sqrt(std_a**2 + std_b**2)."""
+    index = {(g["model"], g["method"], g["rate"]): g for g in groups if "mean_accuracy" in g}
+    rows = []
+    for (model, method, rate), ga in sorted(index.items()):
+        gb = index.get((model, b, rate))
+        if method != a or gb is None:
+            continue
+        diff = ga["mean_accuracy"] - gb["mean_accuracy"]
+        spread = math.hypot(ga["std_accuracy"], gb["std_accuracy"])
+        verdict = ("within the spread" if abs(diff) <= spread else
+                   f"{a} above" if diff > 0 else f"{a} below")
+        rows.append({"model": model, "rate": rate, f"{a}": ga["mean_accuracy"],
+                     f"{a}_std": ga["std_accuracy"], f"{b}": gb["mean_accuracy"],
+                     f"{b}_std": gb["std_accuracy"], "difference": diff, "spread": spread,
+                     "seeds": min(len(ga["seeds"]), len(gb["seeds"])), "verdict": verdict})
+    return rows
+
+
+def _fmt(key: str, value, percent=()) -> str:
+    if isinstance(value, float) and (key.endswith("accuracy") or key in ("difference", "spread")
+                                     or key.endswith("_std") or key in percent):
+        return f"{100 * value:.2f}"
+    if key == "rate" and isinstance(value, float):
+        return repr(value)
+    return _cell(key, value)
+
+
+def format_rows(rows: list[dict], columns, *, percent=()) -> list[dict]:
+    """Rows as the strings a table shows: accuracies (and the `percent` columns) in percent
+    with two decimals, lists joined by commas."""
+    return [{k: ("-" if r.get(k) is None else
+                 ", ".join(map(str, r[k])) if isinstance(r.get(k), list)
+                 else _fmt(k, r[k], percent)) for k in columns} for r in rows]
+
+
+def write_csv(path, rows: list[dict], columns) -> None:
+    """Rows as CSV (raw numbers; lists joined by spaces), written atomically."""
+    from minifreeze.storage import write_atomic
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: " ".join(map(str, r[k])) if isinstance(r.get(k), list) else r.get(k)
+                    for k in columns})
+    write_atomic(path, buf.getvalue().encode())
+
+
+def _lines(groups, model):
+    """{method: rows sorted by rate} for one model, dense apart."""
+    out: dict[str, list[dict]] = {}
+    for g in groups:
+        if g["model"] == model and "mean_accuracy" in g:
+            out.setdefault(g["method"], []).append(g)
+    return {m: sorted(v, key=lambda g: g["rate"]) for m, v in out.items()}
+
+
+PAIRS = {"freezenet": 0, "snip": 0, "grad_freeze": 1, "grad_prune": 1, "random_freeze": 2,
+         "random_prune": 2, "weightmom": 3, "gmp": 4, "elsa": 5}
+"""Methods that share a mask share a colour; pruned ones are drawn dashed."""
+
+
+def method_style(method: str) -> dict:
+    """Colour by mask (FreezeNet and SNIP alike), a dashed line for a pruned method."""
+    import matplotlib.pyplot as plt
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    i = PAIRS.get(method, 6 + sum(map(ord, method)) % 4)
+    pruned = method in ("snip", "grad_prune", "random_prune", "weightmom", "gmp")
+    return {"color": colours[i % len(colours)], "ls": "--" if pruned else "-"}
+
+
+def _figure(groups, ncols_for, path, draw):
+    import matplotlib.pyplot as plt
+    models = sorted({g["model"] for g in groups})
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        draw(ax, model, _lines(groups, model))
+        ax.set_title(model)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_rates(groups: list[dict], path=None):
+    """Test accuracy against the trained share 1 - q (log axis), one line per method with a
+    band of +- one std over seeds, dense as a horizontal line. Returns the figure."""
+    def draw(ax, model, lines):
+        for method, rows in lines.items():
+            mean = [100 * g["mean_accuracy"] for g in rows]
+            std = [100 * g["std_accuracy"] for g in rows]
+            if method == "dense":
+                ax.axhline(mean[0], color="black", lw=1, ls="--", label="dense")
+                ax.axhspan(mean[0] - std[0], mean[0] + std[0], color="black", alpha=0.08)
+                continue
+            x = [1 - g["rate"] for g in rows]
+            style = method_style(method)
+            ax.plot(x, mean, marker="o", label=method, **style)
+            ax.fill_between(x, [m - s for m, s in zip(mean, std)],
+                            [m + s for m, s in zip(mean, std)], color=style["color"], alpha=0.15)
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel("trained share of the weights, 1 - q (log)")
+        ax.set_ylabel("test accuracy (%), mean +- std over seeds")
+    return _figure(groups, None, path, draw)
+
+
+def plot_bytes(groups: list[dict], path=None):
+    """Test accuracy against the bytes of the stored model (log axis), one line per method."""
+    def draw(ax, model, lines):
+        for method, rows in lines.items():
+            x = [g["file_bytes"] for g in rows]
+            mean = [100 * g["mean_accuracy"] for g in rows]
+            std = [100 * g["std_accuracy"] for g in rows]
+            style = method_style(method) if method != "dense" else {"color": "black", "ls": "none"}
+            ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=method, **style)
+        ax.set_xscale("log")
+        ax.set_xlabel("bytes on disk (.mfz, log)")
+        ax.set_ylabel("test accuracy (%)")
+    return _figure(groups, None, path, draw)
+
+
+RUN_COLUMNS = ("model", "method", "rate", "seed", "test_accuracy", "trained_params",
+               "compression", "file_bytes", "epochs", "train_seconds", "backend")
+COMPARE_COLUMNS = ("model", "rate", "seeds", "difference", "spread", "verdict")
+
+
+def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict],
+                    compare=("freezenet", "snip")) -> str:
+    """The report as Markdown: mean +- std per group, the comparison, one row per run."""
+    a, b = compare
+    diverged = [r for r in runs if "diverged" in r]
+    parts = ["## Mean over seeds (test accuracy in %, std: sample standard deviation)", "",
+             markdown_table(format_rows(groups, AGGREGATE_COLUMNS), AGGREGATE_COLUMNS)]
+    if comparison:
+        cols = ("model", "rate", "seeds", a, f"{a}_std", b, f"{b}_std", "difference", "spread",
+                "verdict")
+        parts += ["", f"## {a} against {b} (difference of means in points; spread = "
+                      f"sqrt(std_{a}^2 + std_{b}^2))", "",
+                  markdown_table(format_rows(comparison, cols, percent=(a, b)), cols)]
+    parts += ["", "## Every run", "",
+              markdown_table(format_rows([r for r in runs if "diverged" not in r], RUN_COLUMNS),
+                             RUN_COLUMNS)]
+    if diverged:
+        parts += ["", "Diverged: " + ", ".join(
+            f"{r['method']} rate {r['rate']} seed {r['seed']} (epoch {r['diverged']['epoch']}, "
+            f"step {r['diverged']['step']})" for r in diverged)]
+    return "\n".join(parts)
+
+
+def write_report(runs: list[dict], root, *, pair=("freezenet", "snip")) -> dict:
+    """Write the report of `runs` into folder `root`: summary.md, summary.csv (one row per
+    group), runs.csv, results.json, and figures: accuracy.png (per epoch, up to 12 runs),
+    rates.png and bytes.png (when some method ran at two rates or more). Returns
+    {"markdown": the Markdown text, "files": the names written}."""
+    import matplotlib.pyplot as plt
+    from minifreeze.storage import write_atomic
+    root = Path(root)
+    runs = expand_levels(runs)
+    groups = aggregate(runs)
+    comparison = compare(groups, *pair)
+    text = report_markdown(runs, groups, comparison, pair)
+    files = ["summary.md", "summary.csv", "runs.csv", "results.json"]
+    write_atomic(root / "summary.md", (text + "\n").encode())
+    write_csv(root / "summary.csv", groups, ("diverged",) + AGGREGATE_COLUMNS)
+    write_csv(root / "runs.csv", [r for r in runs if "diverged" not in r], RUN_COLUMNS)
+    write_atomic(root / "results.json", (json.dumps(
+        {"runs": summary_rows(runs, RUN_COLUMNS), "groups": groups, "comparison": comparison},
+        indent=2) + "\n").encode())
+    figures = []
+    if len(runs) <= 12:
+        figures.append(("accuracy.png", plot_history([r for r in runs if "history" in r
+                                                      and "elsa_level" not in r])))
+    rates = {(g["model"], g["method"]) for g in groups if g["method"] != "dense"}
+    if any(sum(1 for g in groups if (g["model"], g["method"]) == k) > 1 for k in rates):
+        figures += [("rates.png", plot_rates(groups)), ("bytes.png", plot_bytes(groups))]
+    for name, fig in figures:
+        fig.savefig(root / name, dpi=120)
+        plt.close(fig)
+        files.append(name)
+    return {"markdown": text, "files": files}

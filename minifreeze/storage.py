@@ -21,16 +21,34 @@ Each tensor entry in the header names its shape and kind:
               smaller of a packed bitmap (ceil(N / 8) bytes, `numpy.packbits`) and the gaps between
               successive kept flat indices (the first gap is the first index) as LEB128 varints,
               7 bits a byte, high bit set on all but a value's last byte
+    leveled   an ELSA file's weights (`elsa.py`): the level at which each weight joined, then all
+              N float32 values. The level map is the smaller of "nested" (for each level but the
+              last, the flat indices that joined at it, delta-coded as above; the last level is
+              the rest) and "packed" (ceil(log2 L) bits per weight, `numpy.packbits`)
 
     save(path, ckpt)       written to a temporary name in the same folder, then renamed (atomic)
-    ckpt = load(path)      checks magic, version, lengths and checksum; rebuilds params bit for bit
+    ckpt = load(path)      checks magic, version, lengths and checksum; validates the header
+                           against the model; rebuilds params bit for bit
     describe(path)         what the file holds, tensor by tensor, and its size breakdown
+    extract(ckpt, rate)    one level of an ELSA file as an ordinary pruned checkpoint
+
+What the checksum protects against, and what it does not: the SHA-256 at the end detects accidents
+(a truncated download, a flipped bit, a file cut off by a full disk). It is not a signature:
+anyone can edit the header and recompute it. So the header is never trusted either: before
+anything is allocated, every field is checked for its type and range (the model and its keyword
+arguments, init scheme, mode, a 32-bit seed, method, rate, levels), and every tensor entry against
+the model's own parameters and buffers (each name once, none missing, none unknown; the shape the
+model gives; kind, encoding and counts; byte lengths that add up to the file's size). A lie is a
+`StorageError` naming the field; memory stays bounded by the model's own size. A file whose
+values were replaced by other valid float32 values, checksum recomputed, loads: such a file is a
+different model, not a damaged one.
 
 Notebook `06_pipeline` walks through this file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -64,6 +82,9 @@ class Checkpoint:
     mode: str = "freeze"
     meta: dict = field(default_factory=dict)  # method, score, rate, ...
     model_kwargs: dict = field(default_factory=dict)
+    levels: dict[str, np.ndarray] = field(default_factory=dict)
+    """ELSA: per weight tensor, the level (1, 2, ...) at which each entry joined; meta["levels"]
+    holds the rate of each level. Empty for every other method."""
 
     def model(self) -> models.Model:
         return models.get_model(self.model_name, **self.model_kwargs)
@@ -132,15 +153,78 @@ def decode_mask(encoding: str, buf: bytes, shape: tuple[int, ...], count: int) -
     return flat.reshape(shape)
 
 
+def _level_bits(n_levels: int) -> int:
+    return max(1, int(np.ceil(np.log2(n_levels))))
+
+
+def encode_levels(lv: np.ndarray, n_levels: int) -> tuple[str, bytes, list[int]]:
+    """The smaller of ("nested", delta-coded indices per level but the last) and ("packed",
+    ceil(log2 L) bits per entry); also the count of entries at each level but the last."""
+    flat = np.ravel(lv).astype(np.int64)  # (N,) levels 1..L
+    counts = [int(np.count_nonzero(flat == level)) for level in range(1, n_levels)]
+    parts = []
+    for level in range(1, n_levels):
+        idx = np.flatnonzero(flat == level).astype(np.uint64)
+        parts.append(encode_varints(np.diff(idx, prepend=np.uint64(0)) if idx.size else idx))
+    nested = b"".join(parts)
+    bits = _level_bits(n_levels)
+    codes = (flat - 1).astype(np.uint8)  # (N,) 0..L-1
+    packed = np.packbits(((codes[:, None] >> np.arange(bits - 1, -1, -1)) & 1).astype(np.uint8)
+                         .reshape(-1)).tobytes()
+    return ("nested", nested, counts) if len(nested) < len(packed) else ("packed", packed, counts)
+
+
+def decode_levels(encoding: str, buf: bytes, shape: tuple[int, ...], counts: list[int],
+                  n_levels: int) -> np.ndarray:
+    """Inverse of encode_levels -> uint8 levels 1..L of `shape`, with the counts the header says."""
+    n = int(np.prod(shape))
+    if encoding == "packed":
+        bits = _level_bits(n_levels)
+        raw = np.unpackbits(np.frombuffer(buf, dtype=np.uint8), count=n * bits)
+        if raw.size != n * bits:
+            raise StorageError(f"level map is {len(buf)} bytes, too short for {n} entries")
+        codes = (raw.reshape(n, bits) << np.arange(bits - 1, -1, -1)).sum(axis=1)  # (N,)
+        if codes.max(initial=0) >= n_levels:
+            raise StorageError(f"level map holds a level above {n_levels}")
+        flat = (codes + 1).astype(np.uint8)
+    elif encoding == "nested":
+        gaps = decode_varints(buf)
+        if gaps.size != sum(counts):
+            raise StorageError(f"level map lists {gaps.size} indices, the header says "
+                               f"{sum(counts)}")
+        flat = np.full(n, n_levels, dtype=np.uint8)
+        start = 0
+        for level, k in enumerate(counts, 1):
+            idx = np.cumsum(gaps[start:start + k])  # (k,)
+            start += k
+            if idx.size and (idx[-1] >= n or (np.diff(idx) == 0).any()):
+                raise StorageError(f"level {level}'s indices do not fit a tensor of shape {shape}")
+            if (flat[idx.astype(np.int64)] != n_levels).any():
+                raise StorageError(f"level map names an entry at two levels")
+            flat[idx.astype(np.int64)] = level
+    else:
+        raise StorageError(f"unknown level-map encoding {encoding!r}")
+    got = [int(np.count_nonzero(flat == level)) for level in range(1, n_levels)]
+    if got != list(counts):
+        raise StorageError(f"level map has {got} entries per level, the header says {counts}")
+    return flat.reshape(shape)
+
+
 # --- save ---------------------------------------------------------------------------------------
 
 def _payloads(ckpt: Checkpoint):
     """(header entry, payload bytes) per tensor: params in model order, then buffers."""
+    n_levels = len(ckpt.meta.get("levels", ())) if ckpt.levels else 0
     for name, value in list(ckpt.params.items()) + list(ckpt.buffers.items()):
         value = np.ascontiguousarray(value, dtype=np.float32)
         entry = {"name": name, "shape": list(value.shape),
                  "group": "buffer" if name in ckpt.buffers else "param"}
-        if name in ckpt.masks:
+        if name in ckpt.levels:
+            encoding, level_bytes, counts = encode_levels(ckpt.levels[name], n_levels)
+            entry.update(kind="leveled", encoding=encoding, level_bytes=len(level_bytes),
+                         level_counts=counts, value_bytes=value.nbytes)
+            yield entry, level_bytes + value.tobytes()
+        elif name in ckpt.masks:
             m = ckpt.masks[name]
             encoding, mask_bytes = encode_mask(m)
             values = value.reshape(-1)[np.flatnonzero(m)].tobytes()
@@ -153,7 +237,15 @@ def _payloads(ckpt: Checkpoint):
 
 
 def to_bytes(ckpt: Checkpoint) -> bytes:
-    """The .mfz encoding of a checkpoint."""
+    """The .mfz encoding of a checkpoint (its tensors in the model's order)."""
+    model = ckpt.model()
+    for what, have, want in (("parameters", ckpt.params, model.param_shapes()),
+                             ("buffers", ckpt.buffers, model.buffer_shapes())):
+        if set(have) != set(want) or any(np.shape(have[k]) != s for k, s in want.items()):
+            raise StorageError(f"checkpoint {what} do not match model {model.name}: expected "
+                               f"{dict(want)}, got { {k: np.shape(v) for k, v in have.items()} }")
+    ckpt = dataclasses.replace(ckpt, params={k: ckpt.params[k] for k in model.param_shapes()},
+                               buffers={k: ckpt.buffers[k] for k in model.buffer_shapes()})
     entries, blobs = [], []
     for entry, blob in _payloads(ckpt):
         entries.append(entry)
@@ -210,26 +302,150 @@ def _read_verified(path) -> tuple[dict, memoryview, int]:
     body, digest = data[:-32], data[-32:]
     if hashlib.sha256(body).digest() != digest:
         raise StorageError(f"{path}: checksum mismatch (the file is truncated or altered)")
+    if _PREFIX.size + head_len > len(body):
+        raise StorageError(f"{path}: header length {head_len} runs past the end of the file")
     try:
         header = json.loads(body[_PREFIX.size:_PREFIX.size + head_len].decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise StorageError(f"{path}: unreadable header ({err})") from None
     return header, memoryview(body), _PREFIX.size + head_len
 
 
 def read_header(path) -> dict:
-    """The JSON header of a verified .mfz file."""
-    return _read_verified(path)[0]
+    """The JSON header of a verified .mfz file (checked: see `validate_header`)."""
+    header, body, offset = _read_verified(path)
+    try:
+        validate_header(header, len(body) - offset)
+    except StorageError as err:
+        raise StorageError(f"{path}: {err}") from None
+    return header
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _field(ok: bool, name: str, expected: str, got) -> None:
+    if not ok:
+        text = repr(got)
+        raise StorageError(f"header field {name}: expected {expected}, got "
+                           f"{text if len(text) <= 80 else text[:77] + '...'}")
+
+
+def validate_header(header, payload_bytes: int) -> models.Model:
+    """Check every header field against its type and range and every tensor entry against the
+    model, before anything is allocated; returns the model. `payload_bytes`: the bytes between
+    the header and the checksum. Raises StorageError naming the first field that lies."""
+    _field(isinstance(header, dict), "header", "a JSON object", type(header).__name__)
+    for key in ("model", "init", "seed", "mode", "tensors"):
+        _field(key in header, key, "present", None)
+    _field(isinstance(header["model"], str) and header["model"] in models.MODELS, "model",
+           f"one of {', '.join(models.MODELS)}", header["model"])
+    kwargs = header.get("model_kwargs", {})
+    try:
+        models.check_kwargs(header["model"], kwargs)
+    except ValueError as err:
+        raise StorageError(f"header field model_kwargs: {err}") from None
+    model = models.get_model(header["model"], **kwargs)
+    _field(header["init"] in init.SCHEMES, "init", f"one of {', '.join(init.SCHEMES)}",
+           header["init"])
+    _field(_is_int(header["seed"]) and 0 <= header["seed"] < 2**32, "seed",
+           "an integer in [0, 2**32)", header["seed"])
+    _field(header["mode"] in ("freeze", "prune"), "mode", "freeze or prune", header["mode"])
+    if "method" in header:
+        _field(isinstance(header["method"], str) and 0 < len(header["method"]) <= 64, "method",
+               "a name (a string of 1 to 64 characters)", header["method"])
+    if "rate" in header:
+        _field(_is_number(header["rate"]) and 0 <= header["rate"] < 1, "rate",
+               "a number in [0, 1)", header["rate"])
+    if "library_version" in header:
+        _field(isinstance(header["library_version"], str), "library_version", "a string",
+               header["library_version"])
+    if "dataset" in header:
+        _field(isinstance(header["dataset"], str), "dataset", "a string", header["dataset"])
+    levels = header.get("levels")
+    if levels is not None:
+        _field(isinstance(levels, list) and len(levels) >= 2 and all(map(_is_number, levels))
+               and all(0 <= q < 1 for q in levels) and levels[-1] == 0
+               and all(a > b for a, b in zip(levels, levels[1:])), "levels",
+               "rates in [0, 1), strictly decreasing, the last 0 (dense)", levels)
+    tensors = header["tensors"]
+    _field(isinstance(tensors, list), "tensors", "a list", type(tensors).__name__)
+    params, buffers = model.param_shapes(), model.buffer_shapes()
+    want = [(k, "param") for k in params] + [(k, "buffer") for k in buffers]
+    total = 0
+    for i, e in enumerate(tensors):
+        where = f"tensors[{i}]"
+        _field(isinstance(e, dict) and isinstance(e.get("name"), str), f"{where}.name",
+               "a tensor name", e.get("name") if isinstance(e, dict) else e)
+        where = f"tensors[{i}] ({e['name']})"
+        _field(i < len(want) and (e["name"], e.get("group")) == want[i], f"{where}",
+               f"{want[i][1]} {want[i][0]!r}" if i < len(want) else "no more tensors",
+               [e["name"], e.get("group")])
+        shape = params.get(e["name"]) or buffers.get(e["name"])
+        _field(e.get("shape") == list(shape), f"{where}.shape", list(shape), e.get("shape"))
+        n = int(np.prod(shape))
+        kind = e.get("kind")
+        _field(kind in ("dense", "masked", "leveled"), f"{where}.kind",
+               "dense, masked or leveled", kind)
+        _field(_is_int(e.get("value_bytes")), f"{where}.value_bytes", "a whole number",
+               e.get("value_bytes"))
+        if kind == "dense":
+            _field(e["value_bytes"] == 4 * n, f"{where}.value_bytes", 4 * n, e["value_bytes"])
+            total += 4 * n
+        elif kind == "masked":
+            _field(e.get("encoding") in ("bitmap", "delta"), f"{where}.encoding",
+                   "bitmap or delta", e.get("encoding"))
+            count = e.get("count")
+            _field(_is_int(count) and 0 <= count <= n, f"{where}.count", f"0 to {n}", count)
+            _field(e["value_bytes"] == 4 * count, f"{where}.value_bytes", 4 * count,
+                   e["value_bytes"])
+            mb = e.get("mask_bytes")
+            if e["encoding"] == "bitmap":
+                _field(mb == (n + 7) // 8, f"{where}.mask_bytes", (n + 7) // 8, mb)
+            else:
+                _field(_is_int(mb) and count <= mb <= 10 * count, f"{where}.mask_bytes",
+                       f"{count} to {10 * count} (1 to 10 bytes per kept index)", mb)
+            total += mb + 4 * count
+        else:
+            _field(levels is not None and e["group"] == "param", f"{where}.kind",
+                   "leveled only for a parameter of a file with levels", kind)
+            _field(e["value_bytes"] == 4 * n, f"{where}.value_bytes", 4 * n, e["value_bytes"])
+            counts = e.get("level_counts")
+            _field(isinstance(counts, list) and len(counts) == len(levels) - 1
+                   and all(_is_int(c) and c >= 0 for c in counts) and sum(counts) <= n,
+                   f"{where}.level_counts", f"{len(levels) - 1} counts adding up to at most {n}",
+                   counts)
+            lb = e.get("level_bytes")
+            enc = e.get("encoding")
+            _field(enc in ("nested", "packed"), f"{where}.encoding", "nested or packed", enc)
+            if enc == "packed":
+                want_b = (n * _level_bits(len(levels)) + 7) // 8
+                _field(lb == want_b, f"{where}.level_bytes", want_b, lb)
+            else:
+                _field(_is_int(lb) and sum(counts) <= lb <= 10 * sum(counts),
+                       f"{where}.level_bytes", "1 to 10 bytes per listed index", lb)
+            total += lb + 4 * n
+    _field(len(tensors) == len(want), "tensors", f"{len(want)} entries", len(tensors))
+    _field(total == payload_bytes, "tensors", f"byte lengths adding up to the {payload_bytes} "
+           f"payload bytes in the file", total)
+    return model
 
 
 def load(path) -> Checkpoint:
-    """Rebuild a checkpoint: trained values from the file, frozen ones from (model, seed, init)."""
+    """Rebuild a checkpoint: trained values from the file, frozen ones from (model, seed, init).
+    The header is validated against the model first (`validate_header`)."""
     header, body, offset = _read_verified(path)
     try:
-        model = models.get_model(header["model"], **header.get("model_kwargs", {}))
+        model = validate_header(header, len(body) - offset)
         mode = header["mode"]
+        n_levels = len(header.get("levels") or ())
         theta0 = init.init_params(model, header["seed"], header["init"]) if mode == "freeze" else None
-        params, buffers, masks = {}, {}, {}
+        params, buffers, masks, levels = {}, {}, {}, {}
         for e in header["tensors"]:
             shape, n = tuple(e["shape"]), int(np.prod(e["shape"]))
             if e["kind"] == "masked":
@@ -242,30 +458,37 @@ def load(path) -> Checkpoint:
                 value.reshape(-1)[np.flatnonzero(m)] = values
                 masks[e["name"]] = m
             else:
+                if e["kind"] == "leveled":
+                    levels[e["name"]] = decode_levels(
+                        e["encoding"], bytes(body[offset:offset + e["level_bytes"]]), shape,
+                        e["level_counts"], n_levels)
+                    offset += e["level_bytes"]
                 value = np.frombuffer(body, dtype="<f4", count=n, offset=offset).reshape(shape).copy()
             offset += e["value_bytes"]
             (buffers if e["group"] == "buffer" else params)[e["name"]] = value.astype(np.float32)
     except StorageError as err:
         raise StorageError(f"{path}: {err}") from None
-    except (KeyError, TypeError, ValueError) as err:
-        raise StorageError(f"{path}: inconsistent .mfz contents ({type(err).__name__}: {err})") from None
     if offset != len(body):
         raise StorageError(f"{path}: {len(body) - offset} unexpected bytes after the tensors")
-    if list(params) != list(model.param_shapes()):
-        raise StorageError(f"{path}: tensors do not match model {model.name}")
     meta = {k: v for k, v in header.items()
             if k not in ("model", "model_kwargs", "init", "seed", "mode", "tensors")}
     return Checkpoint(header["model"], params, masks, buffers, header["seed"], header["init"],
-                      mode, meta, header.get("model_kwargs", {}))
+                      mode, meta, header.get("model_kwargs", {}), levels)
 
 
 def describe(path) -> dict:
-    """Header fields plus one row per tensor with its bytes, and the size breakdown."""
-    header, _, head_end = _read_verified(path)
+    """Header fields plus one row per tensor with its bytes, and the size breakdown; for an ELSA
+    file also one row per level (`levels`: rate, weights kept, bytes of its part of the level
+    map, and the bytes one mask per level would take instead)."""
+    header, body, head_end = _read_verified(path)
+    try:
+        validate_header(header, len(body) - head_end)
+    except StorageError as err:
+        raise StorageError(f"{path}: {err}") from None
     rows, mask_total, value_total, n_total = [], 0, 0, 0
     for e in header["tensors"]:
         n = int(np.prod(e["shape"]))
-        mb = e.get("mask_bytes", 0)
+        mb = e.get("mask_bytes", e.get("level_bytes", 0))
         trained = e.get("count", n)
         rows.append({"name": e["name"], "shape": e["shape"], "kind": e["kind"],
                      "encoding": e.get("encoding", "-"), "trained": trained, "total": n,
@@ -276,6 +499,52 @@ def describe(path) -> dict:
         if e["group"] == "param":
             n_total += n
     size = Path(path).stat().st_size
-    return {**{k: v for k, v in header.items() if k != "tensors"}, "tensors": rows,
+    info = {**{k: v for k, v in header.items() if k != "tensors"}, "tensors": rows,
             "file_bytes": size, "header_bytes": head_end, "mask_bytes": mask_total,
             "value_bytes": value_total, "checksum_bytes": 32, "dense_bytes": 4 * n_total}
+    if header.get("levels"):
+        info["level_rows"] = level_rows(load(path))
+    return info
+
+
+def level_rows(ckpt: Checkpoint) -> list[dict]:
+    """Per level of an ELSA checkpoint: rate, weights kept, the bytes its joining weights take
+    in the level map ("nested" encoding), the bytes of that level's mask on its own (the
+    smaller of bitmap and delta, what one mask per level would store) and of the extracted .mfz."""
+    rates = ckpt.meta["levels"]
+    rows = []
+    for level, rate in enumerate(rates, 1):
+        kept, own, joined = 0, 0, 0
+        for name, lv in ckpt.levels.items():
+            m = lv <= level
+            kept += int(m.sum())
+            own += len(encode_mask(m)[1]) if level < len(rates) else 0
+            idx = np.flatnonzero(lv == level).astype(np.uint64)
+            joined += len(encode_varints(np.diff(idx, prepend=np.uint64(0)) if idx.size
+                                         else idx)) if level < len(rates) else 0
+        rows.append({"level": level, "rate": rate, "kept_weights": kept,
+                     "map_bytes": joined, "own_mask_bytes": own,
+                     "extracted_bytes": len(to_bytes(extract(ckpt, rate)))})
+    return rows
+
+
+def extract(ckpt: Checkpoint, rate: float) -> Checkpoint:
+    """The level of an ELSA checkpoint whose rate is `rate`, as an ordinary pruned checkpoint:
+    masks = the weights that joined at that level or before, everything else 0."""
+    rates = ckpt.meta.get("levels")
+    if not ckpt.levels or not rates:
+        raise StorageError(f"not an ELSA file (method {ckpt.meta.get('method')}): only a file "
+                           f"written by --method elsa holds levels to extract")
+    names = ", ".join(f"{q!r}" + (" (dense)" if q == 0 else "") for q in rates)
+    match = [i for i, q in enumerate(rates, 1) if np.isclose(q, rate, rtol=0, atol=1e-12)]
+    if not match:
+        raise StorageError(f"rate {rate!r} is not a level of this file; its levels are {names}")
+    level = match[0]
+    masks = {k: (lv <= level).astype(np.float32) for k, lv in ckpt.levels.items()}
+    params = {k: v.copy() for k, v in ckpt.params.items()}
+    for k, m in masks.items():
+        params[k][m == 0] = 0.0
+    meta = {k: v for k, v in ckpt.meta.items() if k != "levels"}
+    meta.update(rate=rates[level - 1], elsa_level=level, elsa_levels=rates)
+    return Checkpoint(ckpt.model_name, params, masks if level < len(rates) else {}, ckpt.buffers,
+                      ckpt.seed, ckpt.init_scheme, "prune", meta, dict(ckpt.model_kwargs))

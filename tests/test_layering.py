@@ -62,21 +62,31 @@ def test_backend_sits_below_layers_and_trainers():
 
 
 def test_process_wide_tuning_is_only_for_programs():
-    """kept_freed_memory changes malloc for the whole process: the library never calls it."""
+    """kept_freed_memory changes malloc for the whole process: only the command line and a
+    sweep's own worker processes (checked by `multiprocessing.parent_process()`) call it."""
     callers = sorted(p.stem for p in PACKAGE.glob("*.py")
                      if "kept_freed_memory(" in p.read_text() and p.stem != "parallel")
-    assert callers == ["__main__"]
+    assert callers == ["__main__", "sweep"]
+    assert "own_process = multiprocessing.parent_process() is not None" in \
+        (PACKAGE / "sweep.py").read_text()
+
+
+def _subcommand(name):
+    return make_parser()._subparsers._group_actions[0].choices[name]
 
 
 def test_every_config_field_has_its_flag():
-    train = next(a for a in make_parser()._subparsers._group_actions[0].choices.values()
-                 if a.prog.endswith("train"))
+    from minifreeze.__main__ import config_from_args
+    train = _subcommand("train")
     flags = {o for a in train._actions for o in a.option_strings}
     fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "model_kwargs"]
     missing = [f for f in fields if "--" + f.replace("_", "-") not in flags]
     assert not missing, f"TrainConfig fields without a flag of the same name: {missing}"
-    defaults = TrainConfig()
-    for a in train._actions:
-        field = a.dest
-        if hasattr(defaults, field) and field not in ("model", "method", "epochs"):
-            assert a.default == getattr(defaults, field), field
+    sweep_flags = {o for a in _subcommand("sweep")._actions for o in a.option_strings}
+    plural = {"model": "--models", "method": "--methods", "rate": "--rates", "seed": "--seeds"}
+    missing = [f for f in fields if plural.get(f, "--" + f.replace("_", "-")) not in sweep_flags]
+    assert not missing, f"TrainConfig fields the sweep cannot set: {missing}"
+    # a flag not given takes the protocol's value: short is TrainConfig's own defaults
+    args = make_parser().parse_args(["train", "--model", "lenet5", "--method", "freezenet",
+                                     "--out", "x"])
+    assert config_from_args(args, model="lenet5", method="freezenet") == TrainConfig().resolved()

@@ -1,0 +1,228 @@
+"""ELSA (our reading): several sparse networks nested in one dense network, extracted for free.
+
+FreezeNet trains a few weights and freezes the rest at their random values. ELSA (Halvachi, Peste,
+Alistarh, Lampert, "ELSA: Partial Weight Freezing for Overhead-Free Sparse Network Deployment",
+arXiv 2312.06872) freezes the other way round: it trains a sparse network, freezes it, and trains
+more weights around it, so that one dense network contains the sparse ones and any of them comes
+back by zeroing the weights outside its mask. Only the abstract could be read ("one or more sparse
+networks are embedded in a single dense network as a proper subset of its weights"; any sparse
+model is extracted by zeroing the weights outside a predefined mask; any sparsifier, loss,
+architecture and optimiser can be used). The procedure below is **our reading**, every choice a
+`TrainConfig` field:
+
+    levels q_1 > q_2 > ... > q_k, then dense (q = 0)                       [levels]
+    phase 1      train the sparsest network, pruned to q_1, with a sparsifier: a one-shot score at
+                 initialisation (snip, grad, random) or gradual pruning (weightmom, gmp)
+                                                                             [sparsifier]
+    phase i + 1  freeze every weight of levels <= i at its trained value; choose the weights that
+                 join at level i + 1, round((1 - q_{i+1}) N) - round((1 - q_i) N) of them, by a
+                 score on the current network (|g| on one batch: the weights outside are 0, so
+                 |theta * g| would score them all 0); train only them           [join_score]
+                 They start at 0, where they sat, so the network computes the same function when
+                 a phase starts, or at their theta0 values                      [join_init]
+    last phase   every remaining weight joins and trains: the dense network
+    epochs       one count per phase                                          [phase_epochs]
+
+The biases (everything outside the weight masks) belong to the sparsest level: they train in
+phase 1 and are frozen with it. That is our choice, and what makes extraction exact: the level-i
+network extracted from the final one (`extract`) has, bit for bit, the parameters, and so the
+logits, of the network at the end of phase i. Models with batch norm are refused (their running
+statistics would change in later phases).
+
+One file holds them all: `checkpoint()` stores the dense values once and, per weight, the level at
+which it joined (`storage.py`, kind "leveled"); `python -m minifreeze extract model.mfz --rate 0.99`
+writes an ordinary pruned `.mfz` of one level.
+
+    result = train(config, data)              # config.method == "elsa"
+    result.level_masks(2)                     # the nested masks: level 1's inside level 2's
+    params = extract(result.params, result.level_map, 2)   # the level-2 network
+
+Notebook `09_elsa` walks through this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from minifreeze import masks as M, models, saliency as S, storage
+from minifreeze import train as T
+from minifreeze.data import Dataset
+
+
+@dataclass
+class ElsaResult:
+    """The dense network at the end and, per weight, the level at which it joined (1 = the
+    sparsest level, len(levels) + 1 = the dense one); `snapshots[i - 1]` holds the parameters at
+    the end of phase i."""
+    config: T.TrainConfig
+    model: models.Model
+    theta0: dict[str, np.ndarray]
+    params: dict[str, np.ndarray]
+    buffers: dict[str, np.ndarray]
+    level_map: dict[str, np.ndarray]
+    history: list[dict]
+    seconds: float
+    phase_seconds: list[float] = field(default_factory=list)
+    snapshots: list[dict] = field(default_factory=list)
+    masks = None  # the final network is dense
+
+    @property
+    def rates(self) -> list[float]:
+        """The rate of each level, sparsest first; the dense level's is 0."""
+        return [*self.config.levels, 0.0]
+
+    def level_masks(self, level: int) -> M.Masks:
+        """The mask of level `level` (1-based): every weight that joined at it or before."""
+        return level_masks(self.level_map, level)
+
+    def checkpoint(self) -> storage.Checkpoint:
+        c = self.config
+        return storage.Checkpoint(c.model, self.params, {}, self.buffers, c.seed, c.init, "prune",
+                                  {**T.checkpoint_meta(c), "levels": self.rates},
+                                  dict(c.model_kwargs), levels=self.level_map)
+
+
+def level_masks(level_map: dict[str, np.ndarray], level: int) -> M.Masks:
+    """Masks of one level: m == 1 where a weight joined at `level` or before."""
+    return M.Masks({k: (v <= level).astype(np.float32) for k, v in level_map.items()})
+
+
+def extract(params: dict[str, np.ndarray], level_map: dict[str, np.ndarray],
+            level: int) -> dict[str, np.ndarray]:
+    """The level-`level` network: copies of params with every weight that joined later set to +0.0."""
+    out = {k: v.copy() for k, v in params.items()}
+    for k, lv in level_map.items():
+        out[k][lv > level] = 0.0
+    return out
+
+
+def phase_epochs(config: T.TrainConfig) -> list[int]:
+    """Epochs of each phase: config.phase_epochs, or config.epochs for every phase."""
+    c = config
+    return list(c.phase_epochs) if c.phase_epochs is not None else [c.epochs] * (len(c.levels) + 1)
+
+
+def first_phase(config: T.TrainConfig, data: Dataset, *, progress=None) -> T.TrainResult:
+    """Phase 1: the sparsest level, trained pruned to levels[0] with the configured sparsifier."""
+    c = config
+    epochs = phase_epochs(c)[0]
+    if c.sparsifier in ("weightmom", "gmp"):
+        c1 = dataclasses.replace(c, method=c.sparsifier, rate=c.levels[0], epochs=epochs,
+                                 score=None, mode=None)
+    else:
+        c1 = dataclasses.replace(c, method="snip", score=c.sparsifier, mode="prune",
+                                 rate=c.levels[0], epochs=epochs)
+    return T.train(c1, data, progress=progress)
+
+
+def join_scores(model, params, masks: M.Masks, data: Dataset, *, score: str, seed) -> dict:
+    """Scores of the weights not yet in the network (m == 0); -inf where m == 1.
+
+    grad: |dL/dw| of the current network on one batch of `config.saliency_batch` training images
+    (drawn by the generator keyed on `seed`); random: uniform noise from `seed`."""
+    names = list(masks)
+    if score == "random":
+        s = S.saliency(model, params, score="random", seed=seed)
+    else:
+        x, y = T.saliency_batch(data, 100, seed)
+        _, g = model.loss_and_grads(params, x, y)  # the dense gradient
+        s = {k: np.abs(g[k]) for k in names}
+    return {k: np.where(masks[k] == 0, s[k], -np.inf) for k in names}
+
+
+def next_level(masks: M.Masks, scores: dict, rate: float) -> M.Masks:
+    """The next level's masks: `masks` plus the best-scored entries outside it, so that exactly
+    round((1 - rate) N) are kept (ties: the first, in tensor then C order)."""
+    names = list(masks)
+    n = sum(masks[k].size for k in names)
+    flat = np.concatenate([np.ravel(scores[k]).astype(np.float64) for k in names])
+    kept = np.concatenate([np.ravel(masks[k]) for k in names])
+    add = M.keep_count(n, rate) - int(kept.sum())
+    new = kept.copy()
+    if add > 0:
+        order = np.argsort(-np.where(kept == 1, -np.inf, flat), kind="stable")
+        new[order[:add]] = 1
+    out, offset = {}, 0
+    for k in names:
+        out[k] = new[offset:offset + masks[k].size].reshape(masks[k].shape)
+        offset += masks[k].size
+    return M.Masks(out)
+
+
+def train_phase(config: T.TrainConfig, data: Dataset, model, theta0, params, buffers,
+                trainable: M.Masks, epochs: int, *, progress=None) -> T.TrainResult:
+    """One later phase: only the entries with trainable == 1 move; every other parameter (the
+    earlier levels, the biases) is held bit for bit. `trainable` covers the weights; the other
+    parameters get all-zero masks here."""
+    shapes = model.param_shapes()
+    masks = M.Masks({**{k: np.zeros(s, np.float32) for k, s in shapes.items()},
+                     **{k: trainable[k] for k in trainable}})
+    c = dataclasses.replace(config, epochs=epochs)
+    setup = T.Setup(model, theta0, masks, params, buffers)
+    return T.train_steps(c, data, setup, progress=progress)
+
+
+def train(config: T.TrainConfig, data: Dataset, *, progress: bool | None = None) -> ElsaResult:
+    """All phases of ELSA for a config whose method is elsa (see the module docstring)."""
+    c = config.resolved()
+    if T.METHODS[c.method].when != "phases":
+        raise ValueError(f"elsa.train: expected method elsa, got {c.method!r}")
+    model = models.get_model(c.model, **c.model_kwargs)
+    if any(ly.op == "batchnorm" for ly in model.layers):
+        raise ValueError(f"elsa: {model.name} has batch norm, whose running statistics later "
+                         f"phases would change; ELSA here needs a model without it")
+    t_all = time.perf_counter()
+    epochs = phase_epochs(c)
+    rates = [*c.levels, 0.0]
+    t0 = time.perf_counter()
+    r = first_phase(c, data, progress=progress)
+    phase_seconds = [time.perf_counter() - t0]
+    names = S.scored_names(model, c.include_biases)
+    masks = r.masks if r.masks is not None else M.Masks(
+        {k: np.ones_like(r.params[k]) for k in names})
+    level_map = {k: np.where(masks[k] == 1, 1, 0).astype(np.uint8) for k in names}
+    params, buffers, theta0 = r.params, r.buffers, r.theta0
+    history = [{**row, "phase": 1, "level_rate": rates[0]} for row in r.history]
+    snapshots = [{k: v.copy() for k, v in params.items()}]
+    for i in range(1, len(rates)):
+        t0 = time.perf_counter()
+        scores = join_scores(model, params, masks, data, score=c.join_score, seed=[c.seed, 10 + i])
+        new = next_level(masks, scores, rates[i])
+        joining = {k: (new[k] - masks[k]).astype(np.float32) for k in names}  # (m_{i+1} - m_i)
+        start = {k: v.copy() for k, v in params.items()}
+        if c.join_init == "theta0":
+            for k, j in joining.items():
+                start[k][j == 1] = theta0[k][j == 1]
+        r = train_phase(c, data, model, theta0, start, buffers, M.Masks(joining), epochs[i],
+                        progress=progress)
+        params, buffers, masks = r.params, r.buffers, new
+        for k, j in joining.items():
+            level_map[k][j == 1] = i + 1
+        phase_seconds.append(time.perf_counter() - t0)
+        history += [{**row, "phase": i + 1, "level_rate": rates[i]} for row in r.history]
+        snapshots.append({k: v.copy() for k, v in params.items()})
+    for row_i, row in enumerate(history, 1):
+        row["phase_epoch"], row["epoch"] = row["epoch"], row_i
+    return ElsaResult(c, model, theta0, params, buffers, level_map, history,
+                      time.perf_counter() - t_all, phase_seconds, snapshots)
+
+
+def level_metrics(result: ElsaResult, data: Dataset, *, batch_size: int = 1000) -> list[dict]:
+    """Per level: its rate, weights kept, trained parameters, and the test accuracy of the network
+    extracted from the final one."""
+    rows = []
+    shapes = result.model.param_shapes()
+    for level, rate in enumerate(result.rates, 1):
+        params = extract(result.params, result.level_map, level)
+        acc, loss = T.evaluate(result.model, params, data.x_test, data.y_test,
+                               buffers=result.buffers or None, batch_size=batch_size)
+        m = result.level_masks(level)
+        rows.append({"level": level, "rate": rate, "kept_weights": int(sum(v.sum() for v in
+                                                                           m.values())),
+                     "trained_params": M.count_trained(shapes, m), "test_accuracy": acc,
+                     "test_loss": loss})
+    return rows

@@ -1,0 +1,198 @@
+"""The sweep: a deterministic grid, resumable from its files, the same results on a process pool and
+on a Dask LocalCluster, and a report whose mean and std are the hand-computed ones."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from minifreeze import report, sweep
+from minifreeze.__main__ import main
+from minifreeze.train import TrainConfig, protocol_config
+
+TINY = dict(limit_train=200, limit_test=100)
+BASE = TrainConfig(epochs=1, batch_size=50, warmup_steps=0, lr=0.05, shards=1)
+
+
+def tiny_grid(methods=("freezenet", "snip"), rates=(0.9,), seeds=(0,)):
+    return sweep.expand_grid(["lenet300"], methods, rates, seeds, base=BASE, **TINY)
+
+
+def test_grid_expansion_and_names_are_deterministic():
+    a = sweep.expand_grid(["lenet5", "lenet300"], ["snip", "freezenet", "elsa"], [0.99, 0.9],
+                          [0, 1], base=BASE)
+    b = sweep.expand_grid(["lenet5", "lenet300"], ["snip", "freezenet", "elsa"], [0.99, 0.9],
+                          [0, 1], base=BASE)
+    assert [s.name for s in a] == [s.name for s in b]
+    assert len({s.name for s in a}) == len(a) == 2 * (2 + 2 * 2 * 2 + 2)  # dense, 2x2x2, elsa
+    assert a[0].config.method == "dense" and a[0].name.startswith("lenet5-dense-s0-")
+    assert a[2].name.startswith("lenet5-snip-q0.99-s0-")
+    assert sweep.RunSpec.from_dict(a[3].to_dict()) == a[3]
+    other = sweep.expand_grid(["lenet5"], ["snip"], [0.99], [0],
+                              base=TrainConfig(epochs=2, batch_size=50, warmup_steps=0, lr=0.05,
+                                               shards=1))
+    assert other[1].name != a[2].name  # another config: another folder
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(methods=["lottery"]), "unknown method 'lottery'"),
+    (dict(rates=[1.0]), r"rate: expected a number in \[0, 1\), got 1.0"),
+    (dict(rates=[]), "need at least one rate"),
+])
+def test_bad_grids_are_refused_before_anything_runs(kwargs, message):
+    args = dict(models=["lenet300"], methods=["snip"], rates=[0.9], seeds=[0]) | kwargs
+    with pytest.raises(sweep.SweepError, match=message):
+        sweep.expand_grid(**args, base=BASE)
+
+
+def _mtimes(root):
+    return {p.parent.name: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
+
+
+def test_resume_redoes_exactly_what_is_not_finished(tmp_path):
+    specs = tiny_grid(methods=("freezenet", "snip", "random_prune"))
+    first = sweep.sweep(specs, tmp_path, progress=False)
+    assert first.ran == len(specs) == 4 and not first.failed
+    before = _mtimes(tmp_path)
+    again = sweep.sweep(specs, tmp_path, progress=False)
+    assert again.ran == 0 and again.skipped == 4 and _mtimes(tmp_path) == before
+    # a killed run (metrics never written), a truncated file, an edited one, a stray model file
+    killed, cut, edited, stray = (tmp_path / s.name for s in specs)
+    (killed / "metrics.json").unlink()
+    text = (cut / "metrics.json").read_text()
+    (cut / "metrics.json").write_text(text[:len(text) // 2])
+    m = json.loads((edited / "metrics.json").read_text())
+    m["test_accuracy"] = 0.999
+    (edited / "metrics.json").write_text(json.dumps(m))
+    (stray / "model.mfz").write_bytes(b"MFZ\0 not the model the metrics describe")
+    third = sweep.sweep(specs, tmp_path, progress=False)
+    assert third.ran == 4 and third.skipped == 0
+    for s, want in zip(specs, first.metrics):
+        got = sweep.finished(tmp_path / s.name, s)
+        assert got is not None and got["test_accuracy"] == want["test_accuracy"]
+
+
+def test_a_partial_run_never_counts_as_finished(tmp_path):
+    spec = tiny_grid()[1]
+    out = tmp_path / spec.name
+    sweep.run(spec, out)
+    assert sweep.finished(out, spec) is not None
+    assert sweep.finished(out, tiny_grid()[2]) is None  # made from another spec
+    (out / "model.mfz").write_bytes((out / "model.mfz").read_bytes()[:-1])
+    assert sweep.finished(out, spec) is None
+
+
+def _essence(metrics):
+    """What must not depend on the worker: everything but times and the run's own folder."""
+    return {k: v for k, v in metrics.items()
+            if k not in ("wall_seconds", "train_seconds", "history", "checksum", "plan")} | {
+        "history": [{k: v for k, v in h.items() if "seconds" not in k}
+                    for h in metrics["history"]]}
+
+
+def test_a_local_cluster_gives_the_pool_results_bit_for_bit(tmp_path):
+    pytest.importorskip("distributed")
+    specs = tiny_grid(methods=("freezenet", "snip"), seeds=(0, 1))
+    with sweep.make_executor("process", workers=2) as ex:
+        pool = sweep.sweep(specs, tmp_path / "pool", ex, progress=False)
+    with sweep.make_executor("dask", workers=2) as ex:
+        dask = sweep.sweep(specs, tmp_path / "dask", ex, progress=False)
+    assert not pool.failed and not dask.failed and pool.ran == dask.ran == len(specs)
+    for s, a, b in zip(specs, pool.metrics, dask.metrics):
+        assert _essence(a) == _essence(b)
+        assert (tmp_path / "pool" / s.name / "model.mfz").read_bytes() == \
+            (tmp_path / "dask" / s.name / "model.mfz").read_bytes()
+
+
+def test_unreachable_scheduler_is_one_line_before_any_run(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    status = main(["sweep", "--models", "lenet300", "--methods", "snip", "--rates", "0.9",
+                   "--epochs", "1", "--limit-train", "100", "--executor", "dask",
+                   "--scheduler", "tcp://127.0.0.1:1", "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert status == 2 and "no Dask scheduler at tcp://127.0.0.1:1" in err
+    assert err.count("\n") == 1 and not list((tmp_path / "s").glob("*/metrics.json"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "lottery", "--rates", "0.9"], "unknown method 'lottery'"),
+    (["--methods", "snip", "--rates", "1.5"], "rate: expected a number in [0, 1), got 1.5"),
+    (["--methods", "snip", "--rates", "0.9", "--executor", "thread", "--scheduler", "x"],
+     "a scheduler address needs --executor dask"),
+])
+def test_cli_bad_grids_exit_2_in_one_line(tmp_path, capsys, argv, message):
+    status = main(["sweep", "--models", "lenet300", "--out", str(tmp_path / "s"), *argv])
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and err.count("\n") == 1
+
+
+def test_cli_sweep_then_report(tmp_path, capsys):
+    root = tmp_path / "study"
+    argv = ["sweep", "--models", "lenet300", "--methods", "freezenet", "snip", "--rates", "0.9",
+            "0.99", "--seeds", "0", "1", "--epochs", "1", "--batch-size", "50", "--lr", "0.05",
+            "--limit-train", "200", "--limit-test", "100", "--executor", "thread",
+            "--out", str(root)]
+    assert main(argv) == 0
+    assert "10 runs" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "10 already finished, 0 ran" in capsys.readouterr().out
+    assert main(["report", str(root)]) == 0
+    text = capsys.readouterr().out
+    assert "freezenet against snip" in text
+    for name in ("summary.md", "summary.csv", "runs.csv", "results.json", "rates.png",
+                 "bytes.png"):
+        assert (root / name).is_file(), name
+    results = json.loads((root / "results.json").read_text())
+    assert len(results["groups"]) == 5 and len(results["comparison"]) == 2
+
+
+def _run(method, rate, seed, acc, model="lenet5"):
+    return report.seal({"model": model, "method": method, "rate": rate, "seed": seed,
+                        "test_accuracy": acc, "trained_params": 10, "compression": 2.0,
+                        "file_bytes": 100 + seed, "epochs": 3, "train_seconds": 1.0 + seed})
+
+
+def test_report_mean_and_std_are_the_hand_computed_ones():
+    runs = [_run("freezenet", 0.99, s, a) for s, a in enumerate([0.97, 0.98, 0.99])]
+    runs += [_run("snip", 0.99, s, a) for s, a in enumerate([0.95, 0.96])]
+    runs += [_run("dense", 0.0, 0, 0.993)]
+    groups = report.aggregate(runs)
+    fz = next(g for g in groups if g["method"] == "freezenet")
+    assert fz["mean_accuracy"] == pytest.approx(0.98)
+    assert fz["std_accuracy"] == pytest.approx(0.01)  # sqrt(((-.01)^2 + 0 + .01^2) / 2)
+    assert fz["seeds"] == [0, 1, 2] and fz["min_accuracy"] == 0.97 and fz["max_accuracy"] == 0.99
+    assert fz["file_bytes"] == 101 and fz["train_seconds"] == pytest.approx(2.0)
+    sn = next(g for g in groups if g["method"] == "snip")
+    assert sn["std_accuracy"] == pytest.approx(math.sqrt(0.00005))
+    dense = next(g for g in groups if g["method"] == "dense")
+    assert dense["std_accuracy"] == 0.0
+    [row] = report.compare(groups, "freezenet", "snip")
+    assert row["difference"] == pytest.approx(0.025)
+    assert row["spread"] == pytest.approx(math.hypot(0.01, math.sqrt(0.00005)))
+    assert row["verdict"] == "freezenet above"
+    assert report.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
+
+
+def test_report_leaves_out_altered_metrics(tmp_path):
+    for i, r in enumerate([_run("snip", 0.9, 0, 0.9), _run("snip", 0.9, 1, 0.8)]):
+        (tmp_path / f"r{i}").mkdir()
+        (tmp_path / f"r{i}" / "metrics.json").write_text(json.dumps(r))
+    bad = json.loads((tmp_path / "r1" / "metrics.json").read_text())
+    bad["test_accuracy"] = 1.0
+    (tmp_path / "r1" / "metrics.json").write_text(json.dumps(bad))
+    skipped = []
+    runs = report.load_runs(tmp_path, skipped=skipped)
+    assert [r["seed"] for r in runs] == [0] and "checksum does not match" in skipped[0]
+
+
+def test_protocols_are_presets_any_field_overrides():
+    paper = protocol_config("paper")
+    assert (paper.lr, paper.schedule, paper.lr_step_every, paper.epochs, paper.warmup_steps,
+            paper.weight_decay, paper.momentum, paper.batch_size) == \
+        (0.1, "step", 25_000, 250, 0, 5e-4, 0.9, 100)
+    assert protocol_config("paper", epochs=3).epochs == 3
+    assert protocol_config("short") == TrainConfig()
+    with pytest.raises(ValueError, match="unknown protocol 'long'"):
+        protocol_config("long")
+    np.testing.assert_equal(paper.resolved().rate, 0.995)
