@@ -123,6 +123,14 @@ class Model:
         """Names of the conv and linear weights: what saliency scores and masks select from."""
         return [f"{ly.name}.w" for ly in self.layers if ly.op in WEIGHT_OPS]
 
+    def fingerprint(self) -> str:
+        """16 hex digits of a SHA-256 over the spec (input shape, every layer's name, op and
+        arguments): two models compute the same function of their params iff they agree."""
+        import hashlib
+        import json
+        spec = [list(self.input_shape)] + [[ly.name, ly.op, ly.args] for ly in self.layers]
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
     def num_params(self) -> int:
         return sum(int(np.prod(s)) for s in self.param_shapes().values())
 

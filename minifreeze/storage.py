@@ -8,9 +8,10 @@ non-selected entries are 0 instead of theta0.
 Layout (integers little-endian):
 
     b"MFZ\\0"                          magic, 4 bytes
-    uint16 version                     FORMAT_VERSION
-    uint32 header_len, header          UTF-8 JSON: model (name, kwargs), init scheme, seed, method,
-                                       score, mode, rate, library version, tensors (below)
+    uint16 version                     FORMAT_VERSION (2; version 1 files are read too)
+    uint32 header_len, header          UTF-8 JSON: model (name, kwargs, architecture fingerprint),
+                                       init scheme, seed, method, score, mode, rate, library
+                                       version, frozen_sha256 (mode freeze), tensors (below)
     tensor payloads                    in header order
     32 bytes                           SHA-256 of everything before it
 
@@ -62,7 +63,12 @@ import numpy as np
 from minifreeze import __version__, init, models
 
 MAGIC = b"MFZ\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS = (1, 2)
+"""Versions this library reads. Version 2 adds two header fields that tie the file to what it
+regenerates: `architecture` (the model's fingerprint) and, for mode freeze, `frozen_sha256`
+(a SHA-256 of the float32 values of every entry with m == 0, which load regenerates from the
+seed); version 1 files, which lack them, load without those two checks."""
 _PREFIX = struct.Struct("<4sHI")  # magic, version, header length
 
 
@@ -246,16 +252,38 @@ def to_bytes(ckpt: Checkpoint) -> bytes:
                                f"{dict(want)}, got { {k: np.shape(v) for k, v in have.items()} }")
     ckpt = dataclasses.replace(ckpt, params={k: ckpt.params[k] for k in model.param_shapes()},
                                buffers={k: ckpt.buffers[k] for k in model.buffer_shapes()})
+    if ckpt.mode not in ("freeze", "prune"):
+        raise StorageError(f"mode: expected freeze or prune, got {ckpt.mode!r}")
     entries, blobs = [], []
     for entry, blob in _payloads(ckpt):
         entries.append(entry)
         blobs.append(blob)
+    derived = {"architecture": model.fingerprint()}
+    if ckpt.mode == "freeze":
+        theta0 = init.init_params(model, ckpt.seed, ckpt.init_scheme)
+        for name, m in ckpt.masks.items():
+            off = np.asarray(m) == 0
+            got = np.asarray(ckpt.params[name], dtype=np.float32)[off]
+            if got.tobytes() != theta0[name][off].tobytes():
+                raise StorageError(f"mode freeze, but {name} holds values other than theta0 "
+                                   f"(seed {ckpt.seed}, {ckpt.init_scheme}) where m == 0: the "
+                                   f"file would load different weights")
+        derived["frozen_sha256"] = frozen_digest(ckpt.params, ckpt.masks)
     header = {"model": ckpt.model_name, "model_kwargs": ckpt.model_kwargs,
               "init": ckpt.init_scheme, "seed": init.check_seed(ckpt.seed), "mode": ckpt.mode,
-              "library_version": __version__, **ckpt.meta, "tensors": entries}
+              "library_version": __version__, **ckpt.meta, **derived, "tensors": entries}
     head = json.dumps(header, sort_keys=True).encode()
     body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(head)) + head + b"".join(blobs)
     return body + hashlib.sha256(body).digest()
+
+
+def frozen_digest(params, masks) -> str:
+    """SHA-256 of the float32 bytes of every entry with m == 0, tensor after tensor (in the
+    order of `masks`), entries in C order: what a freeze file regenerates from its seed."""
+    h = hashlib.sha256()
+    for name, m in masks.items():
+        h.update(np.ascontiguousarray(params[name], dtype="<f4")[np.asarray(m) == 0].tobytes())
+    return h.hexdigest()
 
 
 def write_atomic(path, data: bytes) -> int:
@@ -296,9 +324,9 @@ def _read_verified(path) -> tuple[dict, memoryview, int]:
     magic, version, head_len = _PREFIX.unpack_from(data)
     if magic != MAGIC:
         raise StorageError(f"{path}: not an .mfz file (magic {magic!r}, expected {MAGIC!r})")
-    if version != FORMAT_VERSION:
+    if version not in READS:
         raise StorageError(f"{path}: .mfz format version {version}, this library reads "
-                           f"{FORMAT_VERSION}")
+                           f"{', '.join(map(str, READS))}")
     body, digest = data[:-32], data[-32:]
     if hashlib.sha256(body).digest() != digest:
         raise StorageError(f"{path}: checksum mismatch (the file is truncated or altered)")
@@ -308,6 +336,8 @@ def _read_verified(path) -> tuple[dict, memoryview, int]:
         header = json.loads(body[_PREFIX.size:_PREFIX.size + head_len].decode())
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise StorageError(f"{path}: unreadable header ({err})") from None
+    if isinstance(header, dict):
+        header["_version"] = version  # for validate_header; never written back
     return header, memoryview(body), _PREFIX.size + head_len
 
 
@@ -351,11 +381,32 @@ def validate_header(header, payload_bytes: int) -> models.Model:
     except ValueError as err:
         raise StorageError(f"header field model_kwargs: {err}") from None
     model = models.get_model(header["model"], **kwargs)
+    version = header.get("_version", FORMAT_VERSION)
+    if version >= 2 or "architecture" in header:
+        _field(header.get("architecture") == model.fingerprint(), "architecture",
+               f"{model.fingerprint()} (the fingerprint of {model.name} with these model_kwargs)",
+               header.get("architecture"))
     _field(header["init"] in init.SCHEMES, "init", f"one of {', '.join(init.SCHEMES)}",
            header["init"])
     _field(_is_int(header["seed"]) and 0 <= header["seed"] < 2**32, "seed",
            "an integer in [0, 2**32)", header["seed"])
     _field(header["mode"] in ("freeze", "prune"), "mode", "freeze or prune", header["mode"])
+    if version >= 2 or "frozen_sha256" in header:
+        frozen = header.get("frozen_sha256")
+        if header["mode"] == "freeze":
+            _field(isinstance(frozen, str) and len(frozen) == 64, "frozen_sha256",
+                   "the 64 hex digits a freeze file carries", frozen)
+        else:
+            _field(frozen is None, "frozen_sha256", "absent (a pruned file freezes nothing)",
+                   frozen)
+    for key in ("score", "scope"):
+        if header.get(key) is not None:
+            _field(isinstance(header[key], str), key, "a name", header[key])
+    if "include_biases" in header:
+        _field(isinstance(header["include_biases"], bool), "include_biases", "true or false",
+               header["include_biases"])
+    if "config" in header:
+        _field(isinstance(header["config"], dict), "config", "an object", header["config"])
     if "method" in header:
         _field(isinstance(header["method"], str) and 0 < len(header["method"]) <= 64, "method",
                "a name (a string of 1 to 64 characters)", header["method"])
@@ -433,7 +484,33 @@ def validate_header(header, payload_bytes: int) -> models.Model:
     _field(len(tensors) == len(want), "tensors", f"{len(want)} entries", len(tensors))
     _field(total == payload_bytes, "tensors", f"byte lengths adding up to the {payload_bytes} "
            f"payload bytes in the file", total)
+    _check_rates(header, tensors)
     return model
+
+
+def _check_rates(header, tensors) -> None:
+    """The rate (and an ELSA file's level rates) must say what the masks (level maps) hold:
+    round((1 - q) N) entries kept over the masked (leveled) tensors, as the selection made them."""
+    from minifreeze.masks import keep_count
+    masked = [e for e in tensors if e["kind"] == "masked"]
+    leveled = [e for e in tensors if e["kind"] == "leveled"]
+    n_masked = sum(int(np.prod(e["shape"])) for e in masked)
+    if "rate" in header and not leveled:
+        kept = sum(e["count"] for e in masked)
+        want = keep_count(n_masked, header["rate"]) if masked else None
+        _field((kept == want) if masked else header["rate"] == 0, "rate",
+               f"a rate that keeps the {kept:,} of {n_masked:,} masked entries the file holds"
+               if masked else "0 (the file has no masks)", header["rate"])
+    levels = header.get("levels")
+    if levels is not None:
+        _field(bool(leveled) and not masked, "levels",
+               "a file whose weights are all leveled", levels)
+        n = sum(int(np.prod(e["shape"])) for e in leveled)
+        kept = 0
+        for i, q in enumerate(levels[:-1]):
+            kept += sum(e["level_counts"][i] for e in leveled)
+            _field(kept == keep_count(n, q), f"levels[{i}]",
+                   f"a rate that keeps the {kept:,} of {n:,} weights of level {i + 1}", q)
 
 
 def load(path) -> Checkpoint:
@@ -470,8 +547,14 @@ def load(path) -> Checkpoint:
         raise StorageError(f"{path}: {err}") from None
     if offset != len(body):
         raise StorageError(f"{path}: {len(body) - offset} unexpected bytes after the tensors")
+    if mode == "freeze" and header.get("frozen_sha256") is not None and \
+            frozen_digest(params, masks) != header["frozen_sha256"]:
+        raise StorageError(f"{path}: the frozen weights regenerated from seed {header['seed']} "
+                           f"({header['init']}) do not match the file's frozen_sha256: its seed, "
+                           f"init or masks were changed")
     meta = {k: v for k, v in header.items()
-            if k not in ("model", "model_kwargs", "init", "seed", "mode", "tensors")}
+            if k not in ("model", "model_kwargs", "init", "seed", "mode", "tensors", "_version",
+                         "architecture", "frozen_sha256")}
     return Checkpoint(header["model"], params, masks, buffers, header["seed"], header["init"],
                       mode, meta, header.get("model_kwargs", {}), levels)
 
@@ -499,7 +582,8 @@ def describe(path) -> dict:
         if e["group"] == "param":
             n_total += n
     size = Path(path).stat().st_size
-    info = {**{k: v for k, v in header.items() if k != "tensors"}, "tensors": rows,
+    info = {**{k: v for k, v in header.items() if k not in ("tensors", "_version")},
+            "format_version": header["_version"], "tensors": rows,
             "file_bytes": size, "header_bytes": head_end, "mask_bytes": mask_total,
             "value_bytes": value_total, "checksum_bytes": 32, "dense_bytes": 4 * n_total}
     if header.get("levels"):

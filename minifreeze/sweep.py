@@ -195,9 +195,15 @@ def run(spec: RunSpec, out, *, data: D.Dataset | None = None, progress: bool | N
 def _diverged(spec: RunSpec, out: Path, err: T.TrainingDiverged) -> dict:
     import math
     c = spec.config.resolved()
+    masks, mode, rate = dict(err.masks or {}), c.mode, c.rate
+    if T.METHODS[c.method].when == "phases":  # an ELSA phase: keep the values, not its masks
+        masks, mode = {}, "prune"
+    if masks:  # a gradual method may diverge between rates: record the rate its masks have
+        kept, n = sum(int(m.sum()) for m in masks.values()), sum(m.size for m in masks.values())
+        rate = rate if M.keep_count(n, rate) == kept else 1 - kept / n
     storage.save(out / LAST_GOOD, storage.Checkpoint(
-        c.model, err.params, err.masks or {}, err.buffers, c.seed, c.init, c.mode,
-        {**T.checkpoint_meta(c), "dataset": spec.dataset}, dict(c.model_kwargs)))
+        c.model, err.params, masks, err.buffers, c.seed, c.init, mode,
+        {**T.checkpoint_meta(c), "rate": rate, "dataset": spec.dataset}, dict(c.model_kwargs)))
     loss = err.loss if math.isfinite(err.loss) else str(err.loss)  # JSON has no NaN
     metrics = report.seal(_jsonable({
         "model": c.model, "method": c.method, "rate": c.rate, "seed": c.seed,

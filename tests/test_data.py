@@ -105,3 +105,26 @@ def test_limit_test_keeps_the_first_n_test_examples(tmp_path):
     assert small.x_train is data.x_train and D.limit_test(data, None) is data
     with pytest.raises(ValueError, match="limit_test: expected a positive number"):
         D.limit_test(data, 0)
+
+
+def test_a_wrong_file_in_minifreeze_data_is_one_line_before_training(monkeypatch, tmp_path,
+                                                                     capsys):
+    """Present but wrong: a different file under the expected name is refused by its SHA-256,
+    by train and by sweep, before any run starts."""
+    import shutil
+    from minifreeze.__main__ import main
+    src = D.data_root() / "mnist"
+    (tmp_path / "mnist").mkdir()
+    for f in src.glob("*.gz"):
+        shutil.copy(f, tmp_path / "mnist" / f.name)
+    write_idx(tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz", np.zeros(10_000, np.uint8))
+    monkeypatch.setenv("MINIFREEZE_DATA", str(tmp_path))
+    for argv in (["train", "--model", "lenet300", "--method", "dense", "--epochs", "1",
+                  "--out", str(tmp_path / "run")],
+                 ["sweep", "--models", "lenet300", "--methods", "dense", "--epochs", "1",
+                  "--out", str(tmp_path / "sweep")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert "t10k-labels-idx1-ubyte.gz: SHA-256 is" in err and "corrupt or wrong file" in err
+    assert not list(tmp_path.glob("*/metrics.json")) and not list(tmp_path.glob("*/*/metrics.json"))

@@ -112,10 +112,9 @@ def test_a_corrupt_level_map_is_refused(tmp_path_factory, data):
     """Level-map bytes replaced (checksum recomputed, so only the decoder can tell)."""
     import hashlib
     path = tmp_path_factory.mktemp("lv") / "m.mfz"
-    rng = np.random.default_rng(0)
     m = get_model("lenet300")
     params = init.init_params(m, 0)
-    levels = {k: rng.integers(1, 4, params[k].shape).astype(np.uint8) for k in m.weight_names()}
+    levels = consistent_levels(m, [0.9, 0.5], seed=0)
     ckpt = storage.Checkpoint("lenet300", params, {}, {}, 0, "xavier", "prune",
                               {"method": "elsa", "levels": [0.9, 0.5, 0.0]}, {}, levels)
     raw = storage.to_bytes(ckpt)
@@ -139,6 +138,21 @@ def test_a_corrupt_level_map_is_refused(tmp_path_factory, data):
         assert "m.mfz" in str(err)
     else:  # a flip that still decodes to valid levels with the same counts: a different file
         assert any(not np.array_equal(bad.levels[k], levels[k]) for k in levels)
+
+
+def consistent_levels(model, rates, seed):
+    """A level map whose level i keeps exactly round((1 - q_i) N) weights, at random places."""
+    shapes = {k: model.param_shapes()[k] for k in model.weight_names()}
+    n = sum(int(np.prod(s)) for s in shapes.values())
+    flat = np.full(n, len(rates) + 1, np.uint8)
+    order = np.random.default_rng(seed).permutation(n)
+    for level, q in reversed(list(enumerate(rates, 1))):
+        flat[order[:M.keep_count(n, q)]] = level
+    out, offset = {}, 0
+    for k, s in shapes.items():
+        out[k] = flat[offset:offset + int(np.prod(s))].reshape(s)
+        offset += int(np.prod(s))
+    return out
 
 
 def _write(path, raw):

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import event, given, strategies as st
 
 from minifreeze import init, masks as M, storage
 from minifreeze.models import get_model
@@ -104,3 +104,186 @@ def test_missing_file_and_wrong_magic(tmp_path):
     (tmp_path / "x.mfz").write_bytes(b"PK\3\4" + bytes(100))
     with pytest.raises(storage.StorageError, match="not an .mfz file"):
         storage.load(tmp_path / "x.mfz")
+
+
+# --- a header that lies -------------------------------------------------------------------------
+
+VOCAB = ["freeze", "prune", "dense", "masked", "leveled", "bitmap", "delta", "nested", "packed",
+         "param", "buffer", "xavier", "kaiming", "lenet5", "lenet300", "vgg", "fc1.w", "fc1.b"]
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(-1e6, 1e6)
+    | st.sampled_from(VOCAB),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(VOCAB), inner,
+                                                                max_size=2), max_leaves=4)
+
+
+def _nearby(value):
+    """Plausible lies about a value: off by one, transposed, swapped for a word of the format."""
+    if isinstance(value, bool):
+        return st.just(not value)
+    if isinstance(value, int):
+        return st.sampled_from([value + 1, value - 1, 0, 2 * value + 1, 2**32, -1, 200_000])
+    if isinstance(value, float):
+        return st.sampled_from([value + 1e-3, 0.0, 0.5, 0.999, 1.0, -0.1])
+    if isinstance(value, str):
+        return st.sampled_from(VOCAB)
+    if isinstance(value, list):
+        options = [value[::-1], value + value[-1:], value[:-1], [200_000, 200_000]]
+        return st.sampled_from([o for o in options if o != value] or [[]])
+    return st.just({})
+
+
+def _paths(obj, prefix=()):
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _paths(v, prefix + (i,))
+
+
+def _get(obj, path):
+    for p in path:
+        obj = obj[p]
+    return obj
+
+
+def _file_with_header(raw: bytes, header: dict) -> bytes:
+    import hashlib
+    import json
+    head_len = int.from_bytes(raw[6:10], "little")
+    payload = raw[10 + head_len:-32]
+    head = json.dumps(header, sort_keys=True).encode()
+    body = storage._PREFIX.pack(storage.MAGIC, storage.FORMAT_VERSION, len(head)) + head + payload
+    return body + hashlib.sha256(body).digest()
+
+
+def _elsa_checkpoint():
+    from tests.test_elsa import consistent_levels
+    model = get_model("lenet300")
+    params = init.init_params(model, 2)
+    return storage.Checkpoint("lenet300", params, {}, {}, 2, "xavier", "prune",
+                              {"method": "elsa", "rate": 0.0, "levels": [0.99, 0.9, 0.0]}, {},
+                              consistent_levels(model, [0.99, 0.9], seed=1))
+
+
+@pytest.fixture(scope="module")
+def honest_files():
+    files = {}
+    for mode in ("freeze", "prune"):
+        _, ckpt = _trained_checkpoint(7, 0.99, mode)
+        files[mode] = (storage.to_bytes(ckpt), ckpt)
+    ckpt = _elsa_checkpoint()
+    files["elsa"] = (storage.to_bytes(ckpt), ckpt)
+    return files
+
+
+def _same_model(a: storage.Checkpoint, b: storage.Checkpoint) -> bool:
+    same = lambda x, y: set(x) == set(y) and all(  # noqa: E731
+        np.asarray(x[k]).tobytes() == np.asarray(y[k]).tobytes() for k in x)
+    return (a.model().fingerprint() == b.model().fingerprint() and same(a.params, b.params)
+            and same(a.buffers, b.buffers) and same(a.masks, b.masks)
+            and same(a.levels, b.levels))
+
+
+@given(st.data())
+def test_a_header_that_lies_is_refused_or_changes_nothing(tmp_path_factory, honest_files, data):
+    """Random edits of a valid header, checksum recomputed: a StorageError naming the file, or
+    exactly the original model (an edit of what is only a record, such as the method's name)."""
+    import copy
+    import json
+    kind = data.draw(st.sampled_from(sorted(honest_files)), label="file")
+    raw, original = honest_files[kind]
+    header = json.loads(raw[10:10 + int.from_bytes(raw[6:10], "little")])
+    edited = copy.deepcopy(header)
+    path = data.draw(st.sampled_from(list(_paths(header))[1:]), label="path")
+    parent, key = _get(edited, path[:-1]), path[-1]
+    how = data.draw(st.sampled_from(["nearby", "any", "delete", "add"]), label="how")
+    if how == "nearby":
+        parent[key] = data.draw(_nearby(parent[key]), label="value")
+    elif how == "any":
+        parent[key] = data.draw(json_values, label="value")
+    elif how == "delete":
+        if isinstance(parent, dict):
+            del parent[key]
+        else:
+            parent.pop(key)
+    else:
+        target = parent[key] if isinstance(parent[key], dict) else parent
+        if isinstance(target, dict):
+            target[data.draw(st.sampled_from(VOCAB), label="new key")] = \
+                data.draw(json_values, label="value")
+        else:
+            target.append(data.draw(json_values, label="value"))
+    f = tmp_path_factory.mktemp("lie") / "model.mfz"
+    f.write_bytes(_file_with_header(raw, edited))
+    try:
+        back = storage.load(f)
+    except storage.StorageError as err:
+        assert "model.mfz: " in str(err) and "\n" not in str(err)
+        event("refused")
+        return
+    event("loaded, the same model")
+    assert _same_model(back, original), (path, how, _get(edited, path[:-1]))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: h["tensors"][0].update(shape=[200_000, 200_000]),
+     r"tensors\[0\] \(fc1.w\).shape: expected \[300, 784\], got \[200000, 200000\]"),
+    (lambda h: h["tensors"][0].update(shape=[784, 300]), r"\.shape: expected \[300, 784\]"),
+    (lambda h: h.update(seed=2**32), r"header field seed: expected an integer in \[0, 2\*\*32\)"),
+    (lambda h: h.update(seed=8), "the frozen weights regenerated from seed 8"),
+    (lambda h: h.update(mode="prune"), "frozen_sha256: expected absent"),
+    (lambda h: h.update(rate=0.995), "header field rate: expected a rate that keeps"),
+    (lambda h: h.update(model_kwargs={"num_classes": 10**9}), "num_classes must be a whole"),
+    (lambda h: h.update(model="resnet"), "header field model: expected one of"),
+    (lambda h: h["tensors"].pop(), "tensors: expected 6 entries, got 5"),
+    (lambda h: h["tensors"][0].update(count=h["tensors"][0]["count"] + 1),
+     r"value_bytes: expected"),
+])
+def test_named_lies_name_their_field(tmp_path, honest_files, edit, message):
+    import json
+    raw, _ = honest_files["freeze"]
+    header = json.loads(raw[10:10 + int.from_bytes(raw[6:10], "little")])
+    edit(header)
+    f = tmp_path / "model.mfz"
+    f.write_bytes(_file_with_header(raw, header))
+    with pytest.raises(storage.StorageError, match=message):
+        storage.load(f)
+
+
+def test_cli_lie_is_one_line_exit_2(tmp_path, honest_files, capsys):
+    import json
+    from minifreeze.__main__ import main
+    raw, _ = honest_files["freeze"]
+    header = json.loads(raw[10:10 + int.from_bytes(raw[6:10], "little")])
+    header["tensors"][0]["shape"] = [200_000, 200_000]
+    f = tmp_path / "model.mfz"
+    f.write_bytes(_file_with_header(raw, header))
+    for cmd in ("evaluate", "inspect"):
+        assert main([cmd, str(f)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "shape: expected [300, 784]" in err
+
+
+def test_save_refuses_a_freeze_checkpoint_whose_frozen_entries_are_not_theta0(tmp_path):
+    _, ckpt = _trained_checkpoint(3, 0.9, "freeze")
+    name, m = next(iter(ckpt.masks.items()))
+    ckpt.params[name][m == 0] += 1.0
+    with pytest.raises(storage.StorageError, match="holds values other than theta0"):
+        storage.save(tmp_path / "m.mfz", ckpt)
+    assert not list(tmp_path.iterdir())
+
+
+def test_version_1_files_still_load(tmp_path, honest_files):
+    import json
+    raw, original = honest_files["freeze"]
+    header = json.loads(raw[10:10 + int.from_bytes(raw[6:10], "little")])
+    del header["architecture"], header["frozen_sha256"]
+    import hashlib
+    head = json.dumps(header, sort_keys=True).encode()
+    payload = raw[10 + int.from_bytes(raw[6:10], "little"):-32]
+    body = storage._PREFIX.pack(storage.MAGIC, 1, len(head)) + head + payload
+    (tmp_path / "v1.mfz").write_bytes(body + hashlib.sha256(body).digest())
+    assert _same_model(storage.load(tmp_path / "v1.mfz"), original)

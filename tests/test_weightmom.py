@@ -183,3 +183,16 @@ def test_cli_weightmom_writes_an_ordinary_pruned_mfz(tmp_path, capsys):
     assert evaluated["method"] == "weightmom" and evaluated["test_examples"] == 10_000
     assert main(["inspect", str(out / "model.mfz")]) == 0
     assert "masked" in capsys.readouterr().out
+
+
+def test_a_gradual_run_that_diverges_mid_schedule_leaves_a_loadable_last_good(tmp_path, capsys):
+    out = tmp_path / "wm"
+    status = main(["train", "--model", "lenet300", "--method", "gmp", "--rate", "0.9",
+                   "--epochs", "2", "--lr", "3e3", "--warmup-steps", "0", "--prune-start", "0",
+                   "--prune-every", "1", "--limit-train", "400", "--limit-test", "50",
+                   "--batch-size", "10", "--out", str(out)])
+    assert status == 1 and "training diverged" in capsys.readouterr().err
+    back = storage.load(out / "last_good.mfz")
+    assert all(np.isfinite(v).all() for v in back.params.values())
+    kept = sum(int(m.sum()) for m in back.masks.values())
+    assert M.keep_count(266_200, back.meta["rate"]) == kept
