@@ -201,6 +201,8 @@ CONFIG_HELP = {
     "eval_batch": "test images per forward pass when evaluating",
     "shards": "cut each batch into N shards trained on N threads (0: one per CPU for models "
               "with convolutions; results are bit for bit the same for the same N)",
+    "sparse_compute": "pruned layers compute over their kept weights only (faster; equal to "
+                      "float rounding, so off by default)",
     "prune_start": "weightmom/gmp: first pruning round, as a share of the run's steps",
     "prune_end": "weightmom/gmp: last pruning round (the target rate), as a share of the steps",
     "prune_every": "weightmom/gmp: steps between pruning rounds",

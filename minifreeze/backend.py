@@ -49,9 +49,14 @@ class Kernels:
     maxpool_backward: Callable    # dout, argmax -> dx (N, C, H, W)
     sampled_weight_grad: Callable  # d2 (F, P), cols (K, P), rows, cols -> dW at (rows, cols)
     masked_sgd_update: Callable   # theta, grad, velocity in place, only where m == 1
+    sparse_matmul: Callable       # vals, rows, cols, n_rows, b -> W @ b over W's nonzeros
     sparse_dw_density: float
     """Below this mask density a layer's weight gradient is the sampled product at the mask's
     nonzeros, not the dense product (measured where the sampled loop stops beating BLAS)."""
+    sparse_compute_density: float
+    """Below this density a *pruned* layer (entries with m == 0 exactly 0) runs its forward product
+    and its input gradient over the nonzeros only (`sparse_matmul`), when training asks for it
+    (`TrainConfig.sparse_compute`)."""
     device_resident: bool = False
     """True when training should keep everything on the device (cuda_train.DeviceTrainer)
     instead of calling these host-array kernels layer by layer."""
@@ -64,7 +69,8 @@ def _numpy() -> Kernels:
     # weights, 3,200 positions) the sampled product took 1.10 ms at density 2% and 11 ms at 5%,
     # the dense product 2.3 ms.
     return Kernels("numpy", ref.im2col, ref.col2im, ref.maxpool_forward, ref.maxpool_backward,
-                   ref.sampled_weight_grad, masked_sgd_update, sparse_dw_density=0.02)
+                   ref.sampled_weight_grad, masked_sgd_update, ref.sparse_matmul,
+                   sparse_dw_density=0.02, sparse_compute_density=0.01)
 
 
 def _numba() -> Kernels:
@@ -77,7 +83,8 @@ def _numba() -> Kernels:
     # 0.99 ms sampled at 10% vs 2.46 ms dense, break-even near 20%; fc1 (500 x 800, 100
     # positions) 0.91 vs 0.95 ms at 10%.
     return Kernels("numba", nb.im2col, nb.col2im, nb.maxpool_forward, nb.maxpool_backward,
-                   nb.sampled_weight_grad, nb.masked_sgd_update, sparse_dw_density=0.1)
+                   nb.sampled_weight_grad, nb.masked_sgd_update, nb.sparse_matmul,
+                   sparse_dw_density=0.1, sparse_compute_density=0.1)
 
 
 def _cuda() -> Kernels:
@@ -94,7 +101,8 @@ def _cuda() -> Kernels:
         raise BackendUnavailable(f"cuda: {reason}")
     from minifreeze import im2col as ref  # no CUDA kernel for the sampled product: the reference
     return Kernels("cuda", cu.im2col, cu.col2im, cu.maxpool_forward, cu.maxpool_backward,
-                   ref.sampled_weight_grad, cu.masked_sgd_update, sparse_dw_density=0.02,
+                   ref.sampled_weight_grad, cu.masked_sgd_update, ref.sparse_matmul,
+                   sparse_dw_density=0.02, sparse_compute_density=0.01,
                    device_resident=True)
 
 

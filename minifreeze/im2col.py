@@ -153,3 +153,19 @@ def sampled_weight_grad(d2: np.ndarray, cols: np.ndarray, rows: np.ndarray, cidx
         b = cols[cidx[s:s + chunk]]  # (chunk, P)
         out[s:s + chunk] = np.einsum("kp,kp->k", a, b)
     return out
+
+
+def sparse_matmul(vals: np.ndarray, rows: np.ndarray, cidx: np.ndarray, n_rows: int,
+                  b: np.ndarray, *, transpose: bool = False) -> np.ndarray:
+    """A pruned weight times a dense matrix, over the weight's nonzeros only.
+
+    W (n_rows, K) is zero except W[rows[e], cidx[e]] = vals[e]. transpose False: W @ b, with b
+    (K, P) -> (n_rows, P); transpose True: W.T @ b, with b (n_rows, P) -> (K, P), K = n_rows given.
+    Costs nnz * P multiply-adds instead of n_rows * K * P: what a pruned layer's forward pass
+    (W @ cols) and input gradient (W.T @ dout) need. Row by row: out[rows[e]] += vals[e] * b[cidx[e]]
+    (or the other way round), accumulated in b's dtype.
+    """
+    src, dst = (rows, cidx) if transpose else (cidx, rows)
+    out = np.zeros((n_rows, b.shape[1]), dtype=np.result_type(vals, b))  # (n_rows, P)
+    np.add.at(out, dst, vals[:, None] * b[src])  # (nnz, P) products scattered onto their rows
+    return out

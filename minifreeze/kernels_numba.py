@@ -295,3 +295,27 @@ def masked_sgd_update(theta, grad, velocity, mask, lr, momentum, weight_decay, n
         _sgd_dense(*arrays1d, *scalars)
     else:  # at q = 0.995 the loop visits 0.5% of the entries
         _sgd_masked(*arrays1d, np.flatnonzero(mask) if flat is None else flat, *scalars)
+
+
+# --- a pruned weight times a dense matrix ---------------------------------------------------------
+
+@njit(fastmath=True, **_jit)
+def _sparse_matmul(vals, src, dst, b, out):
+    # out[dst[e], :] += vals[e] * b[src[e], :]; b (K, P) and out (n_rows, P) C-contiguous.
+    p = U(b.shape[1])
+    bf, of = b.reshape(-1), out.reshape(-1)
+    for e in range(vals.shape[0]):
+        v, sb, so = vals[e], U(src[e]) * p, U(dst[e]) * p
+        for t in range(p):
+            of[so + t] += v * bf[sb + t]
+
+
+def sparse_matmul(vals: np.ndarray, rows: np.ndarray, cidx: np.ndarray, n_rows: int,
+                  b: np.ndarray, *, transpose: bool = False) -> np.ndarray:
+    """W @ b (or W.T @ b) for W zero but at (rows[e], cidx[e]) = vals[e]; see im2col.sparse_matmul.
+    Each nonzero adds one row of b to one row of the output (a vectorised axpy)."""
+    src, dst = (rows, cidx) if transpose else (cidx, rows)
+    out = np.zeros((n_rows, b.shape[1]), dtype=np.result_type(vals, b))  # (n_rows, P)
+    _sparse_matmul(np.ascontiguousarray(vals, dtype=out.dtype), src, dst,
+                   np.ascontiguousarray(b, dtype=out.dtype), out)
+    return out

@@ -22,6 +22,13 @@ then masked: a layer with 0.5% of its weights trainable skips 99.5% of its weigh
 Where m == 1 comes from `w_index` (a `masks.MaskIndex`, which a `masks.Masks` computed once and
 the model passes on every step) or, if it is not given, is found from `w_mask` on the spot.
 
+Pruned layers: `linear_forward` and `conv_forward` take `sparse`, the `masks.MaskIndex` of a weight
+whose other entries are exactly 0 (a pruned layer, never a frozen one). Below the backend's
+`sparse_compute_density` the forward product and, in backward, the input gradient then run over
+the nonzeros only (`kernels().sparse_matmul`: nnz * P multiply-adds instead of F * K * P), equal
+to the dense product to float rounding. Pruning saves compute this way; freezing cannot, since
+frozen weights take part in every product.
+
 Bad shapes raise ValueError naming the layer, the expected shape and the shape received; nothing
 broadcasts silently. Notebook 01 (`notebooks/01_layers_and_gradcheck.ipynb`) walks through this file.
 """
@@ -81,29 +88,54 @@ def _masked_dw(d2, cols, w_shape, w_mask, w_index, sparse_dw_density):
     return dw
 
 
+def _sparse_index(sparse):
+    """The MaskIndex to compute a pruned product with, or None when the dense product is better."""
+    if sparse is None or sparse.density >= backend.kernels().sparse_compute_density:
+        return None
+    return sparse
+
+
+def _product(w2, b2, index, *, transpose: bool = False):
+    """w2 @ b2 (or w2.T @ b2), over the nonzeros at `index` when it is given. w2 (F, K)."""
+    if index is None:
+        return (w2.T if transpose else w2) @ b2
+    f, k = w2.shape
+    vals = w2.reshape(-1)[index.flat]  # (nnz,)
+    return backend.kernels().sparse_matmul(vals, index.rows, index.cols, k if transpose else f,
+                                           b2, transpose=transpose)
+
+
 # --- linear -------------------------------------------------------------------------------------
 
-def linear_forward(x, w, b, *, layer: str = "linear"):
-    """out = x @ w.T + b: x (N, D), w (M, D), b (M,) -> out (N, M)."""
+def linear_forward(x, w, b, *, layer: str = "linear", sparse=None):
+    """out = x @ w.T + b: x (N, D), w (M, D), b (M,) -> out (N, M). `sparse`: see the module
+    docstring (a pruned weight's MaskIndex)."""
     _check_rank(layer, "input x", x, 2, "(N, D)")
     _check_rank(layer, "weight w", w, 2, "(M, D)")
     if x.shape[1] != w.shape[1]:
         _fail(layer, "input x", f"(N, {w.shape[1]})", x.shape)
     _check_bias(layer, b, w.shape[0])
-    out = x @ w.T + b  # (N, M)
-    return out, (x, w, layer)
+    index = _sparse_index(sparse)
+    if index is None:
+        out = x @ w.T + b  # (N, M)
+    else:
+        out = _product(w, np.ascontiguousarray(x.T), index).T + b  # (M, D) @ (D, N), seen (N, M)
+    return out, (x, w, layer, index)
 
 
 def linear_backward(dout, cache, *, w_mask=None, w_index=None, need_dx: bool = True,
                     sparse_dw_density: float | None = None):
     """-> dx (N, D) (None if not need_dx), dw (M, D), db (M,)."""
-    x, w, layer = cache
+    x, w, layer, index = cache
     if dout.shape != (x.shape[0], w.shape[0]):
         _fail(layer, "upstream gradient dout", str((x.shape[0], w.shape[0])), dout.shape)
     _check_mask(layer, w_mask, w.shape)
     dw = _masked_dw(dout.T, x.T, w.shape, w_mask, w_index, sparse_dw_density)  # (M, N) @ (N, D)
     db = dout.sum(axis=0)  # (M,)
-    dx = dout @ w if need_dx else None  # (N, D)
+    dx = None
+    if need_dx:
+        dx = dout @ w if index is None else \
+            _product(w, np.ascontiguousarray(dout.T), index, transpose=True).T  # (N, D)
     return dx, dw, db
 
 
@@ -136,19 +168,21 @@ def _check_conv(layer, x, w, b, stride, pad):
     return oh, ow
 
 
-def conv_forward(x, w, b, stride: int = 1, pad: int = 0, *, layer: str = "conv"):
+def conv_forward(x, w, b, stride: int = 1, pad: int = 0, *, layer: str = "conv", sparse=None):
     """2-D convolution by im2col: x (N, C, H, W), w (F, C, KH, KW), b (F,) -> (N, F, OH, OW).
 
     The whole batch is one matrix product: W (F, C*KH*KW) @ cols (C*KH*KW, N*OH*OW).
+    `sparse`: see the module docstring (a pruned weight's MaskIndex).
     """
     oh, ow = _check_conv(layer, x, w, b, stride, pad)
     n = x.shape[0]
     f, c, kh, kw = w.shape
+    index = _sparse_index(sparse)
     cols = backend.kernels().im2col(x, kh, kw, stride, pad)  # (C*KH*KW, N*OH*OW)
-    out2 = w.reshape(f, -1) @ cols  # (F, N*OH*OW)
+    out2 = _product(w.reshape(f, -1), cols, index)  # (F, N*OH*OW)
     out2 += b[:, None]
     out = out2.reshape(f, n, oh, ow).transpose(1, 0, 2, 3)  # (N, F, OH, OW), a view
-    return out, (x.shape, cols, w, stride, pad, layer)
+    return out, (x.shape, cols, w, stride, pad, layer, index)
 
 
 def conv_backward(dout, cache, *, w_mask=None, w_index=None, need_dx: bool = True,
@@ -158,7 +192,7 @@ def conv_backward(dout, cache, *, w_mask=None, w_index=None, need_dx: bool = Tru
     With the batch folded into the columns, dW = dout2 (F, N*OH*OW) @ cols.T and the column
     gradient dcols = W.T @ dout2 are single matrix products too; col2im turns dcols into dx.
     """
-    x_shape, cols, w, stride, pad, layer = cache
+    x_shape, cols, w, stride, pad, layer, index = cache
     n = x_shape[0]
     f, c, kh, kw = w.shape
     expected = (n, f, *_out_hw(x_shape, w.shape, stride, pad))
@@ -170,7 +204,7 @@ def conv_backward(dout, cache, *, w_mask=None, w_index=None, need_dx: bool = Tru
     dw = _masked_dw(d2, cols, w.shape, w_mask, w_index, sparse_dw_density)  # (F, C, KH, KW)
     dx = None
     if need_dx:
-        dcols = w.reshape(f, -1).T @ d2  # (C*KH*KW, N*OH*OW)
+        dcols = _product(w.reshape(f, -1), d2, index, transpose=True)  # (C*KH*KW, N*OH*OW)
         dx = backend.kernels().col2im(dcols, x_shape, kh, kw, stride, pad)  # (N, C, H, W)
     return dx, dw, db
 

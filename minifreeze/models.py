@@ -161,22 +161,27 @@ class Model:
                              f"{', '.join(map(str, self.input_shape))}), got {np.shape(x)}")
 
     def forward(self, params: Mapping[str, np.ndarray], x: np.ndarray, *, train: bool = True,
-                buffers: Mapping[str, np.ndarray] | None = None):
+                buffers: Mapping[str, np.ndarray] | None = None, pruned=None):
         """x (N, *input_shape) -> logits (N, classes), caches (one per layer, for backward).
 
         `train` matters only for batch norm: batch statistics (and, if `buffers` is given, an
         in-place update of the running statistics) in training, running statistics in eval.
+        `pruned`: a `masks.Masks` whose m == 0 entries are exactly 0 in params; its sparse layers
+        then compute over the kept weights only (layers.py, "Pruned layers").
         """
         self.check_input(x)
+        pruned = as_masks(pruned)
         caches = []
         h = x
         for ly in self.layers:
             a, w, b = ly.args, f"{ly.name}.w", f"{ly.name}.b"
+            sparse = pruned.index(w) if pruned is not None and w in pruned else None
             if ly.op == "conv":
                 h, cache = L.conv_forward(h, params[w], params[b], a["stride"], a["pad"],
-                                          layer=ly.name)
+                                          layer=ly.name, sparse=sparse)
             elif ly.op == "linear":
-                h, cache = L.linear_forward(h, params[w], params[b], layer=ly.name)
+                h, cache = L.linear_forward(h, params[w], params[b], layer=ly.name,
+                                            sparse=sparse)
             elif ly.op == "relu":
                 h, cache = L.relu_forward(h)
             elif ly.op == "maxpool":

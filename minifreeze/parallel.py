@@ -128,11 +128,13 @@ def _map(fn, items: list) -> list:
         return [first] + [f.result() for f in futures]
 
 
-def loss_and_grads(model, params, x, y, *, masks=None, buffers=None, shards: int | None = None):
+def loss_and_grads(model, params, x, y, *, masks=None, buffers=None, shards: int | None = None,
+                   pruned: bool = False):
     """Softmax cross-entropy, its gradients and the logits of a batch, run as shards on threads.
 
     -> (loss, grads keyed like params, logits (N, classes)). Equal to `model.loss_and_grads` up to
-    float rounding; with one shard it is that call.
+    float rounding; with one shard it is that call. `pruned`: the entries with m == 0 are exactly
+    0, so pruned layers may compute over their kept weights only (`Model.forward(pruned=)`).
     """
     masks = as_masks(masks)
     n = len(x)
@@ -140,7 +142,8 @@ def loss_and_grads(model, params, x, y, *, masks=None, buffers=None, shards: int
 
     def run(sl):
         with np.errstate(over="ignore", invalid="ignore"):  # the caller checks the loss
-            logits, caches = model.forward(params, x[sl], buffers=buffers)
+            logits, caches = model.forward(params, x[sl], buffers=buffers,
+                                           pruned=masks if pruned else None)
             loss, dlogits = softmax_cross_entropy(logits, y[sl])
         return loss, model.backward(dlogits, caches, masks=masks), logits
 
@@ -167,18 +170,19 @@ def loss_and_grads(model, params, x, y, *, masks=None, buffers=None, shards: int
 
 
 def predict(model, params, x, *, buffers=None, batch_size: int = 1000,
-            shards: int | None = None) -> np.ndarray:
+            shards: int | None = None, pruned=None) -> np.ndarray:
     """Logits in eval mode, each batch of `batch_size` cut into shards: x (N, ...) -> (N, classes).
 
     Eval mode uses batch norm's running statistics, so every model can be sharded here.
+    `pruned`: see `Model.forward`.
     """
     check_shards(shards)
     out = []
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size]
         parts = slices(len(xb), _fit(shards, len(xb)))
-        out += _map(lambda sl: model.forward(params, xb[sl], train=False, buffers=buffers)[0],
-                    parts)
+        out += _map(lambda sl: model.forward(params, xb[sl], train=False, buffers=buffers,
+                                             pruned=pruned)[0], parts)
     return np.concatenate(out) if out else model.predict(params, x, buffers=buffers)
 
 

@@ -132,7 +132,9 @@ class TrainConfig:
         constant), lr_step_every and lr_gamma (the step schedule: lr * lr_gamma every
         lr_step_every steps; None: a third of the run), warmup_steps, saliency_batch,
         eval_batch, shards (None or 0: automatic; results are bit for bit the same for the same
-        shard count, so a run that must reproduce elsewhere fixes it);
+        shard count, so a run that must reproduce elsewhere fixes it), sparse_compute (pruned
+        layers compute over their kept weights only: faster, equal to float rounding, so off by
+        default to keep results bit for bit those of the dense products);
     gradual pruning (weightmom, gmp; see weightmom.py): prune_start and prune_end (fractions of
         the run's steps), prune_every (steps between rounds), mom_beta (the moving average's
         beta), alloc_alpha (the per-layer share's exponent);
@@ -162,6 +164,7 @@ class TrainConfig:
     saliency_batch: int = 100
     eval_batch: int = 1000
     shards: int | None = None
+    sparse_compute: bool = False
     prune_start: float = 0.1
     prune_end: float = 0.6
     prune_every: int = 100
@@ -370,21 +373,25 @@ def gradient_norms(grads: dict[str, np.ndarray], names=None) -> dict[str, float]
 
 
 def make_trainer(model: models.Model, params, masks=None, buffers=None, *, momentum: float = 0.9,
-                 weight_decay: float = 5e-4, nesterov: bool = False, shards: int | None = None):
+                 weight_decay: float = 5e-4, nesterov: bool = False, shards: int | None = None,
+                 sparse_compute: bool = False, pruned: bool = False):
     """The trainer of the active backend: `cuda_train.DeviceTrainer` where the backend trains on
-    a device (`kernels().device_resident`), else `trainer.HostTrainer` with `shards` shards."""
+    a device (`kernels().device_resident`), else `trainer.HostTrainer` with `shards` shards
+    (and, for a pruned network, `sparse_compute`)."""
     hp = dict(momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     if backend.kernels().device_resident:
         from minifreeze.cuda_train import DeviceTrainer
         return DeviceTrainer(model, params, masks, buffers, **hp)
-    return HostTrainer(model, params, masks, buffers, shards=shards, **hp)
+    return HostTrainer(model, params, masks, buffers, shards=shards,
+                       sparse_compute=sparse_compute, pruned=pruned, **hp)
 
 
 def config_trainer(c: TrainConfig, setup: Setup):
     """`make_trainer` with the optimiser settings of a (resolved) config."""
     return make_trainer(setup.model, setup.params, setup.masks, setup.buffers,
                         momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.nesterov,
-                        shards=c.shards)
+                        shards=c.shards, sparse_compute=c.sparse_compute,
+                        pruned=c.mode == "prune" and METHODS[c.method].when == "init")
 
 
 def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: bool | None = None,

@@ -78,14 +78,17 @@ class HostTrainer:
     params: the starting parameters (copied); masks: {name: m} or a `masks.Masks` (m == 1
     trainable; names without a mask train fully); buffers: batch-norm running statistics
     (copied, updated by training steps); shards: how many shards a batch runs as (None or 0:
-    automatic, see `parallel.resolve_shards`).
+    automatic, see `parallel.resolve_shards`). pruned: the params are 0 where m == 0 (and
+    `set_masks(..., prune=True)` makes them so); with sparse_compute too, pruned layers compute
+    their forward product and input gradient over the kept weights only (layers.py).
     """
 
     def __init__(self, model, params: Mapping[str, np.ndarray], masks=None, buffers=None, *,
                  momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = False,
-                 shards: int | None = None):
+                 shards: int | None = None, sparse_compute: bool = False, pruned: bool = False):
         parallel.check_shards(shards)
         self.model, self.shards = model, shards
+        self.sparse_compute, self.pruned = bool(sparse_compute), bool(pruned)
         shapes = model.param_shapes()
         if list(params) != list(shapes) or any(np.shape(params[k]) != s for k, s in shapes.items()):
             raise ValueError(f"{model.name}: expected parameters "
@@ -106,7 +109,7 @@ class HostTrainer:
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
             loss, grads, logits = parallel.loss_and_grads(
                 self.model, self.params, x, y, masks=self.masks, buffers=self.buffers,
-                shards=self.shards)
+                shards=self.shards, pruned=self._sparse)
         if not np.isfinite(loss):
             raise NonFiniteStep(f"loss is {loss}", float(loss))
         for k, v in self.params.items():
@@ -121,7 +124,13 @@ class HostTrainer:
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Logits in eval mode: x (N, *input_shape) -> (N, classes)."""
         return parallel.predict(self.model, self.params, x, buffers=self.buffers,
-                                batch_size=batch_size, shards=self.shards)
+                                batch_size=batch_size, shards=self.shards,
+                                pruned=self.masks if self._sparse else None)
+
+    @property
+    def _sparse(self) -> bool:
+        """Pruned layers compute over their kept weights: asked for, and m == 0 is exactly 0."""
+        return self.sparse_compute and self.pruned and self.masks is not None
 
     def set_masks(self, masks, *, prune: bool = False) -> None:
         """Train under `masks` from the next step on (see the module docstring)."""
@@ -133,6 +142,7 @@ class HostTrainer:
             if prune:
                 self.params[name][off] = 0.0
         self.masks = masks
+        self.pruned = self.pruned or prune
 
     def last_good(self) -> dict[str, np.ndarray]:
         """Copies of the parameters from before the last step whose update was applied."""

@@ -238,3 +238,79 @@ def test_masked_sgd_update_rejects_bad_shapes():
             with pytest.raises(ValueError, match=r"expected grad of shape \(3,\), got \(4,\)"):
                 k.masked_sgd_update(t, np.zeros(4, np.float32), np.zeros(3, np.float32), None,
                                     0.1, 0.9, 0.0, False)
+
+
+# --- pruned layers computing over their kept weights -------------------------------------------
+
+@given(f=st.integers(1, 6), k=st.integers(1, 9), p=st.integers(1, 7), dtype=dtypes, seed=seeds,
+       transpose=st.booleans(), be=st.sampled_from(["numpy", *OTHERS]))
+def test_sparse_matmul_equals_the_dense_product(f, k, p, dtype, seed, transpose, be):
+    rng = rng_from(seed)
+    w = rng.standard_normal((f, k)).astype(dtype) * sparse_mask(rng, (f, k), dtype)
+    rows, cols = np.nonzero(w)
+    b = rng.standard_normal((f if transpose else k, p)).astype(dtype)
+    with backend.use_backend(be) as kern:
+        got = kern.sparse_matmul(w[rows, cols], rows, cols, k if transpose else f, b,
+                                 transpose=transpose)
+    want = (w.T if transpose else w) @ b
+    assert got.shape == want.shape and got.dtype == dtype
+    np.testing.assert_allclose(got, want, **tol(dtype))
+
+
+def _pruned(rng, shape, dtype):
+    m = sparse_mask(rng, shape, dtype)
+    return m, Masks({"w": m}).index("w")
+
+
+@given(case=conv_cases(max_f=4), dtype=dtypes, seed=seeds,
+       be=st.sampled_from(["numpy", *OTHERS]))
+def test_a_pruned_conv_computes_sparsely_as_it_would_densely(case, dtype, seed, be):
+    rng = rng_from(seed)
+    m, index = _pruned(rng, case.w_shape, dtype)
+    x = rng.standard_normal(case.x_shape).astype(dtype)
+    w = rng.standard_normal(case.w_shape).astype(dtype) * m  # pruned: exactly 0 off the mask
+    b = rng.standard_normal(case.f).astype(dtype)
+    with backend.use_backend(be):
+        out, cache = L.conv_forward(x, w, b, case.stride, case.pad)
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        dx, dw, db = L.conv_backward(dout, cache, w_mask=m)
+        with pytest.MonkeyPatch.context() as mp:  # the sparse path whatever the density
+            mp.setattr(L, "_sparse_index", lambda sparse: sparse)
+            out_s, cache_s = L.conv_forward(x, w, b, case.stride, case.pad, sparse=index)
+            dx_s, dw_s, db_s = L.conv_backward(dout, cache_s, w_mask=m)
+    assert cache_s[-1] is index
+    for got, want in ((out_s, out), (dx_s, dx), (dw_s, dw), (db_s, db)):
+        np.testing.assert_allclose(got, want, **tol(dtype))
+
+
+@given(n=st.integers(1, 5), d=st.integers(1, 7), k=st.integers(1, 6), dtype=dtypes, seed=seeds,
+       be=st.sampled_from(["numpy", *OTHERS]))
+def test_a_pruned_linear_computes_sparsely_as_it_would_densely(n, d, k, dtype, seed, be):
+    rng = rng_from(seed)
+    m, index = _pruned(rng, (k, d), dtype)
+    x = rng.standard_normal((n, d)).astype(dtype)
+    w = rng.standard_normal((k, d)).astype(dtype) * m
+    b = rng.standard_normal(k).astype(dtype)
+    dout = rng.standard_normal((n, k)).astype(dtype)
+    with backend.use_backend(be):
+        out, cache = L.linear_forward(x, w, b)
+        dx, dw, db = L.linear_backward(dout, cache, w_mask=m)
+        with pytest.MonkeyPatch.context() as mp:  # the sparse path whatever the density
+            mp.setattr(L, "_sparse_index", lambda sparse: sparse)
+            out_s, cache_s = L.linear_forward(x, w, b, sparse=index)
+            dx_s, dw_s, db_s = L.linear_backward(dout, cache_s, w_mask=m)
+    assert cache_s[-1] is index
+    for got, want in ((out_s, out), (dx_s, dx), (dw_s, dw), (db_s, db)):
+        np.testing.assert_allclose(got, want, **tol(dtype))
+
+
+@pytest.mark.parametrize("be", ["numpy", *OTHERS])
+def test_pruned_layers_go_sparse_below_the_backends_density(be):
+    with backend.use_backend(be) as kern:
+        for density, sparse in ((1.0, False), (kern.sparse_compute_density / 2, True)):
+            m = np.zeros(2000, np.float32)
+            m[:int(density * m.size)] = 1
+            index = Masks({"w": m.reshape(40, 50)}).index("w")
+            _, cache = L.linear_forward(np.ones((2, 50), np.float32), m.reshape(40, 50),
+                                        np.zeros(40, np.float32), sparse=index)
+            assert (cache[-1] is index) == sparse, density

@@ -198,3 +198,27 @@ def test_library_calls_leave_blas_threads_as_they_were():
     trainer.step(rng.standard_normal((32, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 32),
                  0.01)
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_sparse_compute_trains_a_pruned_network_as_the_dense_products_do(name):
+    """SNIP-pruned LeNet-5-Caffe at q = 0.995, a few steps with and without sparse_compute: the
+    same parameters to float rounding, pruned entries exactly 0 either way."""
+    rng = np.random.default_rng(5)
+    data = Dataset("synthetic", rng.standard_normal((60, 1, 28, 28)).astype(np.float32),
+                   rng.integers(0, 10, 60), rng.standard_normal((20, 1, 28, 28)).astype(np.float32),
+                   rng.integers(0, 10, 20))
+    config = TrainConfig(model="lenet5", method="snip", rate=0.995, epochs=1, batch_size=20,
+                         lr=0.05, warmup_steps=0, seed=5, shards=1)
+    runs = {}
+    with backend.use_backend(name):
+        for sparse in (False, True):
+            c = replace(config, sparse_compute=sparse)
+            setup = prepare(c, data)
+            runs[sparse] = train_steps(c, data, setup, progress=False)
+    dense, sparse = runs[False], runs[True]
+    for k in dense.params:
+        np.testing.assert_allclose(sparse.params[k], dense.params[k], rtol=1e-4, atol=1e-6)
+    for k, m in sparse.masks.items():
+        assert (sparse.params[k][m == 0] == 0).all()
+    assert sparse.history[0]["test_accuracy"] == dense.history[0]["test_accuracy"]
