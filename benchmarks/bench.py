@@ -7,11 +7,15 @@
 For each model (LeNet-5-Caffe, LeNet-300-100, the small VGG) and each available backend, one
 training step is `trainer.HostTrainer.step`, the very step `train` runs (forward + backward +
 masked SGD update with momentum 0.9 and weight decay 5e-4, the divergence checks included) on a
-batch of 100 synthetic images; inference is `HostTrainer.predict` (eval mode). "dense" trains every
-weight; "freezenet" trains 0.5% of the weights (q = 0.995) chosen as FreezeNet chooses them (the
-top |g| at the seed-0 Xavier init, on the timed batch), and "random" trains 0.5% chosen at random,
-so evenly spread over the layers: that is where the sparse weight gradients and the masked update
-pay off. When `torch` is importable the same architectures
+batch of 100 synthetic images; inference is `HostTrainer.predict` (eval mode). Regimes, all at
+q = 0.995 but dense: "dense" trains every weight; "freezenet" trains 0.5% of the weights chosen as
+FreezeNet and SNIP choose them (the top abs(theta * g) at the seed-0 Xavier init, on the timed
+batch), the rest frozen; "grad_freeze" the top abs(g), frozen; "random" 0.5% chosen at random, so
+evenly spread over the layers, frozen; "snip" SNIP's mask pruned, with sparse_compute on, so that
+its sparse layers multiply over their kept weights only. The frozen regimes save only weight
+gradients and update work; the pruned one saves products too. A second table gives, per regime,
+the multiply-adds per image a step computes (forward, input gradient, weight gradient), the
+measured step time and the bytes the model stores. When `torch` is importable the same architectures
 (built from the same layer specs, with the same weights) run in PyTorch in the same process; all
 candidates are timed in interleaved rounds so machine noise hits them alike, and the median round
 is reported with the ratio to PyTorch. PyTorch is never a dependency of minifreeze.
@@ -39,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from minifreeze import backend, init, parallel, saliency  # noqa: E402
+from minifreeze import backend, init, parallel, saliency, storage  # noqa: E402
 from minifreeze import masks as M  # noqa: E402
 from minifreeze.models import get_model  # noqa: E402
 from minifreeze.trainer import HostTrainer  # noqa: E402
@@ -53,39 +57,74 @@ PAUSE = 0.25
 
 # --- the minifreeze side ------------------------------------------------------------------------
 
-REGIMES = {"dense": None, "freezenet": "grad", "random": "random"}
-"""Regime -> saliency score of its q = 0.995 mask (None: no mask, every weight trains)."""
+REGIMES = {"dense": (None, "freeze"), "freezenet": ("snip", "freeze"),
+           "grad_freeze": ("grad", "freeze"), "random": ("random", "freeze"),
+           "snip": ("snip", "prune")}
+"""Regime -> (saliency score of its q = 0.995 mask, mode). None: no mask, every weight trains.
+"snip" is pruned and computes sparsely (sparse_compute): its pruned layers multiply over their
+kept weights only; the frozen regimes cannot, their frozen weights take part in every product."""
 
 
 def bench_masks(model, params, x, y, score: str, q: float = Q) -> dict[str, np.ndarray]:
     """The top (1 - q) of the weights by `score` over all layers, on the timed batch.
 
     How many entries each layer trains decides the cost (a layer above the backend's
-    sparse_dw_density gets a dense weight gradient). "grad" is FreezeNet's own choice: for
-    LeNet-5-Caffe at seed 0 it trains 36% of conv1, 4.7% of conv2, 0.04% of fc1 and 13% of fc2
-    (on MNIST: 60%, 5.3%, 0.01%, 10%). "random" spreads the 0.5% evenly over the layers.
+    sparse_dw_density gets a dense weight gradient). "snip" (abs(theta * g)) is SNIP's choice and
+    FreezeNet's; "grad" (abs(g)) the other reading of FreezeNet's; "random" spreads the 0.5%
+    evenly over the layers.
     """
     return M.select_topk(saliency.saliency(model, params, x, y, score=score, seed=0), q)
+
+
+def cost(model, masks, mode: str, kernels) -> dict:
+    """Multiply-adds per image that a training step computes, by part, as minifreeze computes
+    them on `kernels` (its sparse-gradient and sparse-compute thresholds): forward products,
+    input gradients (none for the first layer) and weight gradients."""
+    fwd = dx = dw = 0
+    shape, first = tuple(model.input_shape), True
+    for ly in model.layers:
+        out = ly.output_shape(shape)
+        if ly.op in ("conv", "linear"):
+            w = f"{ly.name}.w"
+            n_w = int(np.prod(ly.param_shapes()[w]))
+            positions = out[1] * out[2] if ly.op == "conv" else 1  # OH*OW per image
+            nnz = n_w if masks is None or w not in masks else int(masks[w].sum())
+            density = nnz / n_w
+            sparse_products = mode == "prune" and density < kernels.sparse_compute_density
+            product = (nnz if sparse_products else n_w) * positions
+            fwd += product
+            dx += 0 if first else product
+            dw += (nnz if density < kernels.sparse_dw_density else n_w) * positions
+            first = False
+        shape = out
+    return {"forward_macs": fwd, "input_grad_macs": dx, "weight_grad_macs": dw,
+            "total_macs": fwd + dx + dw}
 
 
 class MinifreezeRunner:
     """minifreeze's HostTrainer, the batch in `shards` shards (0: automatic, parallel.py),
     labelled e.g. "numba x2" for two shards on the numba backend."""
 
-    def __init__(self, name, backend_name, score, batch, seed=0, shards=0):
-        self.backend = backend_name
+    def __init__(self, name, backend_name, score, batch, seed=0, shards=0, mode="freeze"):
+        self.backend, self.mode = backend_name, mode
         self.model = get_model(name) if name != "vgg" else get_model("vgg", input_shape=(3, 32, 32))
         self.shards = parallel.resolve_shards(self.model, shards, batch)
         self.label = f"{backend_name} x{self.shards}"
-        self.params = init.init_params(self.model, seed, "xavier")  # theta0, float32
+        theta0 = init.init_params(self.model, seed, "xavier")  # float32
         rng = np.random.default_rng(seed + 1)
         self.x = rng.standard_normal((batch, *self.model.input_shape)).astype(np.float32)
         self.y = rng.integers(0, 10, batch)
-        self.masks = None if score is None else bench_masks(self.model, self.params, self.x,
+        self.masks = None if score is None else bench_masks(self.model, theta0, self.x,
                                                              self.y, score)
+        self.params = M.apply_mode(theta0, self.masks, mode)
+        pruned = mode == "prune" and self.masks is not None
         with backend.use_backend(self.backend):
             self.trainer = HostTrainer(self.model, self.params, self.masks, momentum=MOMENTUM,
-                                       weight_decay=WEIGHT_DECAY, shards=self.shards)
+                                       weight_decay=WEIGHT_DECAY, shards=self.shards,
+                                       pruned=pruned, sparse_compute=pruned)
+        self.stored_bytes = len(storage.to_bytes(storage.Checkpoint(
+            self.model.name, self.params, self.masks or {}, {}, seed, "xavier", mode, {},
+            {"input_shape": list(self.model.input_shape)} if name == "vgg" else {})))
 
     def train_steps(self, steps):
         with backend.use_backend(self.backend):
@@ -192,8 +231,8 @@ def child_main(ns):
     if ns.child[0] == "compile":
         # One float32 training step of every model touches every kernel the training uses.
         for name in MODELS:
-            for score in (None, "grad"):
-                MinifreezeRunner(name, "numba", score, 4).train_steps(1)
+            for score, mode in ((None, "freeze"), ("snip", "freeze"), ("snip", "prune")):
+                MinifreezeRunner(name, "numba", score, 4, mode=mode).train_steps(1)
         print(json.dumps({"seconds": time.perf_counter() - t0}))
         return
     _, name, be = ns.child
@@ -249,12 +288,12 @@ def run(ns):
 
     rows = []
     for name in models:
-        for regime, score in REGIMES.items():
+        for regime, (score, mode) in REGIMES.items():
             masked = score is not None
             runners = []
             for b in backends:
                 for t in ns.shards:
-                    r = MinifreezeRunner(name, b, score, ns.batch, shards=t)
+                    r = MinifreezeRunner(name, b, score, ns.batch, shards=t, mode=mode)
                     if r.label not in [q.label for q in runners]:  # e.g. 0 and 2 on 2 CPUs
                         runners.append(r)
             if torch is not None:
@@ -263,10 +302,15 @@ def run(ns):
             infer = interleaved(runners, "infer_steps", steps, rounds, ns.batch) \
                 if not masked else [None] * len(runners)  # masks do not change inference
             for r, tr, inf in zip(runners, train, infer):
-                rows.append({"model": name, "regime": regime, "impl": r.label,
-                             "train_img_s": round(tr, 1),
-                             "infer_img_s": None if inf is None else round(inf, 1)})
-            log(f"{name:9s} {regime:8s} " + "  ".join(
+                row = {"model": name, "regime": regime, "impl": r.label,
+                       "train_img_s": round(tr, 1),
+                       "infer_img_s": None if inf is None else round(inf, 1)}
+                if isinstance(r, MinifreezeRunner):
+                    row.update(cost(r.model, r.masks, r.mode, backend.require(r.backend)),
+                               stored_bytes=r.stored_bytes,
+                               step_ms=round(1000 * ns.batch / tr, 2))
+                rows.append(row)
+            log(f"{name:9s} {regime:11s} " + "  ".join(
                 f"{r.label}: train {tr:8.0f}" + ("" if inf is None else f" infer {inf:8.0f}")
                 for r, tr, inf in zip(runners, train, infer)))
 
@@ -303,13 +347,24 @@ def run(ns):
         return
     print()
     print(f"images/s, batch {ns.batch}, median of {rounds} interleaved rounds of {steps} steps")
-    print(f"{'model':9s} {'regime':8s} {'impl':8s} {'train':>8s} {'infer':>8s} "
+    print(f"{'model':9s} {'regime':11s} {'impl':8s} {'train':>8s} {'infer':>8s} "
           f"{'vs torch':>9s} {'vs dense':>9s}")
     for r in rows:
         f = lambda v, s="": "-" if v is None else f"{v:.2f}{s}"  # noqa: E731
-        print(f"{r['model']:9s} {r['regime']:8s} {r['impl']:8s} {r['train_img_s']:8.0f} "
+        print(f"{r['model']:9s} {r['regime']:11s} {r['impl']:8s} {r['train_img_s']:8.0f} "
               f"{'-' if r['infer_img_s'] is None else format(r['infer_img_s'], '8.0f'):>8s} "
               f"{f(r['train_vs_torch'], 'x'):>9s} {f(r['train_vs_own_dense'], 'x'):>9s}")
+    print()
+    print("What a step computes (multiply-adds per image, as minifreeze computes them) and what "
+          "a model stores")
+    print(f"{'model':9s} {'regime':11s} {'impl':8s} {'forward':>9s} {'input grad':>11s} "
+          f"{'weight grad':>12s} {'total':>9s} {'step ms':>8s} {'stored B':>10s}")
+    for r in rows:
+        if "total_macs" in r:
+            m = lambda v: f"{v / 1e6:.3f}M"  # noqa: E731
+            print(f"{r['model']:9s} {r['regime']:11s} {r['impl']:8s} {m(r['forward_macs']):>9s} "
+                  f"{m(r['input_grad_macs']):>11s} {m(r['weight_grad_macs']):>12s} "
+                  f"{m(r['total_macs']):>9s} {r['step_ms']:>8.2f} {r['stored_bytes']:>10,}")
     print("peak RSS training (fresh process, MB):",
           ", ".join(f"{k} {v}" for k, v in extra["peak_rss_mb"].items()))
     if extra["compile_s"]:

@@ -84,7 +84,7 @@ def _numba() -> Kernels:
     # positions) 0.91 vs 0.95 ms at 10%.
     return Kernels("numba", nb.im2col, nb.col2im, nb.maxpool_forward, nb.maxpool_backward,
                    nb.sampled_weight_grad, nb.masked_sgd_update, nb.sparse_matmul,
-                   sparse_dw_density=0.1, sparse_compute_density=0.1)
+                   sparse_dw_density=0.1, sparse_compute_density=0.05)
 
 
 def _cuda() -> Kernels:

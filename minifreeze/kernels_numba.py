@@ -299,23 +299,36 @@ def masked_sgd_update(theta, grad, velocity, mask, lr, momentum, weight_decay, n
 
 # --- a pruned weight times a dense matrix ---------------------------------------------------------
 
+_TILE = 512
+"""Columns of b (and of the output) one pass works on: the output tile (rows x 512 floats) stays
+in cache while every nonzero adds into it, so each output row is read and written once per tile
+instead of once per nonzero (LeNet-5's conv2 at batch 100: 50 rows x 6,400 columns)."""
+
+
 @njit(fastmath=True, **_jit)
-def _sparse_matmul(vals, src, dst, b, out):
-    # out[dst[e], :] += vals[e] * b[src[e], :]; b (K, P) and out (n_rows, P) C-contiguous.
-    p = U(b.shape[1])
+def _sparse_matmul(vals, src, dst, order, b, out):
+    # out[dst[e], :] += vals[e] * b[src[e], :], e in `order` (sorted by src, so that nonzeros
+    # reading the same row of b come together), tile by tile; b (K, P), out (n_rows, P).
+    p = b.shape[1]
     bf, of = b.reshape(-1), out.reshape(-1)
-    for e in range(vals.shape[0]):
-        v, sb, so = vals[e], U(src[e]) * p, U(dst[e]) * p
-        for t in range(p):
-            of[so + t] += v * bf[sb + t]
+    pu = U(p)
+    for t0 in range(0, p, _TILE):
+        width = U(min(_TILE, p - t0))
+        for i in range(order.shape[0]):
+            e = order[i]
+            v, sb, so = vals[e], U(src[e]) * pu + U(t0), U(dst[e]) * pu + U(t0)
+            for t in range(width):
+                of[so + t] += v * bf[sb + t]
 
 
 def sparse_matmul(vals: np.ndarray, rows: np.ndarray, cidx: np.ndarray, n_rows: int,
                   b: np.ndarray, *, transpose: bool = False) -> np.ndarray:
     """W @ b (or W.T @ b) for W zero but at (rows[e], cidx[e]) = vals[e]; see im2col.sparse_matmul.
-    Each nonzero adds one row of b to one row of the output (a vectorised axpy)."""
+    Each nonzero adds one row of b to one row of the output (a vectorised axpy), in tiles of
+    _TILE columns."""
     src, dst = (rows, cidx) if transpose else (cidx, rows)
     out = np.zeros((n_rows, b.shape[1]), dtype=np.result_type(vals, b))  # (n_rows, P)
-    _sparse_matmul(np.ascontiguousarray(vals, dtype=out.dtype), src, dst,
+    order = np.argsort(src, kind="stable")  # (nnz,)
+    _sparse_matmul(np.ascontiguousarray(vals, dtype=out.dtype), src, dst, order,
                    np.ascontiguousarray(b, dtype=out.dtype), out)
     return out
