@@ -50,6 +50,8 @@ class Kernels:
     sampled_weight_grad: Callable  # d2 (F, P), cols (K, P), rows, cols -> dW at (rows, cols)
     masked_sgd_update: Callable   # theta, grad, velocity in place, only where m == 1
     sparse_matmul: Callable       # vals, rows, cols, n_rows, b -> W @ b over W's nonzeros
+    sparse_conv_forward: Callable   # x, vals, rows, cols, w_shape, stride, pad -> out, no im2col
+    sparse_conv_backward: Callable  # dout, x, vals, rows, cols, ... -> dx, dw at the nonzeros
     sparse_dw_density: float
     """Below this mask density a layer's weight gradient is the sampled product at the mask's
     nonzeros, not the dense product (measured where the sampled loop stops beating BLAS)."""
@@ -70,6 +72,7 @@ def _numpy() -> Kernels:
     # the dense product 2.3 ms.
     return Kernels("numpy", ref.im2col, ref.col2im, ref.maxpool_forward, ref.maxpool_backward,
                    ref.sampled_weight_grad, masked_sgd_update, ref.sparse_matmul,
+                   ref.sparse_conv_forward, ref.sparse_conv_backward,
                    sparse_dw_density=0.02, sparse_compute_density=0.01)
 
 
@@ -84,6 +87,7 @@ def _numba() -> Kernels:
     # positions) 0.91 vs 0.95 ms at 10%.
     return Kernels("numba", nb.im2col, nb.col2im, nb.maxpool_forward, nb.maxpool_backward,
                    nb.sampled_weight_grad, nb.masked_sgd_update, nb.sparse_matmul,
+                   nb.sparse_conv_forward, nb.sparse_conv_backward,
                    sparse_dw_density=0.1, sparse_compute_density=0.05)
 
 
@@ -102,6 +106,7 @@ def _cuda() -> Kernels:
     from minifreeze import im2col as ref  # no CUDA kernel for the sampled product: the reference
     return Kernels("cuda", cu.im2col, cu.col2im, cu.maxpool_forward, cu.maxpool_backward,
                    ref.sampled_weight_grad, cu.masked_sgd_update, ref.sparse_matmul,
+                   ref.sparse_conv_forward, ref.sparse_conv_backward,
                    sparse_dw_density=0.02, sparse_compute_density=0.01,
                    device_resident=True)
 

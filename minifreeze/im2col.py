@@ -169,3 +169,48 @@ def sparse_matmul(vals: np.ndarray, rows: np.ndarray, cidx: np.ndarray, n_rows: 
     out = np.zeros((n_rows, b.shape[1]), dtype=np.result_type(vals, b))  # (n_rows, P)
     np.add.at(out, dst, vals[:, None] * b[src])  # (nnz, P) products scattered onto their rows
     return out
+
+
+def _unravel(cidx, w_shape):
+    """(c, i, j) of flat positions into a filter's (C, KH, KW)."""
+    return np.unravel_index(np.asarray(cidx, dtype=np.int64), tuple(w_shape[1:]))
+
+
+def sparse_conv_forward(x: np.ndarray, vals: np.ndarray, rows: np.ndarray, cidx: np.ndarray,
+                        w_shape: tuple, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """A pruned convolution, over its nonzeros only and without im2col (no bias).
+
+    W (F, C, KH, KW) is zero except at nonzero e: W[rows[e], c, i, j] = vals[e] with
+    (c, i, j) = cidx[e] unravelled over (C, KH, KW). Each nonzero adds one shifted, strided plane
+    of the input to one output channel: out[:, f] += v * xpad[:, c, i::stride, j::stride], so
+    x (N, C, H, W) -> out (N, F, OH, OW) costs nnz * N * OH * OW multiply-adds.
+    """
+    n, _, h, w = x.shape
+    f, _, kh, kw = w_shape
+    oh = conv_output_size(h, kh, stride, pad, layer="sparse conv")
+    ow = conv_output_size(w, kw, stride, pad, layer="sparse conv")
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+    out = np.zeros((n, f, oh, ow), dtype=np.result_type(x, vals))  # (N, F, OH, OW)
+    for e, (c, i, j) in enumerate(zip(*_unravel(cidx, w_shape))):
+        out[:, rows[e]] += vals[e] * xp[:, c, i:i + stride * oh:stride, j:j + stride * ow:stride]
+    return out
+
+
+def sparse_conv_backward(dout: np.ndarray, x: np.ndarray, vals: np.ndarray, rows: np.ndarray,
+                         cidx: np.ndarray, w_shape: tuple, stride: int = 1, pad: int = 0,
+                         need_dx: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    """The backward pass of `sparse_conv_forward`: -> dx (N, C, H, W) or None, and the weight
+    gradient at the nonzeros only, dw (nnz,): dw[e] = sum(dout[:, f] * the plane nonzero e read);
+    dx scatters v * dout[:, f] back onto that plane (the adjoint)."""
+    n, c_in, h, w = x.shape
+    oh, ow = dout.shape[2:]
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+    dw = np.empty(len(vals), dtype=np.result_type(dout, x))  # (nnz,)
+    dxp = np.zeros(xp.shape, dtype=dw.dtype) if need_dx else None  # (N, C, H+2p, W+2p)
+    for e, (c, i, j) in enumerate(zip(*_unravel(cidx, w_shape))):
+        plane = (slice(None), c, slice(i, i + stride * oh, stride), slice(j, j + stride * ow, stride))
+        dw[e] = np.sum(dout[:, rows[e]] * xp[plane])
+        if need_dx:
+            dxp[plane] += vals[e] * dout[:, rows[e]]
+    dx = None if dxp is None else dxp[:, :, pad:pad + h, pad:pad + w]
+    return dx, dw

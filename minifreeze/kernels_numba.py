@@ -332,3 +332,81 @@ def sparse_matmul(vals: np.ndarray, rows: np.ndarray, cidx: np.ndarray, n_rows: 
     _sparse_matmul(np.ascontiguousarray(vals, dtype=out.dtype), src, dst, order,
                    np.ascontiguousarray(b, dtype=out.dtype), out)
     return out
+
+
+# --- a pruned convolution, straight from its input --------------------------------------------------
+
+@njit(fastmath=True, **_jit)
+def _sparse_conv(xc, d, vals, rows, cc, ci, cj, stride, pad, mode, dw, dxc):
+    # xc (C, N, H, W) and d (F, N, OH, OW), both C-contiguous (channel-major). Per nonzero e the
+    # plane xpad[c, :, i::stride, j::stride] meets the channel d[f]:
+    #   mode 0 (forward):  d[f] += v * plane
+    #   mode 1 (backward): dw[e] = sum(d[f] * plane), and if dxc.size, dxc's plane += v * d[f]
+    c_in, n, h, w = xc.shape
+    oh, ow = d.shape[2], d.shape[3]
+    xf, df, gf = xc.reshape(-1), d.reshape(-1), dxc.reshape(-1)
+    st, wu, owu = U(stride), U(w), U(ow)
+    for e in range(vals.shape[0]):
+        f, c, i, j, v = rows[e], cc[e], ci[e], cj[e], vals[e]
+        r_lo, r_hi = _span(i, stride, pad, h, oh)
+        s_lo, s_hi = _span(j, stride, pad, w, ow)
+        acc = 0.0
+        for i_n in range(n):
+            xb = U((c * n + i_n) * h) * wu
+            db = U((f * n + i_n) * oh) * owu
+            for r in range(r_lo, r_hi):
+                xr = xb + U(r * stride + i - pad) * wu + U(s_lo * stride + j - pad)
+                dr = db + U(r) * owu + U(s_lo)
+                width = U(s_hi - s_lo)
+                if mode == 0:
+                    for s in range(width):
+                        df[dr + s] += v * xf[xr + s * st]
+                else:
+                    for s in range(width):
+                        acc += df[dr + s] * xf[xr + s * st]
+                    if gf.shape[0]:
+                        for s in range(width):
+                            gf[xr + s * st] += v * df[dr + s]
+        if mode == 1:
+            dw[e] = acc
+
+
+def _channel_major(x: np.ndarray) -> np.ndarray:
+    """x (N, C, H, W) as a C-contiguous (C, N, H, W) array: free for a channel-major view."""
+    return x.transpose(1, 0, 2, 3) if channel_major(x) else \
+        np.ascontiguousarray(x.transpose(1, 0, 2, 3))
+
+
+def _split(cidx, w_shape):
+    _, c, kh, kw = w_shape
+    cc, rest = np.divmod(np.asarray(cidx, dtype=np.int64), kh * kw)
+    ci, cj = np.divmod(rest, kw)
+    return cc, ci, cj
+
+
+def sparse_conv_forward(x: np.ndarray, vals: np.ndarray, rows: np.ndarray, cidx: np.ndarray,
+                        w_shape: tuple, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """A pruned convolution over its nonzeros, straight from x (see im2col.sparse_conv_forward):
+    x (N, C, H, W) -> (N, F, OH, OW), returned channel-major (a view of (F, N, OH, OW))."""
+    n, _, h, w = x.shape
+    f, _, kh, kw = w_shape
+    oh = conv_output_size(h, kh, stride, pad, layer="sparse conv")
+    ow = conv_output_size(w, kw, stride, pad, layer="sparse conv")
+    dt = np.result_type(x, vals)
+    out = np.zeros((f, n, oh, ow), dtype=dt)  # (F, N, OH, OW)
+    _sparse_conv(_channel_major(x).astype(dt, copy=False), out, vals.astype(dt), rows,
+                 *_split(cidx, w_shape), stride, pad, 0, np.empty(0, dt), np.empty(0, dt))
+    return out.transpose(1, 0, 2, 3)
+
+
+def sparse_conv_backward(dout: np.ndarray, x: np.ndarray, vals: np.ndarray, rows: np.ndarray,
+                         cidx: np.ndarray, w_shape: tuple, stride: int = 1, pad: int = 0,
+                         need_dx: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    """Backward of sparse_conv_forward -> dx (channel-major view, or None), dw at the nonzeros."""
+    n, c, h, w = x.shape
+    dt = np.result_type(dout, x)
+    dw = np.empty(vals.shape[0], dtype=dt)  # (nnz,)
+    dxc = np.zeros((c, n, h, w), dtype=dt) if need_dx else np.empty(0, dt)  # (C, N, H, W)
+    _sparse_conv(_channel_major(x).astype(dt, copy=False), _channel_major(dout).astype(dt, copy=False),
+                 vals.astype(dt), rows, *_split(cidx, w_shape), stride, pad, 1, dw, dxc)
+    return (dxc.transpose(1, 0, 2, 3) if need_dx else None), dw

@@ -24,10 +24,14 @@ the model passes on every step) or, if it is not given, is found from `w_mask` o
 
 Pruned layers: `linear_forward` and `conv_forward` take `sparse`, the `masks.MaskIndex` of a weight
 whose other entries are exactly 0 (a pruned layer, never a frozen one). Below the backend's
-`sparse_compute_density` the forward product and, in backward, the input gradient then run over
-the nonzeros only (`kernels().sparse_matmul`: nnz * P multiply-adds instead of F * K * P), equal
-to the dense product to float rounding. Pruning saves compute this way; freezing cannot, since
-frozen weights take part in every product.
+`sparse_compute_density` the layer then computes over the nonzeros only, equal to the dense
+layer to float rounding: a linear layer's forward product and input gradient become sparse
+times dense products (`kernels().sparse_matmul`, nnz * N multiply-adds instead of M * D * N); a
+convolution skips im2col altogether and adds, per nonzero, one shifted plane of its input to one
+output channel (`kernels().sparse_conv_forward`; backward gives the input gradient and the
+weight gradient at the nonzeros the same way). A pruned layer's trainable entries are its kept
+ones. Pruning saves compute this way; freezing cannot, since frozen weights take part in every
+product.
 
 Bad shapes raise ValueError naming the layer, the expected shape and the shape received; nothing
 broadcasts silently. Notebook 01 (`notebooks/01_layers_and_gradcheck.ipynb`) walks through this file.
@@ -95,10 +99,8 @@ def _sparse_index(sparse):
     return sparse
 
 
-def _product(w2, b2, index, *, transpose: bool = False):
-    """w2 @ b2 (or w2.T @ b2), over the nonzeros at `index` when it is given. w2 (F, K)."""
-    if index is None:
-        return (w2.T if transpose else w2) @ b2
+def _sparse_product(w2, b2, index, *, transpose: bool = False):
+    """w2 @ b2 (or w2.T @ b2) over the nonzeros at `index` only; w2 (F, K) is 0 elsewhere."""
     f, k = w2.shape
     vals = w2.reshape(-1)[index.flat]  # (nnz,)
     return backend.kernels().sparse_matmul(vals, index.rows, index.cols, k if transpose else f,
@@ -119,7 +121,7 @@ def linear_forward(x, w, b, *, layer: str = "linear", sparse=None):
     if index is None:
         out = x @ w.T + b  # (N, M)
     else:
-        out = _product(w, np.ascontiguousarray(x.T), index).T + b  # (M, D) @ (D, N), seen (N, M)
+        out = _sparse_product(w, np.ascontiguousarray(x.T), index).T + b  # (M, D) @ (D, N), seen (N, M)
     return out, (x, w, layer, index)
 
 
@@ -135,7 +137,7 @@ def linear_backward(dout, cache, *, w_mask=None, w_index=None, need_dx: bool = T
     dx = None
     if need_dx:
         dx = dout @ w if index is None else \
-            _product(w, np.ascontiguousarray(dout.T), index, transpose=True).T  # (N, D)
+            _sparse_product(w, np.ascontiguousarray(dout.T), index, transpose=True).T  # (N, D)
     return dx, dw, db
 
 
@@ -178,11 +180,17 @@ def conv_forward(x, w, b, stride: int = 1, pad: int = 0, *, layer: str = "conv",
     n = x.shape[0]
     f, c, kh, kw = w.shape
     index = _sparse_index(sparse)
+    if index is not None:  # pruned: straight from x, over the nonzeros
+        vals = w.reshape(-1)[index.flat]  # (nnz,)
+        out = backend.kernels().sparse_conv_forward(x, vals, index.rows, index.cols, w.shape,
+                                                    stride, pad)  # (N, F, OH, OW)
+        out += b[None, :, None, None]
+        return out, (x.shape, None, w, stride, pad, layer, index, x)
     cols = backend.kernels().im2col(x, kh, kw, stride, pad)  # (C*KH*KW, N*OH*OW)
-    out2 = _product(w.reshape(f, -1), cols, index)  # (F, N*OH*OW)
+    out2 = w.reshape(f, -1) @ cols  # (F, N*OH*OW)
     out2 += b[:, None]
     out = out2.reshape(f, n, oh, ow).transpose(1, 0, 2, 3)  # (N, F, OH, OW), a view
-    return out, (x.shape, cols, w, stride, pad, layer, index)
+    return out, (x.shape, cols, w, stride, pad, layer, None, None)
 
 
 def conv_backward(dout, cache, *, w_mask=None, w_index=None, need_dx: bool = True,
@@ -192,7 +200,7 @@ def conv_backward(dout, cache, *, w_mask=None, w_index=None, need_dx: bool = Tru
     With the batch folded into the columns, dW = dout2 (F, N*OH*OW) @ cols.T and the column
     gradient dcols = W.T @ dout2 are single matrix products too; col2im turns dcols into dx.
     """
-    x_shape, cols, w, stride, pad, layer, index = cache
+    x_shape, cols, w, stride, pad, layer, index, x = cache
     n = x_shape[0]
     f, c, kh, kw = w.shape
     expected = (n, f, *_out_hw(x_shape, w.shape, stride, pad))
@@ -201,10 +209,17 @@ def conv_backward(dout, cache, *, w_mask=None, w_index=None, need_dx: bool = Tru
     _check_mask(layer, w_mask, w.shape)
     d2 = dout.transpose(1, 0, 2, 3).reshape(f, -1)  # (F, N*OH*OW); free if dout is stored so
     db = d2.sum(axis=1)  # (F,)
+    if index is not None:  # pruned: dx and dW at the nonzeros, straight from x
+        dx, dw_nz = backend.kernels().sparse_conv_backward(
+            dout, x, w.reshape(-1)[index.flat], index.rows, index.cols, w.shape, stride, pad,
+            need_dx)
+        dw = np.zeros(w.shape, dtype=dw_nz.dtype)  # (F, C, KH, KW), 0 off the kept entries
+        dw.reshape(-1)[index.flat] = dw_nz
+        return dx, dw, db
     dw = _masked_dw(d2, cols, w.shape, w_mask, w_index, sparse_dw_density)  # (F, C, KH, KW)
     dx = None
     if need_dx:
-        dcols = _product(w.reshape(f, -1), d2, index, transpose=True)  # (C*KH*KW, N*OH*OW)
+        dcols = w.reshape(f, -1).T @ d2  # (C*KH*KW, N*OH*OW)
         dx = backend.kernels().col2im(dcols, x_shape, kh, kw, stride, pad)  # (N, C, H, W)
     return dx, dw, db
 

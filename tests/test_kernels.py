@@ -263,22 +263,22 @@ def _pruned(rng, shape, dtype):
 
 
 @given(case=conv_cases(max_f=4), dtype=dtypes, seed=seeds,
-       be=st.sampled_from(["numpy", *OTHERS]))
-def test_a_pruned_conv_computes_sparsely_as_it_would_densely(case, dtype, seed, be):
+       be=st.sampled_from(["numpy", *OTHERS]), layout=layouts)
+def test_a_pruned_conv_computes_sparsely_as_it_would_densely(case, dtype, seed, be, layout):
     rng = rng_from(seed)
     m, index = _pruned(rng, case.w_shape, dtype)
-    x = rng.standard_normal(case.x_shape).astype(dtype)
+    x = stored_as(rng.standard_normal(case.x_shape).astype(dtype), layout)
     w = rng.standard_normal(case.w_shape).astype(dtype) * m  # pruned: exactly 0 off the mask
     b = rng.standard_normal(case.f).astype(dtype)
     with backend.use_backend(be):
         out, cache = L.conv_forward(x, w, b, case.stride, case.pad)
-        dout = rng.standard_normal(out.shape).astype(dtype)
+        dout = stored_as(rng.standard_normal(out.shape).astype(dtype), layout)
         dx, dw, db = L.conv_backward(dout, cache, w_mask=m)
         with pytest.MonkeyPatch.context() as mp:  # the sparse path whatever the density
             mp.setattr(L, "_sparse_index", lambda sparse: sparse)
             out_s, cache_s = L.conv_forward(x, w, b, case.stride, case.pad, sparse=index)
             dx_s, dw_s, db_s = L.conv_backward(dout, cache_s, w_mask=m)
-    assert cache_s[-1] is index
+    assert cache_s[1] is None and cache_s[6] is index  # no im2col: straight from x
     for got, want in ((out_s, out), (dx_s, dx), (dw_s, dw), (db_s, db)):
         np.testing.assert_allclose(got, want, **tol(dtype))
 
