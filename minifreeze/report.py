@@ -356,8 +356,11 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
     """The report as Markdown: mean +- std per group, the comparison, one row per run."""
     a, b = compare
     diverged = [r for r in runs if "diverged" in r]
-    parts = ["## Mean over seeds (test accuracy in %, std: sample standard deviation)", "",
-             markdown_table(format_rows(groups, AGGREGATE_COLUMNS), AGGREGATE_COLUMNS)]
+    parts = ["## Test accuracy (%) by method and rate: mean +- std over seeds"]
+    for model in sorted({g["model"] for g in groups}):
+        parts += ["", pivot_markdown(groups, model)]
+    parts += ["", "## Mean over seeds (test accuracy in %, std: sample standard deviation)", "",
+              markdown_table(format_rows(groups, AGGREGATE_COLUMNS), AGGREGATE_COLUMNS)]
     if comparison:
         cols = ("model", "rate", "seeds", a, f"{a}_std", b, f"{b}_std", "difference", "spread",
                 "verdict")
@@ -405,3 +408,24 @@ def write_report(runs: list[dict], root, *, pair=("freezenet", "snip")) -> dict:
         plt.close(fig)
         files.append(name)
     return {"markdown": text, "files": files}
+
+
+def pivot_markdown(groups: list[dict], model: str, methods=None) -> str:
+    """One model's groups as a Markdown table: a row per method, a column per rate, cells
+    "mean +- std" test accuracy in percent (n seeds in the header); dense gets its own row."""
+    rows = [g for g in groups if g["model"] == model and "mean_accuracy" in g]
+    rates = sorted({g["rate"] for g in rows})
+    order = methods or [m for m in METHOD_ORDER if any(g["method"] == m for g in rows)] + \
+        sorted({g["method"] for g in rows} - set(METHOD_ORDER))
+    seeds = max((len(g["seeds"]) for g in rows), default=0)
+    head = f"| {model} ({seeds} seeds) | " + " | ".join(
+        "q = 0 (dense)" if q == 0 else f"q = {q!r}" for q in rates) + " |"
+    out = [head, "| --- | " + " | ".join("---:" for _ in rates) + " |"]
+    for method in order:
+        cells = []
+        for q in rates:
+            g = next((g for g in rows if g["method"] == method and g["rate"] == q), None)
+            cells.append("" if g is None else
+                         f"{100 * g['mean_accuracy']:.2f} +- {100 * g['std_accuracy']:.2f}")
+        out.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(out)

@@ -172,6 +172,10 @@ def test_report_mean_and_std_are_the_hand_computed_ones():
     assert row["spread"] == pytest.approx(math.hypot(0.01, math.sqrt(0.00005)))
     assert row["verdict"] == "freezenet above"
     assert report.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
+    table = report.pivot_markdown(groups, "lenet5").splitlines()
+    assert table[0] == "| lenet5 (3 seeds) | q = 0 (dense) | q = 0.99 |"
+    assert table[2] == "| dense | 99.30 +- 0.00 |  |"
+    assert table[3] == "| freezenet |  | 98.00 +- 1.00 |"
 
 
 def test_report_leaves_out_altered_metrics(tmp_path):
