@@ -254,9 +254,10 @@ def add_config_arguments(p: argparse.ArgumentParser, skip=()) -> None:
         p.add_argument("--" + f.name.replace("_", "-"), **kw)
 
 
-def config_from_args(args, **fixed):
+def config_from_args(args, *, resolve: bool = True, **fixed):
     """The TrainConfig the flags describe: the protocol's values, overridden by the flags given
-    and by `fixed`; resolved and checked (a bad value is a CLIError)."""
+    and by `fixed`; resolved and checked (a bad value is a CLIError), unless `resolve` is False
+    (a sweep's base: each method resolves it for itself, keeping the fields it uses)."""
     import dataclasses
     from minifreeze import train as T
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(T.TrainConfig)
@@ -266,8 +267,9 @@ def config_from_args(args, **fixed):
         model_kwargs["input_shape"] = list(args.input_shape)
     if getattr(args, "batch_norm", False):
         model_kwargs["batch_norm"] = True
-    return _library_call(lambda: T.protocol_config(
-        args.protocol, **given, **fixed, model_kwargs=model_kwargs).resolved())
+    config = _library_call(lambda: T.protocol_config(args.protocol, **given, **fixed,
+                                                     model_kwargs=model_kwargs))
+    return _library_call(config.resolved) if resolve else config
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -342,7 +344,7 @@ def cmd_sweep(args) -> int:
     from minifreeze import sweep, train as T
     from minifreeze.sweep import SweepError
     fixed = {} if hasattr(args, "shards") else {"shards": 1}  # one shard per run by default
-    base = config_from_args(args, model=args.models[0], method="dense", **fixed)
+    base = config_from_args(args, resolve=False, **fixed)
     try:
         specs = sweep.expand_grid(args.models, args.methods, args.rates or [], args.seeds,
                                   base=base, dataset=args.dataset, limit_train=args.limit_train,

@@ -264,7 +264,7 @@ def expand_grid(models, methods, rates, seeds, *, base: T.TrainConfig | None = N
                 for seed in seeds:
                     try:
                         c = dataclasses.replace(base, model=model, method=method, rate=q,
-                                                seed=seed, score=None, mode=None).resolved()
+                                                seed=seed).resolved()
                     except ValueError as err:
                         raise SweepError(f"{model} {method} rate {q} seed {seed}: {err}") from None
                     spec = RunSpec(c, dataset, limit_train, limit_test, val_fraction)
@@ -351,13 +351,18 @@ def sweep(specs: list[RunSpec], root, executor: cf.Executor | None = None, *,
                    s for s in todo}
         bar = stack.enter_context(T._progress(len(specs), "runs", progress))
         bar.update(len(done))
-        for fut in cf.as_completed(futures):
-            spec = futures[fut]
-            try:
-                done[spec.name] = fut.result()
-            except Exception as err:  # one bad run must not lose the others
-                failed[spec.name] = f"{type(err).__name__}: {err}"
-            bar.update(1)
+        try:
+            for fut in cf.as_completed(futures):
+                spec = futures[fut]
+                try:
+                    done[spec.name] = fut.result()
+                except Exception as err:  # one bad run must not lose the others
+                    failed[spec.name] = f"{type(err).__name__}: {err}"
+                bar.update(1)
+        except BaseException:  # interrupted: runs not started never start; finished ones stay
+            for fut in futures:
+                fut.cancel()
+            raise
     skipped = len(specs) - len(todo)
     return SweepResult([done[s.name] for s in specs if s.name in done], skipped, failed,
                        time.perf_counter() - t0)

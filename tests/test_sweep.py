@@ -200,3 +200,16 @@ def test_protocols_are_presets_any_field_overrides():
     with pytest.raises(ValueError, match="unknown protocol 'long'"):
         protocol_config("long")
     np.testing.assert_equal(paper.resolved().rate, 0.995)
+
+
+def test_cli_sweep_keeps_the_fields_each_method_uses(tmp_path, monkeypatch):
+    from minifreeze import __main__ as cli
+    seen = []
+    monkeypatch.setattr(sweep, "sweep", lambda specs, *a, **k: seen.extend(specs) or
+                        sweep.SweepResult([], 0, {}, 0.0))
+    assert cli.main(["sweep", "--models", "lenet300", "--methods", "weightmom", "elsa",
+                     "--rates", "0.9", "--prune-every", "7", "--levels", "0.99", "0.5",
+                     "--epochs", "1", "--limit-train", "100", "--out", str(tmp_path)]) == 0
+    by_method = {s.config.method: s.config for s in seen}
+    assert by_method["weightmom"].prune_every == 7 and by_method["elsa"].levels == (0.99, 0.5)
+    assert by_method["dense"].prune_every == 100 and by_method["dense"].levels == (0.995, 0.99, 0.9)
