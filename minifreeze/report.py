@@ -33,6 +33,8 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from minifreeze import masks as M
 
 SUMMARY_COLUMNS = ("method", "rate", "test_accuracy", "trained_params", "compression",
@@ -130,7 +132,8 @@ def _cell(key: str, value) -> str:
 def markdown_table(rows: list[dict], columns=SUMMARY_COLUMNS) -> str:
     """A Markdown table of `rows`: accuracies in percent, counts with thousands separators.
     Cells that are already strings (`format_rows`) are shown as they are."""
-    right = [k not in ("model", "method", "backend", "verdict", "seeds", "score", "mode")
+    right = [k not in ("model", "method", "backend", "verdict", "seeds", "score", "mode",
+                       "alone_method")
              for k in columns]
     head = "| " + " | ".join(k.replace("_", " ") for k in columns) + " |"
     rule = "| " + " | ".join("---:" if r else "---" for r in right) + " |"
@@ -352,8 +355,9 @@ COMPARE_COLUMNS = ("model", "rate", "seeds", "difference", "spread", "verdict")
 
 
 def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict],
-                    compare=("freezenet", "snip")) -> str:
-    """The report as Markdown: mean +- std per group, the comparison, one row per run."""
+                    compare=("freezenet", "snip"), elsa=(), elsa_cost=()) -> str:
+    """The report as Markdown: accuracy by method and rate, mean +- std per group, the
+    comparison, ELSA's levels against each level trained alone, one row per run."""
     a, b = compare
     diverged = [r for r in runs if "diverged" in r]
     parts = ["## Test accuracy (%) by method and rate: mean +- std over seeds"]
@@ -367,6 +371,20 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
         parts += ["", f"## {a} against {b} (difference of means in points; spread = "
                       f"sqrt(std_{a}^2 + std_{b}^2))", "",
                   markdown_table(format_rows(comparison, cols, percent=(a, b)), cols)]
+    if elsa:
+        cols = ("model", "rate", "elsa_seeds", "elsa", "elsa_std", "alone_method", "alone",
+                "alone_std", "freezenet", "freezenet_std")
+        parts += ["", "## ELSA: each level extracted from the final network, against the best "
+                      "pruned method trained alone at that rate (q = 0: the final dense network "
+                      "against dense)", "",
+                  markdown_table(format_rows(list(elsa), cols, percent=("elsa", "alone",
+                                                                         "freezenet")), cols)]
+    if elsa_cost:
+        cols = ("model", "levels", "elsa_train_seconds", "alone_train_seconds",
+                "elsa_file_bytes", "alone_file_bytes")
+        parts += ["", "ELSA's cost: one run and one file, against training and storing each "
+                      "level alone (seconds of training, mean over seeds; bytes on disk)", "",
+                  markdown_table(format_rows(list(elsa_cost), cols), cols)]
     parts += ["", "## Every run", "",
               markdown_table(format_rows([r for r in runs if "diverged" not in r], RUN_COLUMNS),
                              RUN_COLUMNS)]
@@ -385,17 +403,19 @@ def write_report(runs: list[dict], root, *, pair=("freezenet", "snip")) -> dict:
     import matplotlib.pyplot as plt
     from minifreeze.storage import write_atomic
     root = Path(root)
-    runs = expand_levels(runs)
+    original, runs = runs, expand_levels(runs)
     groups = aggregate(runs)
     comparison = compare(groups, *pair)
-    text = report_markdown(runs, groups, comparison, pair)
+    elsa = elsa_comparison(runs, groups)
+    elsa_cost = elsa_costs(original, elsa)
+    text = report_markdown(runs, groups, comparison, pair, elsa, elsa_cost)
     files = ["summary.md", "summary.csv", "runs.csv", "results.json"]
     write_atomic(root / "summary.md", (text + "\n").encode())
     write_csv(root / "summary.csv", groups, ("diverged",) + AGGREGATE_COLUMNS)
     write_csv(root / "runs.csv", [r for r in runs if "diverged" not in r], RUN_COLUMNS)
     write_atomic(root / "results.json", (json.dumps(
-        {"runs": summary_rows(runs, RUN_COLUMNS), "groups": groups, "comparison": comparison},
-        indent=2) + "\n").encode())
+        {"runs": summary_rows(runs, RUN_COLUMNS), "groups": groups, "comparison": comparison,
+         "elsa": elsa, "elsa_costs": elsa_cost}, indent=2) + "\n").encode())
     figures = []
     if len(runs) <= 12:
         figures.append(("accuracy.png", plot_history([r for r in runs if "history" in r
@@ -403,6 +423,9 @@ def write_report(runs: list[dict], root, *, pair=("freezenet", "snip")) -> dict:
     rates = {(g["model"], g["method"]) for g in groups if g["method"] != "dense"}
     if any(sum(1 for g in groups if (g["model"], g["method"]) == k) > 1 for k in rates):
         figures += [("rates.png", plot_rates(groups)), ("bytes.png", plot_bytes(groups))]
+    for model in sorted({r["model"] for r in runs if r["method"] == "weightmom"
+                         and "history" in r and "test_accuracy" in r}):
+        figures.append((f"gradual_{model}.png", plot_gradual(original, model=model)))
     for name, fig in figures:
         fig.savefig(root / name, dpi=120)
         plt.close(fig)
@@ -429,3 +452,96 @@ def pivot_markdown(groups: list[dict], model: str, methods=None) -> str:
                          f"{100 * g['mean_accuracy']:.2f} +- {100 * g['std_accuracy']:.2f}")
         out.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+# --- methods that prune during training, and ELSA's levels ---------------------------------------
+
+PRUNED = ("snip", "grad_prune", "random_prune", "weightmom", "gmp")
+"""The methods whose network is pruned: what an ELSA level, itself pruned, is compared with."""
+
+
+def elsa_comparison(runs: list[dict], groups: list[dict]) -> list[dict]:
+    """Per model and ELSA level: the extracted level's accuracy against the best pruned method
+    trained on its own at that rate (and FreezeNet there), the final dense network against
+    dense; then the time and bytes of one ELSA run against training and storing each level on
+    its own (the best pruned method's runs, and dense)."""
+    index = {(g["model"], g["method"], g["rate"]): g for g in groups if "mean_accuracy" in g}
+    rows = []
+    for (model, method, rate), g in sorted(index.items(), key=lambda kv: (kv[0][0], -kv[0][2])):
+        if method != "elsa":
+            continue
+        alone = [index[(model, m, rate)] for m in (("dense",) if rate == 0 else PRUNED)
+                 if (model, m, rate) in index]
+        best = max(alone, key=lambda a: a["mean_accuracy"], default=None)
+        fz = index.get((model, "freezenet", rate))
+        rows.append({"model": model, "rate": rate, "elsa": g["mean_accuracy"],
+                     "elsa_std": g["std_accuracy"], "elsa_seeds": len(g["seeds"]),
+                     "alone_method": None if best is None else best["method"],
+                     "alone": None if best is None else best["mean_accuracy"],
+                     "alone_std": None if best is None else best["std_accuracy"],
+                     "alone_seeds": None if best is None else len(best["seeds"]),
+                     "alone_train_seconds": None if best is None else best["train_seconds"],
+                     "alone_file_bytes": None if best is None else best["file_bytes"],
+                     "freezenet": None if fz is None else fz["mean_accuracy"],
+                     "freezenet_std": None if fz is None else fz["std_accuracy"],
+                     "elsa_file_bytes": g["file_bytes"]})
+    return rows
+
+
+def elsa_costs(runs: list[dict], comparison: list[dict]) -> list[dict]:
+    """Per model: mean training seconds and bytes of one ELSA run (its .mfz) against the sum over
+    its levels of the methods trained alone that `elsa_comparison` picked."""
+    out = []
+    for model in sorted({r["model"] for r in comparison}):
+        elsa = [r for r in runs if r["model"] == model and r["method"] == "elsa"
+                and "test_accuracy" in r and "levels" in r]
+        rows = [r for r in comparison if r["model"] == model]
+        if not elsa or any(r["alone"] is None for r in rows):
+            continue
+        out.append({"model": model, "levels": len(rows),
+                    "elsa_train_seconds": mean_std([r["train_seconds"] for r in elsa])[0],
+                    "alone_train_seconds": sum(r["alone_train_seconds"] for r in rows),
+                    "elsa_file_bytes": int(mean_std([r["file_bytes"] for r in elsa])[0]),
+                    "alone_file_bytes": int(sum(r["alone_file_bytes"] for r in rows))})
+    return out
+
+
+def plot_gradual(runs: list[dict], path=None, *, model: str = "lenet5", rate: float | None = None,
+                 methods=("freezenet", "snip", "weightmom", "gmp")):
+    """At one rate (default: the sparsest at which weightmom ran): left, the rate each method
+    has reached after each epoch (one-shot methods sit at q from the start); right, test accuracy
+    per epoch, mean over seeds, a band of one std. Returns the figure."""
+    import matplotlib.pyplot as plt
+    mine = [r for r in runs if r["model"] == model and "history" in r and "test_accuracy" in r]
+    if rate is None:
+        rates = [r["rate"] for r in mine if r["method"] == "weightmom"]
+        if not rates:
+            raise ReportError(f"plot_gradual: no weightmom run of {model}")
+        rate = max(rates)
+    fig, (ax_q, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
+    for method in methods:
+        rs = [r for r in mine if r["method"] == method and r["rate"] == rate]
+        if not rs:
+            continue
+        style = method_style(method)
+        epochs = [h["epoch"] for h in rs[0]["history"]]
+        q = [h.get("rate", rate) for h in rs[0]["history"]]
+        ax_q.plot([0] + epochs, [0.0 if "rate" in rs[0]["history"][0] else rate] + q,
+                  marker="o", label=method, **style)
+        acc = np.array([[100 * h["test_accuracy"] for h in r["history"]] for r in rs])
+        mean, std = acc.mean(axis=0), acc.std(axis=0, ddof=1) if len(rs) > 1 else 0 * acc[0]
+        ax_a.plot(epochs, mean, marker="o", label=f"{method} ({len(rs)} seeds)", **style)
+        ax_a.fill_between(epochs, mean - std, mean + std, color=style["color"], alpha=0.15)
+    ax_q.set_xlabel("epoch")
+    ax_q.set_ylabel("rate q reached (share of weights pruned or frozen)")
+    ax_q.set_title(f"{model}: the schedule to q = {rate!r}")
+    ax_a.set_xlabel("epoch")
+    ax_a.set_ylabel("test accuracy (%)")
+    ax_a.set_title(f"{model}, q = {rate!r}: test accuracy per epoch")
+    for ax in (ax_q, ax_a):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

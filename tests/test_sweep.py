@@ -213,3 +213,27 @@ def test_cli_sweep_keeps_the_fields_each_method_uses(tmp_path, monkeypatch):
     by_method = {s.config.method: s.config for s in seen}
     assert by_method["weightmom"].prune_every == 7 and by_method["elsa"].levels == (0.99, 0.5)
     assert by_method["dense"].prune_every == 100 and by_method["dense"].levels == (0.995, 0.99, 0.9)
+
+
+def test_elsa_levels_are_compared_with_the_best_pruned_method_alone():
+    elsa = report.seal({"model": "lenet5", "method": "elsa", "rate": 0.0, "seed": 0,
+                        "test_accuracy": 0.99, "total_params": 100, "trained_params": 100,
+                        "compression": 1.0, "file_bytes": 500, "epochs": 4,
+                        "train_seconds": 40.0, "levels": [
+                            {"level": 1, "rate": 0.9, "test_accuracy": 0.95,
+                             "trained_params": 10, "extracted_bytes": 80},
+                            {"level": 2, "rate": 0.0, "test_accuracy": 0.99,
+                             "trained_params": 100, "extracted_bytes": 450}]})
+    runs = [elsa, _run("snip", 0.9, 0, 0.94), _run("gmp", 0.9, 0, 0.96),
+            _run("freezenet", 0.9, 0, 0.93), _run("dense", 0.0, 0, 0.992)]
+    expanded = report.expand_levels(runs)
+    assert [(r["method"], r["rate"], r["file_bytes"]) for r in expanded[:2]] == \
+        [("elsa", 0.9, 80), ("elsa", 0.0, 450)]
+    groups = report.aggregate(expanded)
+    rows = report.elsa_comparison(expanded, groups)
+    assert [(r["rate"], r["alone_method"], r["alone"], r["elsa"]) for r in rows] == \
+        [(0.9, "gmp", 0.96, 0.95), (0.0, "dense", 0.992, 0.99)]
+    assert rows[0]["freezenet"] == 0.93
+    [cost] = report.elsa_costs(runs, rows)
+    assert cost["elsa_file_bytes"] == 500 and cost["alone_file_bytes"] == 100 + 100
+    assert cost["elsa_train_seconds"] == 40.0 and cost["alone_train_seconds"] == 2.0
