@@ -55,27 +55,32 @@ mnist: install
 	$(BIN)/python -m minifreeze train --method snip --rate $(MNIST_RATE) $(MNIST_ARGS) --out runs/mnist/snip
 	$(BIN)/python -m minifreeze report runs/mnist
 
-# The study: freezing against pruning across rates and seeds (about two hours on 2 cores, one
-# single-threaded run per core). LeNet-5-Caffe for STUDY_EPOCHS_LENET5 epochs and LeNet-300-100
-# for STUDY_EPOCHS_LENET300; dense, FreezeNet, SNIP, the |g| mask frozen and pruned, random masks
-# frozen and pruned, at four rates, three seeds; then WeightMom and GMP at q = 0.99 and 0.995 and
-# ELSA (levels 0.995 / 0.99 / 0.9 / dense) on LeNet-5-Caffe. Resumable: run it again after a kill
-# and only unfinished runs are redone. STUDY_ARGS reaches every sweep (e.g. --workers 4, or
+# The study: freezing against pruning across rates and seeds, one single-threaded run per core.
+# LeNet-5-Caffe for STUDY_EPOCHS_LENET5 epochs and LeNet-300-100 for STUDY_EPOCHS_LENET300; dense,
+# FreezeNet, SNIP and random masks frozen and pruned at four rates, three seeds; WeightMom and GMP
+# at q = 0.99 and 0.995 and ELSA (levels 0.995 / 0.99 / 0.9 / dense) on LeNet-5-Caffe; last the
+# |g| mask frozen and pruned (FreezeNet's other reading). Resumable: run it again after a kill and
+# only unfinished runs are redone. STUDY_ARGS reaches every sweep (e.g. --workers 4, or
 # --executor dask --scheduler tcp://HOST:8786). Writes runs/study/ and its report.
 STUDY_OUT    ?= runs/study
 STUDY_SEEDS  ?= 0 1 2
 STUDY_RATES  ?= 0.9 0.99 0.995 0.999
 STUDY_EPOCHS_LENET5   ?= 8
 STUDY_EPOCHS_LENET300 ?= 20
-STUDY_METHODS ?= freezenet snip grad_freeze grad_prune random_freeze random_prune
+STUDY_METHODS ?= freezenet snip random_freeze random_prune
+STUDY_GRAD    ?= grad_freeze grad_prune
 STUDY_ARGS ?=
 SWEEP = $(BIN)/python -m minifreeze sweep --seeds $(STUDY_SEEDS) --out $(STUDY_OUT) $(STUDY_ARGS)
+LENET5   = --models lenet5 --epochs $(STUDY_EPOCHS_LENET5)
+LENET300 = --models lenet300 --epochs $(STUDY_EPOCHS_LENET300)
 
 study: install
-	$(SWEEP) --models lenet5 --methods $(STUDY_METHODS) --rates $(STUDY_RATES) --epochs $(STUDY_EPOCHS_LENET5)
-	$(SWEEP) --models lenet5 --methods weightmom gmp --rates 0.99 0.995 --epochs $(STUDY_EPOCHS_LENET5)
-	$(SWEEP) --models lenet5 --methods elsa --levels 0.995 0.99 0.9 --epochs $(STUDY_EPOCHS_LENET5)
-	$(SWEEP) --models lenet300 --methods $(STUDY_METHODS) --rates $(STUDY_RATES) --epochs $(STUDY_EPOCHS_LENET300)
+	$(SWEEP) $(LENET5) --methods $(STUDY_METHODS) --rates $(STUDY_RATES)
+	$(SWEEP) $(LENET300) --methods $(STUDY_METHODS) --rates $(STUDY_RATES)
+	$(SWEEP) $(LENET5) --methods weightmom gmp --rates 0.99 0.995
+	$(SWEEP) $(LENET5) --methods elsa --levels 0.995 0.99 0.9
+	$(SWEEP) $(LENET5) --methods $(STUDY_GRAD) --rates $(STUDY_RATES)
+	$(SWEEP) $(LENET300) --methods $(STUDY_GRAD) --rates $(STUDY_RATES)
 	$(BIN)/python -m minifreeze report $(STUDY_OUT)
 
 # The paper's protocol (FreezeNet's supplement: lr 0.1 /10 every 25k steps, weight decay 5e-4,
