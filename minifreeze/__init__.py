@@ -1,4 +1,4 @@
-"""minifreeze: FreezeNet and SNIP, pruning and freezing at initialisation, written out in NumPy.
+"""minifreeze: FreezeNet, SNIP, WeightMom and ELSA: pruning and freezing, written out in NumPy.
 
 Modules, one concept each:
     im2col     im2col / col2im and max-pool windows, the NumPy reference kernels
@@ -8,12 +8,16 @@ Modules, one concept each:
     models     LeNet-300-100, LeNet-5-Caffe and a small VGG as layer specs over a params dict
     gradcheck  finite-difference and complex-step gradients, relative error
     init       seed-based initialisation: theta0 regenerated bit for bit from one 32-bit seed
-    saliency   scores from one batch: grad (FreezeNet), snip, magnitude, random
+    saliency   scores from one batch: snip (SNIP, FreezeNet), grad, magnitude, random
     masks      the vocabulary (m, density, rate q, compression), top-k masks, freeze or prune
     optim      masked SGD: only m == 1 entries move; cosine and step schedules
     storage    the .mfz file: masks, trained values, seed; atomic writes, checksums
     data       verified MNIST / Fashion-MNIST / CIFAR-10 loading, validation split
-    train      the pipeline: prepare, train_steps, train, evaluate, plan_epochs
+    train      the pipeline: the methods, TrainConfig and its protocols, prepare, train_steps, train
+    weightmom  pruning during training: WeightMom (our reading) and gradual magnitude pruning
+    elsa       ELSA (our reading): nested sparse levels trained in phases, extracted by zeroing
+    sweep      a grid of runs, resumable from its files, on a process pool or a Dask cluster
+    report     metrics, tables (mean and std over seeds) and figures, for the CLI and notebooks
     parallel   a batch cut into shards on threads (data parallelism on the CPU)
     kernels_numba  the reference kernels as compiled Numba loops (the default backend)
     kernels_cuda  optional numba.cuda kernels (imported only by the cuda backend)

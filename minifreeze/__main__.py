@@ -207,7 +207,8 @@ CONFIG_HELP = {
     "prune_end": "weightmom/gmp: last pruning round (the target rate), as a share of the steps",
     "prune_every": "weightmom/gmp: steps between pruning rounds",
     "mom_beta": "weightmom: beta of the moving average of |w|",
-    "alloc_alpha": "weightmom: per-layer share proportional to kept * density ** alpha",
+    "alloc_alpha": "weightmom: a layer's share of a round is the global threshold's cut times "
+                   "(its density / the network's) ** alpha",
     "levels": "elsa: the rates of the nested levels, sparsest first",
     "sparsifier": "elsa: how the sparsest level is chosen",
     "join_score": "elsa: how each later level's weights are chosen",

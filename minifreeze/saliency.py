@@ -3,16 +3,17 @@
 One batch (100 training images by default) goes forward and backward through the network at
 theta0 with every parameter trainable; the gradient g = dL/dtheta gives the scores:
 
-    grad       |g|            FreezeNet's score: one SGD step of size lr changes the loss by about
-                              -lr * g**2, so the weights with the largest |g| matter most at once
-    snip       |theta * g|    SNIP's connection sensitivity: the gradient of the loss with respect
-                              to a multiplicative mask c at c = 1 (dL/dc = theta * g). SNIP also
-                              divides by the sum of all scores; that does not change the ranking
-                              and is left out here
+    snip       |theta * g|    SNIP's connection sensitivity, and (by our reading of its supplement)
+                              FreezeNet's: the gradient of the loss with respect to a multiplicative
+                              mask c at c = 1 (dL/dc = theta * g). SNIP also divides by the sum of
+                              all scores; that does not change the ranking and is left out here
+    grad       |g|            the other reading of FreezeNet's score (method grad_freeze): one SGD
+                              step of size lr changes the loss by about -lr * g**2, so the weights
+                              with the largest |g| matter most at once
     magnitude  |theta|        the classic baseline, no data needed
     random     uniform noise  drawn from a seed: the control experiment
 
-    scores = saliency(model, theta0, x, y, score="grad")     # {"conv1.w": (20, 1, 5, 5), ...}
+    scores = saliency(model, theta0, x, y, score="snip")     # {"conv1.w": (20, 1, 5, 5), ...}
 
 Scores are computed for the conv and linear weights (`model.weight_names()`), and with
 `include_biases=True` for the biases as well (the official SNIP code does so; biases start at 0,

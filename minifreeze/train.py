@@ -90,7 +90,7 @@ METHODS = {
     "random_freeze": Method("init", "random", "freeze", "a random mask, the rest frozen"),
     "random_prune": Method("init", "random", "prune", "a random mask, the rest pruned"),
     "weightmom": Method("during", None, "prune", "WeightMom (our reading): pruned during "
-                        "training by a moving average of |w|, per-layer shares from density"),
+                        "training by a moving average of |w|"),
     "gmp": Method("during", None, "prune", "gradual magnitude pruning (Zhu and Gupta 2017): the "
                   "same schedule, a global threshold on |w|"),
     "elsa": Method("phases", None, "freeze", "ELSA (our reading): nested sparse levels trained "
@@ -169,7 +169,7 @@ class TrainConfig:
     prune_end: float = 0.6
     prune_every: int = 100
     mom_beta: float = 0.99
-    alloc_alpha: float = 1.0
+    alloc_alpha: float = 0.0
     levels: tuple = (0.995, 0.99, 0.9)
     sparsifier: str = "snip"
     join_score: str = "grad"
@@ -274,7 +274,7 @@ PROTOCOLS: dict[str, dict] = {
                   nesterov=False, weight_decay=5e-4, batch_size=100, epochs=250,
                   warmup_steps=0),
 }
-"""Named presets. `short`: TrainConfig's own defaults (15 epochs, lr 0.1 after a 200-step linear
+"""Named presets. `short`: TrainConfig's own defaults (20 epochs, lr 0.05 after a 200-step linear
 warm-up, cosine decay, momentum 0.9, weight decay 5e-4, batch 100): what `make mnist` runs.
 `paper`: FreezeNet's supplement (section S1.1), SNIP's schedule untuned: SGD momentum 0.9, lr 0.1
 divided by 10 every 25k steps, weight decay 5e-4, batch 100, 250 epochs, no warm-up."""

@@ -196,3 +196,29 @@ def test_a_gradual_run_that_diverges_mid_schedule_leaves_a_loadable_last_good(tm
     assert all(np.isfinite(v).all() for v in back.params.values())
     kept = sum(int(m.sum()) for m in back.masks.values())
     assert M.keep_count(266_200, back.meta["rate"]) == kept
+
+
+@given(seed=seeds, share=st.floats(0.05, 0.95))
+def test_with_alpha_0_the_shares_are_the_global_thresholds_cut(seed, share):
+    rng = rng_from(seed)
+    masks = M.Masks({"a.w": np.ones((6, 7), np.float32), "b.w": np.ones((40,), np.float32)})
+    scores = {"a.w": rng.random((6, 7)).astype(np.float32) * 2,  # a's weights matter more
+              "b.w": rng.random(40).astype(np.float32)}
+    keep = max(2, int((1 - share) * 82))
+    cut = W.global_cut(masks, scores, keep)
+    kept = {"a.w": 42, "b.w": 40}
+    assert sum(cut.values()) == 82 - keep
+    g = W.prune_global(masks, scores, keep)
+    assert cut == {k: kept[k] - int(g[k].sum()) for k in kept}
+    alloc = W.allocate(kept, {"a.w": 42, "b.w": 40}, 82 - keep, 0.0, cut)
+    if all(cut[k] <= kept[k] - 1 for k in kept):  # no cap binds: exactly the global cut
+        assert alloc == cut
+
+
+def test_relative_sparsity_moves_pruning_away_from_a_sparser_layer():
+    kept, sizes = {"sparse": 50, "dense": 500}, {"sparse": 1000, "dense": 500}
+    cut = {"sparse": 40, "dense": 40}  # the global threshold would take as many from each
+    plain = W.allocate(kept, sizes, 80, 0.0, cut)
+    corrected = W.allocate(kept, sizes, 80, 0.5, cut)
+    assert plain == {"sparse": 40, "dense": 40}
+    assert corrected["sparse"] < 40 < corrected["dense"] and sum(corrected.values()) == 80
