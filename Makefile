@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-cuda-sim notebooks mnist study paper clean
+.PHONY: install lab test test-cuda-sim notebooks mnist study paper clean
 
 install: $(STAMP)
 
@@ -14,6 +14,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The course in JupyterLab: installs the `notebooks` extra (JupyterLab) into .venv once, with its
+# own stamp, then opens notebooks/ with the environment's kernel. LAB_ARGS reaches jupyter lab,
+# e.g. `make lab LAB_ARGS=--no-browser` on a machine without a browser.
+LAB_STAMP := $(VENV)/.installed-lab
+LAB_ARGS  ?=
+
+lab: $(LAB_STAMP)
+	$(BIN)/jupyter lab notebooks/ $(LAB_ARGS)
+
+$(LAB_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,notebooks]'
+	touch $(LAB_STAMP)
 
 # pytest exits 5 when it collected no test: that fails `make test` too. One OpenBLAS thread unless
 # set (the tests multiply small matrices; spinning BLAS threads on a busy machine cost 10x).
@@ -26,14 +39,16 @@ test: install
 test-cuda-sim: install
 	NUMBA_ENABLE_CUDASIM=1 MINIFREEZE_REQUIRE_CUDA=1 $(BIN)/python -m pytest -q -m cuda
 
-# Execute every notebook in notebooks/ in a fresh kernel from .venv; any failing cell fails the run.
-# Fast mode (MINIFREEZE_FAST=1, small sizes) by default; `make notebooks FULL=1` for the real sizes.
-# The executed copies are thrown away, so the committed notebooks keep no outputs.
+# Execute every notebook in notebooks/ and notebooks/solutions/ (nbmake collects the folder
+# recursively) in a fresh kernel from .venv; any failing cell fails the run. Fast mode
+# (MINIFREEZE_FAST=1, small sizes) by default; `make notebooks FULL=1` for the real sizes.
+# Figures use ipykernel's inline backend (no MPLBACKEND here), so a plotting cell that raises
+# fails the run. The executed copies are thrown away, so the committed notebooks keep no outputs.
 # One OpenBLAS thread unless set: on a shared 2-core machine its spinning threads made the fast run
 # take 10.6 min instead of 48 s.
 notebooks: install
-	OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} MINIFREEZE_FAST=$(if $(FULL),0,1) MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider \
-		--nbmake --nbmake-timeout=600 notebooks/
+	OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} MINIFREEZE_FAST=$(if $(FULL),0,1) $(BIN)/python -m pytest -q -p no:cacheprovider \
+		--nbmake --nbmake-timeout=$(if $(FULL),1800,600) --durations=0 notebooks/
 
 # LeNet-5-Caffe on the committed MNIST: dense, FreezeNet and SNIP at q = 0.995, the short protocol
 # (20 epochs each, about 10 minutes for the three on 2 cores), two shards per batch: the numbers

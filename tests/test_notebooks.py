@@ -1,7 +1,9 @@
-"""The committed notebooks: output-free, valid, opening with a parameters cell, listed in the course.
+"""The committed notebooks: output-free, valid, opening with a parameters cell, listed in the course,
+naming a kernel that exists.
 
 Executing them is `make notebooks` (run by CI); these checks are cheap and run with `make test`.
-Adding a notebook is adding a file to notebooks/: every check here picks it up.
+Adding a notebook is adding a file to notebooks/ (or to notebooks/solutions/, the answers to the
+exercises a student implements): every check here picks it up.
 """
 
 from pathlib import Path
@@ -10,19 +12,24 @@ import nbformat
 import pytest
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb")) + sorted(NOTEBOOK_DIR.glob("solutions/*.ipynb"))
 CLEAR = "clear all outputs before committing (Jupyter: Edit > Clear Outputs of All Cells)"
+
+
+def _name(path: Path) -> str:
+    """The notebook's path inside notebooks/, as notebooks/README.md lists it."""
+    return path.relative_to(NOTEBOOK_DIR).as_posix()
 
 
 def test_there_are_notebooks():
     assert NOTEBOOKS, f"no notebooks found in {NOTEBOOK_DIR.name}/"
 
 
-@pytest.fixture(params=NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+@pytest.fixture(params=NOTEBOOKS, ids=[_name(p) for p in NOTEBOOKS])
 def notebook(request):
     nb = nbformat.read(request.param, as_version=nbformat.NO_CONVERT)
     nbformat.validate(nb)
-    return request.param.name, nb
+    return _name(request.param), nb
 
 
 def test_committed_notebook_has_no_outputs(notebook):
@@ -46,5 +53,21 @@ def test_notebook_opens_with_a_parameters_cell(notebook):
 
 def test_notebook_is_listed_in_the_course():
     listing = (NOTEBOOK_DIR / "README.md").read_text(encoding="utf-8")
-    missing = [p.name for p in NOTEBOOKS if p.name not in listing]
+    missing = [_name(p) for p in NOTEBOOKS if _name(p) not in listing]
     assert not missing, f"notebooks/README.md does not list {missing}"
+
+
+def test_every_solution_answers_a_course_notebook():
+    course = {p.name for p in NOTEBOOK_DIR.glob("*.ipynb")}
+    orphans = [_name(p) for p in NOTEBOOK_DIR.glob("solutions/*.ipynb") if p.name not in course]
+    assert not orphans, f"solutions without a course notebook of the same name: {orphans}"
+
+
+def test_the_kernel_the_notebooks_name_exists(notebook):
+    """`make install` must give the kernel each notebook asks for, or Jupyter opens it with none."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    name, nb = notebook
+    kernel = nb.metadata.get("kernelspec", {}).get("name")
+    assert kernel, f"{name}: metadata.kernelspec.name is missing"
+    found = KernelSpecManager().find_kernel_specs()
+    assert kernel in found, f"{name}: kernel {kernel!r} is not installed here (found {sorted(found)})"
