@@ -222,3 +222,15 @@ def test_relative_sparsity_moves_pruning_away_from_a_sparser_layer():
     corrected = W.allocate(kept, sizes, 80, 0.5, cut)
     assert plain == {"sparse": 40, "dense": 40}
     assert corrected["sparse"] < 40 < corrected["dense"] and sum(corrected.values()) == 80
+
+
+def test_weightmom_without_memory_or_correction_is_gmp():
+    """mom_beta 0 makes M the current |w| and alloc_alpha 0 makes the shares the global cut: the
+    masks and the weights are then GMP's, bit for bit."""
+    data = _tiny_data(3)
+    kw = dict(model="lenet300", rate=0.95, epochs=2, batch_size=20, lr=0.05, warmup_steps=0,
+              prune_every=2, seed=6, mom_beta=0.0, alloc_alpha=0.0)
+    a = train(TrainConfig(method="weightmom", **kw), data, progress=False)
+    b = train(TrainConfig(method="gmp", **kw), data, progress=False)
+    assert all(np.array_equal(a.masks[k], b.masks[k]) for k in a.masks)
+    assert all(a.params[k].tobytes() == b.params[k].tobytes() for k in a.params)
