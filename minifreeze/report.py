@@ -235,12 +235,14 @@ def compare(groups: list[dict], a: str = "freezenet", b: str = "snip") -> list[d
             continue
         diff = ga["mean_accuracy"] - gb["mean_accuracy"]
         spread = math.hypot(ga["std_accuracy"], gb["std_accuracy"])
-        verdict = ("within the spread" if abs(diff) <= spread else
+        seeds = min(len(ga["seeds"]), len(gb["seeds"]))
+        verdict = (f"{a} {'above' if diff > 0 else 'below'}, one seed: no spread to judge by"
+                   if seeds < 2 else "within the spread" if abs(diff) <= spread else
                    f"{a} above" if diff > 0 else f"{a} below")
         rows.append({"model": model, "rate": rate, f"{a}": ga["mean_accuracy"],
                      f"{a}_std": ga["std_accuracy"], f"{b}": gb["mean_accuracy"],
                      f"{b}_std": gb["std_accuracy"], "difference": diff, "spread": spread,
-                     "seeds": min(len(ga["seeds"]), len(gb["seeds"])), "verdict": verdict})
+                     "seeds": seeds, "verdict": verdict})
     return rows
 
 

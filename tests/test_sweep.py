@@ -237,3 +237,9 @@ def test_elsa_levels_are_compared_with_the_best_pruned_method_alone():
     [cost] = report.elsa_costs(runs, rows)
     assert cost["elsa_file_bytes"] == 500 and cost["alone_file_bytes"] == 100 + 100
     assert cost["elsa_train_seconds"] == 40.0 and cost["alone_train_seconds"] == 2.0
+
+
+def test_one_seed_has_no_spread_to_judge_by():
+    groups = report.aggregate([_run("freezenet", 0.99, 0, 0.97), _run("snip", 0.99, 0, 0.95)])
+    [row] = report.compare(groups)
+    assert row["verdict"] == "freezenet above, one seed: no spread to judge by"
