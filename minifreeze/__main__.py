@@ -421,13 +421,14 @@ def cmd_inspect(args) -> int:
         rows = info["level_rows"]
         print(f"ELSA levels (extract one with: python -m minifreeze extract {args.path} "
               f"--rate Q --out FILE):")
-        print(f"{'level':>5} {'rate':>7} {'weights kept':>13} {'map B':>8} {'own mask B':>11} "
+        print(f"{'level':>5} {'rate':>7} {'weights kept':>13} {'joined B':>9} {'own mask B':>11} "
               f"{'extracted B':>12}")
         for r in rows:
-            print(f"{r['level']:>5} {r['rate']:>7} {r['kept_weights']:>13,} {r['map_bytes']:>8,} "
+            print(f"{r['level']:>5} {r['rate']:>7} {r['kept_weights']:>13,} {r['joined_bytes']:>9,} "
                   f"{r['own_mask_bytes']:>11,} {r['extracted_bytes']:>12,}")
-        print(f"the level map takes {info['mask_bytes']:,} B in this file; one mask per sparse "
-              f"level would take {sum(r['own_mask_bytes'] for r in rows):,} B")
+        print(f"the level map takes {info['mask_bytes']:,} B in this file (per tensor the smaller "
+              f"of nested and packed); one mask per sparse level would take "
+              f"{sum(r['own_mask_bytes'] for r in rows):,} B")
     return 0
 
 

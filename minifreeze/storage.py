@@ -592,9 +592,11 @@ def describe(path) -> dict:
 
 
 def level_rows(ckpt: Checkpoint) -> list[dict]:
-    """Per level of an ELSA checkpoint: rate, weights kept, the bytes its joining weights take
-    in the level map ("nested" encoding), the bytes of that level's mask on its own (the
-    smaller of bitmap and delta, what one mask per level would store) and of the extracted .mfz."""
+    """Per level of an ELSA checkpoint: rate, weights kept, `joined_bytes` (its joining weights'
+    indices delta-coded, what the "nested" level map spends on the level; a tensor whose map is
+    "packed" spends its bits instead, so the file's total is the header's level_bytes), the bytes
+    of that level's mask on its own (the smaller of bitmap and delta per tensor: what one mask
+    per level would store) and the size of the extracted .mfz."""
     rates = ckpt.meta["levels"]
     rows = []
     for level, rate in enumerate(rates, 1):
@@ -607,7 +609,7 @@ def level_rows(ckpt: Checkpoint) -> list[dict]:
             joined += len(encode_varints(np.diff(idx, prepend=np.uint64(0)) if idx.size
                                          else idx)) if level < len(rates) else 0
         rows.append({"level": level, "rate": rate, "kept_weights": kept,
-                     "map_bytes": joined, "own_mask_bytes": own,
+                     "joined_bytes": joined, "own_mask_bytes": own,
                      "extracted_bytes": len(to_bytes(extract(ckpt, rate)))})
     return rows
 

@@ -183,9 +183,10 @@ def run(spec: RunSpec, out, *, data: D.Dataset | None = None, progress: bool | N
         from minifreeze import elsa
         rows = elsa.level_metrics(result, data, batch_size=c.eval_batch)
         for row, sizes in zip(rows, storage.level_rows(ckpt)):
-            row.update(extracted_bytes=sizes["extracted_bytes"], map_bytes=sizes["map_bytes"],
+            row.update(extracted_bytes=sizes["extracted_bytes"], joined_bytes=sizes["joined_bytes"],
                        own_mask_bytes=sizes["own_mask_bytes"])
-        metrics.update(levels=rows, phase_seconds=result.phase_seconds)
+        metrics.update(levels=rows, phase_seconds=result.phase_seconds,
+                       level_map_bytes=storage.describe(out / MODEL)["mask_bytes"])
     metrics.update(run=out.name, spec=spec.to_dict(), model_sha256=_file_sha256(out / MODEL))
     metrics = report.seal(_jsonable(metrics))
     storage.write_atomic(out / METRICS, (json.dumps(metrics, indent=2) + "\n").encode())
