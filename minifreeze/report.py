@@ -421,6 +421,7 @@ def write_report(runs: list[dict], root, *, pair=("freezenet", "snip")) -> dict:
     figures = []
     if len(runs) <= 12:
         figures.append(("accuracy.png", plot_history([r for r in runs if "history" in r
+                                                      and "test_accuracy" in r
                                                       and "elsa_level" not in r])))
     rates = {(g["model"], g["method"]) for g in groups if g["method"] != "dense"}
     if any(sum(1 for g in groups if (g["model"], g["method"]) == k) > 1 for k in rates):
