@@ -444,7 +444,7 @@ def pivot_markdown(groups: list[dict], model: str, methods=None) -> str:
     order = methods or [m for m in METHOD_ORDER if any(g["method"] == m for g in rows)] + \
         sorted({g["method"] for g in rows} - set(METHOD_ORDER))
     seeds = max((len(g["seeds"]) for g in rows), default=0)
-    head = f"| {model} ({seeds} seeds) | " + " | ".join(
+    head = f"| {model} ({seeds} seed{'' if seeds == 1 else 's'}) | " + " | ".join(
         "q = 0 (dense)" if q == 0 else f"q = {q!r}" for q in rates) + " |"
     out = [head, "| --- | " + " | ".join("---:" for _ in rates) + " |"]
     for method in order:
@@ -533,7 +533,9 @@ def plot_gradual(runs: list[dict], path=None, *, model: str = "lenet5", rate: fl
                   marker="o", label=method, **style)
         acc = np.array([[100 * h["test_accuracy"] for h in r["history"]] for r in rs])
         mean, std = acc.mean(axis=0), acc.std(axis=0, ddof=1) if len(rs) > 1 else 0 * acc[0]
-        ax_a.plot(epochs, mean, marker="o", label=f"{method} ({len(rs)} seeds)", **style)
+        n = len(rs)
+        ax_a.plot(epochs, mean, marker="o", label=f"{method} ({n} seed{'' if n == 1 else 's'})",
+                  **style)
         ax_a.fill_between(epochs, mean - std, mean + std, color=style["color"], alpha=0.15)
     ax_q.set_xlabel("epoch")
     ax_q.set_ylabel("rate q reached (share of weights pruned or frozen)")
