@@ -182,11 +182,12 @@ def run(spec: RunSpec, out, *, data: D.Dataset | None = None, progress: bool | N
     if hasattr(result, "level_map"):  # ELSA: each level as extracted from the final network
         from minifreeze import elsa
         rows = elsa.level_metrics(result, data, batch_size=c.eval_batch)
-        for row, sizes in zip(rows, storage.level_rows(ckpt)):
+        info = storage.describe(out / MODEL)  # the file as written: its level rows and map bytes
+        for row, sizes in zip(rows, info["level_rows"]):
             row.update(extracted_bytes=sizes["extracted_bytes"], joined_bytes=sizes["joined_bytes"],
                        own_mask_bytes=sizes["own_mask_bytes"])
         metrics.update(levels=rows, phase_seconds=result.phase_seconds,
-                       level_map_bytes=storage.describe(out / MODEL)["mask_bytes"])
+                       level_map_bytes=info["mask_bytes"])
     metrics.update(run=out.name, spec=spec.to_dict(), model_sha256=_file_sha256(out / MODEL))
     metrics = report.seal(_jsonable(metrics))
     storage.write_atomic(out / METRICS, (json.dumps(metrics, indent=2) + "\n").encode())
