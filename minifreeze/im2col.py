@@ -171,8 +171,8 @@ def sparse_matmul(vals: np.ndarray, rows: np.ndarray, cidx: np.ndarray, n_rows: 
     return out
 
 
-def _unravel(cidx, w_shape):
-    """(c, i, j) of flat positions into a filter's (C, KH, KW)."""
+def filter_positions(cidx, w_shape):
+    """(c, i, j) of flat positions into a filter's (C, KH, KW): three index arrays (nnz,)."""
     return np.unravel_index(np.asarray(cidx, dtype=np.int64), tuple(w_shape[1:]))
 
 
@@ -191,7 +191,7 @@ def sparse_conv_forward(x: np.ndarray, vals: np.ndarray, rows: np.ndarray, cidx:
     ow = conv_output_size(w, kw, stride, pad, layer="sparse conv")
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
     out = np.zeros((n, f, oh, ow), dtype=np.result_type(x, vals))  # (N, F, OH, OW)
-    for e, (c, i, j) in enumerate(zip(*_unravel(cidx, w_shape))):
+    for e, (c, i, j) in enumerate(zip(*filter_positions(cidx, w_shape))):
         out[:, rows[e]] += vals[e] * xp[:, c, i:i + stride * oh:stride, j:j + stride * ow:stride]
     return out
 
@@ -207,7 +207,7 @@ def sparse_conv_backward(dout: np.ndarray, x: np.ndarray, vals: np.ndarray, rows
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
     dw = np.empty(len(vals), dtype=np.result_type(dout, x))  # (nnz,)
     dxp = np.zeros(xp.shape, dtype=dw.dtype) if need_dx else None  # (N, C, H+2p, W+2p)
-    for e, (c, i, j) in enumerate(zip(*_unravel(cidx, w_shape))):
+    for e, (c, i, j) in enumerate(zip(*filter_positions(cidx, w_shape))):
         plane = (slice(None), c, slice(i, i + stride * oh, stride), slice(j, j + stride * ow, stride))
         dw[e] = np.sum(dout[:, rows[e]] * xp[plane])
         if need_dx:

@@ -47,7 +47,7 @@ import numpy as np
 from numba import njit
 from numba import uint64 as U
 
-from minifreeze.im2col import check_col2im, conv_output_size
+from minifreeze.im2col import check_col2im, conv_output_size, filter_positions
 
 _jit = dict(cache=True, nogil=True)
 
@@ -377,13 +377,6 @@ def _channel_major(x: np.ndarray) -> np.ndarray:
         np.ascontiguousarray(x.transpose(1, 0, 2, 3))
 
 
-def _split(cidx, w_shape):
-    _, c, kh, kw = w_shape
-    cc, rest = np.divmod(np.asarray(cidx, dtype=np.int64), kh * kw)
-    ci, cj = np.divmod(rest, kw)
-    return cc, ci, cj
-
-
 def sparse_conv_forward(x: np.ndarray, vals: np.ndarray, rows: np.ndarray, cidx: np.ndarray,
                         w_shape: tuple, stride: int = 1, pad: int = 0) -> np.ndarray:
     """A pruned convolution over its nonzeros, straight from x (see im2col.sparse_conv_forward):
@@ -395,7 +388,7 @@ def sparse_conv_forward(x: np.ndarray, vals: np.ndarray, rows: np.ndarray, cidx:
     dt = np.result_type(x, vals)
     out = np.zeros((f, n, oh, ow), dtype=dt)  # (F, N, OH, OW)
     _sparse_conv(_channel_major(x).astype(dt, copy=False), out, vals.astype(dt), rows,
-                 *_split(cidx, w_shape), stride, pad, 0, np.empty(0, dt), np.empty(0, dt))
+                 *filter_positions(cidx, w_shape), stride, pad, 0, np.empty(0, dt), np.empty(0, dt))
     return out.transpose(1, 0, 2, 3)
 
 
@@ -408,5 +401,5 @@ def sparse_conv_backward(dout: np.ndarray, x: np.ndarray, vals: np.ndarray, rows
     dw = np.empty(vals.shape[0], dtype=dt)  # (nnz,)
     dxc = np.zeros((c, n, h, w), dtype=dt) if need_dx else np.empty(0, dt)  # (C, N, H, W)
     _sparse_conv(_channel_major(x).astype(dt, copy=False), _channel_major(dout).astype(dt, copy=False),
-                 vals.astype(dt), rows, *_split(cidx, w_shape), stride, pad, 1, dw, dxc)
+                 vals.astype(dt), rows, *filter_positions(cidx, w_shape), stride, pad, 1, dw, dxc)
     return (dxc.transpose(1, 0, 2, 3) if need_dx else None), dw
