@@ -532,8 +532,8 @@ def plot_gradual(runs: list[dict], path=None, *, model: str = "lenet5", rate: fl
         ax_q.plot([0] + epochs, [0.0 if "rate" in rs[0]["history"][0] else rate] + q,
                   marker="o", label=method, **style)
         acc = np.array([[100 * h["test_accuracy"] for h in r["history"]] for r in rs])
-        mean, std = acc.mean(axis=0), acc.std(axis=0, ddof=1) if len(rs) > 1 else 0 * acc[0]
         n = len(rs)
+        mean, std = acc.mean(axis=0), acc.std(axis=0, ddof=1) if n > 1 else 0 * acc[0]
         ax_a.plot(epochs, mean, marker="o", label=f"{method} ({n} seed{'' if n == 1 else 's'})",
                   **style)
         ax_a.fill_between(epochs, mean - std, mean + std, color=style["color"], alpha=0.15)
