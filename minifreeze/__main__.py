@@ -59,6 +59,10 @@ def build_model(args) -> models.Model:
         if args.model != "vgg":
             raise CLIError(f"--batch-norm applies to vgg only, not {args.model}")
         kwargs["batch_norm"] = True
+    if getattr(args, "conv_relu", False):
+        if args.model != "lenet5":
+            raise CLIError(f"--conv-relu applies to lenet5 only, not {args.model}")
+        kwargs["conv_relu"] = True
     try:
         return models.get_model(args.model, **kwargs)
     except ValueError as err:
@@ -71,6 +75,14 @@ def add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> No
     p.add_argument("--input-shape", type=_parse_shape, default=None, metavar="CxHxW",
                    help="input shape for vgg: 3x32x32 (default) or 1x28x28")
     p.add_argument("--batch-norm", action="store_true", help="vgg with batch norm")
+    add_conv_relu_argument(p)
+
+
+def add_conv_relu_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--conv-relu", action="store_true",
+                   help="lenet5 with a ReLU after each convolution (the network the PyTorch "
+                        "ports train at lr 0.1; Caffe's and SNIP's have none; recorded as "
+                        "network lenet5_relu)")
 
 
 def add_backend_argument(p: argparse.ArgumentParser, top_level: bool = False) -> None:
@@ -214,6 +226,9 @@ CONFIG_HELP = {
     "join_score": "elsa: how each later level's weights are chosen",
     "join_init": "elsa: what a joining weight starts from",
     "phase_epochs": "elsa: epochs of each phase (one per level, then dense; default --epochs)",
+    "checkpoint_every": "also evaluate the test set every N steps near the end, for SNIP's "
+                        "rule (the best of the last checkpoints; paper: 1000)",
+    "checkpoint_last": "how many of the last checkpoints count (SNIP: 5)",
 }
 
 
@@ -248,7 +263,7 @@ def add_config_arguments(p: argparse.ArgumentParser, skip=()) -> None:
             kw.update(nargs="+", type=int, metavar="E")
         elif f.name == "epochs":
             kw["type"] = _epochs
-        elif f.name in ("shards", "lr_step_every"):
+        elif f.name in ("shards", "lr_step_every", "checkpoint_every"):
             kw.update(type=int, metavar="N")
         else:
             kw["type"] = type(default)
@@ -268,6 +283,8 @@ def config_from_args(args, *, resolve: bool = True, **fixed):
         model_kwargs["input_shape"] = list(args.input_shape)
     if getattr(args, "batch_norm", False):
         model_kwargs["batch_norm"] = True
+    if getattr(args, "conv_relu", False):
+        model_kwargs["conv_relu"] = True
     config = _library_call(lambda: T.protocol_config(args.protocol, **given, **fixed,
                                                      model_kwargs=model_kwargs))
     return _library_call(config.resolved) if resolve else config
@@ -489,6 +506,7 @@ def add_pipeline_commands(sub) -> None:
     p.add_argument("--rates", nargs="+", type=float, default=None, metavar="Q",
                    help="rates q for every method but dense and elsa")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED")
+    add_conv_relu_argument(p)
     add_config_arguments(p, skip=("model", "method", "rate", "seed"))
     add_data_arguments(p)
     add_backend_argument(p)

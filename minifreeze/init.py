@@ -20,6 +20,14 @@ The counter runs through the randomly initialised tensors (conv and linear weigh
 Schemes (fan_in = C*KH*KW or D, fan_out = F*KH*KW or M):
     xavier   std = sqrt(2 / (fan_in + fan_out))   (Glorot and Bengio 2010, normal; the default)
     kaiming  std = sqrt(2 / fan_in)               (He et al. 2015, normal, for ReLU)
+    lecun    std = sqrt(1 / fan_in), truncated at 2 std (SNIP's code: TensorFlow's
+             `variance_scaling_initializer()` of 2018, scale 1, fan_in, a truncated normal whose
+             std is *not* corrected for the truncation, so the drawn spread is about 0.88 std)
+
+Truncation, deterministically (`truncated_normal`): a tensor's n normals are drawn as above; the
+entries with |z| > 2 are redrawn in index order from the next words of the same counter, round
+after round, until none is left (each round rejects about 4.6%, so a few rounds suffice). The
+counter then continues with the next tensor, so the redraws are part of the stream.
 
     theta0 = init_params(model, seed=42)                # {"conv1.w": float32 (20, 1, 5, 5), ...}
     assert all((init_params(model, 42)[k] == v).all() for k, v in theta0.items())
@@ -34,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SCHEMES = ("xavier", "kaiming")
+SCHEMES = ("xavier", "kaiming", "lecun")
 """Initialisation schemes; the name is stored in `.mfz` headers."""
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -85,6 +93,26 @@ def standard_normal(seed: int, start: int, n: int) -> tuple[np.ndarray, int]:
     return z[:n], start + 2 * pairs
 
 
+TRUNCATE = 2.0
+"""lecun: entries beyond this many standard deviations are redrawn (TensorFlow's truncated_normal)."""
+
+
+def truncated_normal(seed: int, start: int, n: int, bound: float = TRUNCATE
+                     ) -> tuple[np.ndarray, int]:
+    """n float64 standard normals with |z| <= bound: rejected entries are redrawn, in index
+    order, from the next words of the stream until none is left. Returns (normals (n,),
+    next_start)."""
+    if not bound > 0:
+        raise ValueError(f"truncated_normal: expected a bound > 0, got {bound}")
+    z, start = standard_normal(seed, start, n)  # (n,)
+    bad = np.flatnonzero(np.abs(z) > bound)  # (k,) positions to redraw, ascending
+    while bad.size:
+        redraw, start = standard_normal(seed, start, bad.size)  # (k,)
+        z[bad] = redraw
+        bad = bad[np.abs(redraw) > bound]
+    return z, start
+
+
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """(fan_in, fan_out) of a conv (F, C, KH, KW) or linear (M, D) weight."""
     if len(shape) == 2:
@@ -102,6 +130,8 @@ def init_std(shape: tuple[int, ...], scheme: str = "xavier") -> float:
         return float(np.sqrt(2.0 / (fan_in + fan_out)))
     if scheme == "kaiming":
         return float(np.sqrt(2.0 / fan_in))
+    if scheme == "lecun":
+        return float(np.sqrt(1.0 / fan_in))
     raise ValueError(f"unknown init scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
 
 
@@ -115,7 +145,8 @@ def init_params(model, seed: int, scheme: str = "xavier") -> dict[str, np.ndarra
     counter = 0
     for name, shape in model.param_shapes().items():
         if name in weights:
-            z, counter = standard_normal(seed, counter, int(np.prod(shape)))  # (n,)
+            draw = truncated_normal if scheme == "lecun" else standard_normal
+            z, counter = draw(seed, counter, int(np.prod(shape)))  # (n,)
             params[name] = (z * init_std(shape, scheme)).astype(np.float32).reshape(shape)
         elif name.endswith(".gamma"):
             params[name] = np.ones(shape, dtype=np.float32)

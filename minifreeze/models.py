@@ -353,6 +353,13 @@ def check_kwargs(name: str, kwargs) -> dict:
     return out
 
 
+def network_name(name: str, kwargs=None) -> str:
+    """The network a run trained, as tables and run folders name it: the model's name, with
+    `_relu` for LeNet-5 with a ReLU after each convolution (`lenet5_relu`), so that Caffe's
+    network and the conv-ReLU one are never averaged together."""
+    return f"{name}_relu" if (kwargs or {}).get("conv_relu") else name
+
+
 def get_model(name: str, **kwargs) -> Model:
     """Build a model by name (lenet300, lenet5, vgg, vgg_d); kwargs go to its builder."""
     kwargs = check_kwargs(name, kwargs)

@@ -50,20 +50,28 @@ class ReportError(ValueError):
 
 
 def run_metrics(result, *, dataset: str, file_bytes: int, wall_seconds: float,
-                backend: str | None = None, plan: dict | None = None) -> dict:
-    """The metrics of one finished run (a `train.TrainResult`) as a JSON-ready dict."""
+                backend: str | None = None, plan: dict | None = None,
+                environment: dict | None = None) -> dict:
+    """The metrics of one finished run (a `train.TrainResult`) as a JSON-ready dict;
+    `environment`: where it ran (`environment.environment`)."""
+    from minifreeze.models import network_name
     c = result.config
     shapes = result.model.param_shapes()
     total = result.model.num_params()
     trained = M.count_trained(shapes, result.masks)
     return {
-        "model": c.model, "method": c.method, "score": c.score, "mode": c.mode, "rate": c.rate,
+        "model": c.model, "network": network_name(c.model, c.model_kwargs),
+        "method": c.method, "score": c.score, "mode": c.mode, "rate": c.rate,
         "seed": c.seed, "init": c.init, "dataset": dataset, "backend": backend,
         "epochs": c.epochs, "test_accuracy": result.history[-1]["test_accuracy"],
         "total_params": total, "trained_params": trained, "compression": total / trained,
         "file_bytes": file_bytes, "dense_bytes": 4 * total, "wall_seconds": wall_seconds,
         "train_seconds": result.seconds, "plan": plan, "config": dataclasses.asdict(c),
         "history": result.history, "density": M.density_report(result.model, result.masks),
+        "environment": environment,
+        "checkpoints": getattr(result, "checkpoints", None),
+        "best_of_checkpoints": max((r["test_accuracy"] for r in
+                                    getattr(result, "checkpoints", None) or ()), default=None),
     }
 
 
@@ -100,8 +108,19 @@ def load_runs(root, *, skipped: list | None = None) -> list[dict]:
     if not runs:
         raise ReportError(f"{root}: no finished */metrics.json found (run `train --out "
                           f"{root}/NAME` or `sweep --out {root}` first)")
-    return sorted(runs, key=lambda r: (r["model"], _method_rank(r["method"]), r["method"],
+    for r in runs:  # runs recorded before the network was: it follows from the config
+        r.setdefault("network", network_of(r))
+    return sorted(runs, key=lambda r: (r["network"], _method_rank(r["method"]), r["method"],
                                        r["rate"], r.get("seed", 0)))
+
+
+def network_of(run: dict) -> str:
+    """The network a run's metrics describe (`models.network_name`): `lenet5` is Caffe's
+    LeNet-5, `lenet5_relu` the one with a ReLU after each convolution."""
+    from minifreeze.models import network_name
+    if "network" in run:
+        return run["network"]
+    return network_name(run["model"], (run.get("config") or {}).get("model_kwargs"))
 
 
 def _method_rank(method: str) -> int:
@@ -202,11 +221,12 @@ def expand_levels(runs: list[dict]) -> list[dict]:
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
-    """One row per (model, method, rate): the seeds, mean / std / min / max test accuracy, and
+    """One row per (network, method, rate) (the row's "model" is the network, `network_of`, so
+    LeNet-5 with and without conv ReLU are never averaged together): the seeds, mean / std / min / max test accuracy, and
     the means of the counts and times. Diverged runs are counted in `diverged`, not averaged."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["model"], r["method"], r["rate"]), []).append(r)
+        groups.setdefault((network_of(r), r["method"], r["rate"]), []).append(r)
     rows = []
     for (model, method, rate), rs in groups.items():
         ok = [r for r in rs if "test_accuracy" in r]
@@ -351,7 +371,7 @@ def plot_bytes(groups: list[dict], path=None):
     return _figure(groups, None, path, draw)
 
 
-RUN_COLUMNS = ("model", "method", "rate", "seed", "test_accuracy", "trained_params",
+RUN_COLUMNS = ("network", "method", "rate", "seed", "test_accuracy", "trained_params",
                "compression", "file_bytes", "epochs", "train_seconds", "backend")
 COMPARE_COLUMNS = ("model", "rate", "seeds", "difference", "spread", "verdict")
 
@@ -392,9 +412,37 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
                              RUN_COLUMNS)]
     if diverged:
         parts += ["", "Diverged: " + ", ".join(
-            f"{r['method']} rate {r['rate']} seed {r['seed']} (epoch {r['diverged']['epoch']}, "
-            f"step {r['diverged']['step']})" for r in diverged)]
+            f"{network_of(r)} {r['method']} rate {r['rate']} seed {r['seed']} (epoch "
+            f"{r['diverged']['epoch']}, step {r['diverged']['step']})" for r in diverged)]
+    parts += ["", "## Where the runs ran", "", environments_markdown(runs)]
     return "\n".join(parts)
+
+
+def environments(runs: list[dict]) -> dict[str, int]:
+    """How many runs ran in each environment (`environment.environment_key`): runs agree bit for
+    bit only within one."""
+    from minifreeze.environment import environment_key
+    counts: dict[str, int] = {}
+    seen = set()
+    for r in runs:
+        if r.get("run") is not None:  # an ELSA run's levels are one run
+            if r["run"] in seen:
+                continue
+            seen.add(r["run"])
+        key = environment_key(r.get("environment"))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def environments_markdown(runs: list[dict]) -> str:
+    """One line per environment with its run count, and a warning when there are several."""
+    counts = environments(runs)
+    lines = [f"- {n} run{'s' if n != 1 else ''}: {key}" for key, n in counts.items()]
+    if len(counts) > 1:
+        lines.insert(0, f"These runs come from {len(counts)} environments: results agree bit for "
+                        f"bit only within one (same CPU type, kernels, versions and shard count); "
+                        f"across them expect differences in the last digits.\n")
+    return "\n".join(lines)
 
 
 def write_report(runs: list[dict], root, *, pair=("freezenet", "snip")) -> dict:
@@ -426,7 +474,7 @@ def write_report(runs: list[dict], root, *, pair=("freezenet", "snip")) -> dict:
     rates = {(g["model"], g["method"]) for g in groups if g["method"] != "dense"}
     if any(sum(1 for g in groups if (g["model"], g["method"]) == k) > 1 for k in rates):
         figures += [("rates.png", plot_rates(groups)), ("bytes.png", plot_bytes(groups))]
-    for model in sorted({r["model"] for r in runs if r["method"] == "weightmom"
+    for model in sorted({network_of(r) for r in runs if r["method"] == "weightmom"
                          and "history" in r and "test_accuracy" in r}):
         figures.append((f"gradual_{model}.png", plot_gradual(original, model=model)))
     for name, fig in figures:
@@ -496,7 +544,7 @@ def elsa_costs(runs: list[dict], comparison: list[dict]) -> list[dict]:
     its levels of the methods trained alone that `elsa_comparison` picked."""
     out = []
     for model in sorted({r["model"] for r in comparison}):
-        elsa = [r for r in runs if r["model"] == model and r["method"] == "elsa"
+        elsa = [r for r in runs if network_of(r) == model and r["method"] == "elsa"
                 and "test_accuracy" in r and "levels" in r]
         rows = [r for r in comparison if r["model"] == model]
         if not elsa or any(r["alone"] is None for r in rows):
@@ -515,7 +563,8 @@ def plot_gradual(runs: list[dict], path=None, *, model: str = "lenet5", rate: fl
     has reached after each epoch (one-shot methods sit at q from the start); right, test accuracy
     per epoch, mean over seeds, a band of one std. Returns the figure."""
     import matplotlib.pyplot as plt
-    mine = [r for r in runs if r["model"] == model and "history" in r and "test_accuracy" in r]
+    mine = [r for r in runs if network_of(r) == model and "history" in r
+            and "test_accuracy" in r]
     if rate is None:
         rates = [r["rate"] for r in mine if r["method"] == "weightmom"]
         if not rates:

@@ -18,8 +18,9 @@ spec, and the model file's checksum matches; anything else (a run killed half-wa
 edited file) is run again. A killed sweep loses at most the runs in flight.
 
 The grid always includes dense; rate-free methods (dense, elsa) run once per model and seed, every
-other method once per rate. Run names are deterministic: `lenet5-freezenet-q0.995-s0-<8 hex>`,
-the hex a hash of the whole spec, so two specs never share a folder.
+other method once per rate. Run names are deterministic: `lenet5-freezenet-q0.995-s0-<8 hex>`
+(`lenet5_relu-...` for LeNet-5 with conv ReLU, `models.network_name`), the hex a hash of the
+whole spec, so two specs never share a folder.
 
 Executors (`make_executor`): "process" (the default: a local process pool, one run per core, each
 run on one shard with one BLAS thread), "dask" (Dask's `distributed.Client`; with no scheduler
@@ -86,7 +87,8 @@ class RunSpec:
         defaults = _jsonable(dataclasses.asdict(T.TrainConfig(model=c.model,
                                                               method=c.method).resolved()))
         d["config"] = {k: v for k, v in d["config"].items() if defaults.get(k) != v}
-        return f"{c.model}-{c.method}{rate}-s{c.seed}-{_digest(d)[:8]}"
+        net = models.network_name(c.model, c.model_kwargs)
+        return f"{net}-{c.method}{rate}-s{c.seed}-{_digest(d)[:8]}"
 
 
 def _jsonable(obj):
@@ -178,7 +180,8 @@ def run(spec: RunSpec, out, *, data: D.Dataset | None = None, progress: bool | N
     file_bytes = storage.save(out / MODEL, ckpt)
     metrics = report.run_metrics(result, dataset=spec.dataset, file_bytes=file_bytes,
                                  wall_seconds=time.perf_counter() - t0,
-                                 backend=backend.get_backend(), plan=plan)
+                                 backend=backend.get_backend(), plan=plan,
+                                 environment=run_environment(c))
     if hasattr(result, "level_map"):  # ELSA: each level as extracted from the final network
         from minifreeze import elsa
         rows = elsa.level_metrics(result, data, batch_size=c.eval_batch)
@@ -192,6 +195,14 @@ def run(spec: RunSpec, out, *, data: D.Dataset | None = None, progress: bool | N
     metrics = report.seal(_jsonable(metrics))
     storage.write_atomic(out / METRICS, (json.dumps(metrics, indent=2) + "\n").encode())
     return metrics
+
+
+def run_environment(c: T.TrainConfig) -> dict:
+    """Where a run of config `c` runs now: `environment.environment` with its shard count."""
+    from minifreeze.environment import environment
+    model = models.get_model(c.model, **c.model_kwargs)
+    return environment(shards=parallel.resolve_shards(model, c.shards, c.batch_size),
+                       backend=backend.get_backend())
 
 
 def _diverged(spec: RunSpec, out: Path, err: T.TrainingDiverged) -> dict:
@@ -208,8 +219,10 @@ def _diverged(spec: RunSpec, out: Path, err: T.TrainingDiverged) -> dict:
         {**T.checkpoint_meta(c), "rate": rate, "dataset": spec.dataset}, dict(c.model_kwargs)))
     loss = err.loss if math.isfinite(err.loss) else str(err.loss)  # JSON has no NaN
     metrics = report.seal(_jsonable({
-        "model": c.model, "method": c.method, "rate": c.rate, "seed": c.seed,
+        "model": c.model, "network": models.network_name(c.model, c.model_kwargs),
+        "method": c.method, "rate": c.rate, "seed": c.seed,
         "dataset": spec.dataset, "run": out.name, "spec": spec.to_dict(),
+        "environment": run_environment(c),
         "diverged": {"epoch": err.epoch, "step": err.step, "loss": loss, "why": err.why},
         "config": dataclasses.asdict(c), "history": err.history,
         "model_sha256": _file_sha256(out / LAST_GOOD)}))

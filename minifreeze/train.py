@@ -127,7 +127,8 @@ class TrainConfig:
     schedule for a one-shot method, ELSA's levels for any other) set to their defaults.
     Groups of fields:
     what to train: model, method, rate (q), score and mode (override a one-shot method's pair),
-        scope, include_biases, init, seed, model_kwargs;
+        scope, include_biases, init, seed, model_kwargs (the builder's keyword arguments, e.g.
+        {"conv_relu": True} for LeNet-5 with a ReLU after each convolution; checked);
     how: epochs, batch_size, lr, momentum, nesterov, weight_decay, schedule (cosine, step,
         constant), lr_step_every and lr_gamma (the step schedule: lr * lr_gamma every
         lr_step_every steps; None: a third of the run), warmup_steps, saliency_batch,
@@ -140,7 +141,10 @@ class TrainConfig:
         beta), alloc_alpha (the per-layer share's exponent);
     ELSA (see elsa.py): levels (rates, sparsest first), sparsifier (how the sparsest level is
         chosen), join_score (how each later level's weights are chosen), join_init (what a
-        joining weight starts from), phase_epochs (one count per phase; None: `epochs` each).
+        joining weight starts from), phase_epochs (one count per phase; None: `epochs` each);
+    SNIP's reporting rule: checkpoint_every (None: off; else the test set is also evaluated
+        every so many steps) and checkpoint_last (only the last so many such checkpoints; SNIP
+        reports the best of its last 5, one every 1,000 steps: `TrainResult.checkpoints`).
     """
     model: str = "lenet5"
     method: str = "freezenet"
@@ -175,6 +179,8 @@ class TrainConfig:
     join_score: str = "grad"
     join_init: str = "zero"
     phase_epochs: tuple | None = None
+    checkpoint_every: int | None = None
+    checkpoint_last: int = 5
     model_kwargs: dict = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
@@ -211,6 +217,11 @@ class TrainConfig:
             _check(c.score in S.SCORES, "score", f"one of {', '.join(S.SCORES)}", c.score)
             _check(c.mode in M.MODES, "mode", f"one of {', '.join(M.MODES)}", c.mode)
         _check(c.model in models.MODELS, "model", f"one of {', '.join(models.MODELS)}", c.model)
+        c.model_kwargs = models.check_kwargs(c.model, c.model_kwargs)
+        if isinstance(c.model_kwargs.get("input_shape"), tuple):
+            c.model_kwargs["input_shape"] = list(c.model_kwargs["input_shape"])  # as JSON has it
+        if c.model_kwargs.get("conv_relu") is False:
+            del c.model_kwargs["conv_relu"]  # the default: one config for one network
         init.check_seed(c.seed)
         parallel.check_shards(c.shards)
         _check(c.init in init.SCHEMES, "init", f"one of {', '.join(init.SCHEMES)}", c.init)
@@ -220,6 +231,15 @@ class TrainConfig:
             v = getattr(c, name)
             _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name,
                    "a whole number >= 1", v)
+        _check(c.checkpoint_every is None or (isinstance(c.checkpoint_every, int) and
+                                              not isinstance(c.checkpoint_every, bool) and
+                                              c.checkpoint_every >= 1),
+               "checkpoint_every", "None or a whole number >= 1", c.checkpoint_every)
+        _check(isinstance(c.checkpoint_last, int) and not isinstance(c.checkpoint_last, bool)
+               and c.checkpoint_last >= 1, "checkpoint_last", "a whole number >= 1",
+               c.checkpoint_last)
+        if c.checkpoint_every is None:
+            c.checkpoint_last = d.checkpoint_last  # unused: one config for one run
         _check(isinstance(c.warmup_steps, int) and c.warmup_steps >= 0, "warmup_steps",
                "a whole number >= 0", c.warmup_steps)
         _check(c.lr_step_every is None or (isinstance(c.lr_step_every, int) and
@@ -272,12 +292,14 @@ PROTOCOLS: dict[str, dict] = {
     "short": {},
     "paper": dict(lr=0.1, schedule="step", lr_step_every=25_000, lr_gamma=0.1, momentum=0.9,
                   nesterov=False, weight_decay=5e-4, batch_size=100, epochs=250,
-                  warmup_steps=0),
+                  warmup_steps=0, checkpoint_every=1_000, checkpoint_last=5),
 }
 """Named presets. `short`: TrainConfig's own defaults (20 epochs, lr 0.05 after a 200-step linear
 warm-up, cosine decay, momentum 0.9, weight decay 5e-4, batch 100): what `make mnist` runs.
 `paper`: FreezeNet's supplement (section S1.1), SNIP's schedule untuned: SGD momentum 0.9, lr 0.1
-divided by 10 every 25k steps, weight decay 5e-4, batch 100, 250 epochs, no warm-up."""
+divided by 10 every 25k steps, weight decay 5e-4, batch 100, 250 epochs, no warm-up; the test
+set is also evaluated at the last 5 checkpoints, one every 1,000 steps (SNIP's reporting rule:
+the best of them; `best_of_checkpoints`)."""
 
 
 def protocol_config(name: str = "short", **fields) -> TrainConfig:
@@ -308,6 +330,7 @@ class TrainResult:
     buffers: dict[str, np.ndarray]
     history: list[dict]
     seconds: float
+    checkpoints: list[dict] | None = None  # {"step", "test_accuracy"} (config.checkpoint_every)
 
     def checkpoint(self) -> storage.Checkpoint:
         c = self.config
@@ -458,6 +481,34 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
                        trainer.buffers, history, time.perf_counter() - t_start)
 
 
+class CheckpointEval(Hook):
+    """SNIP's reporting rule: the test accuracy at the last `last` checkpoints, one every `every`
+    steps (steps t with t % every == 0 and t > total - last * every); `rows` holds
+    {"step", "test_accuracy"} in step order. Evaluating reads the trainer and changes nothing."""
+
+    def __init__(self, every: int, last: int, x: np.ndarray, y: np.ndarray, *,
+                 batch_size: int = 1000):
+        self.every, self.last, self.x, self.y, self.batch_size = every, last, x, y, batch_size
+        self.rows: list[dict] = []
+        self.first = 1
+
+    def start(self, trainer, total_steps: int) -> None:
+        self.first = total_steps - self.last * self.every + 1
+        self.rows = []
+
+    def after_step(self, t: int, trainer) -> None:
+        if t >= self.first and t % self.every == 0:
+            acc, _ = evaluate(None, None, self.x, self.y, batch_size=self.batch_size,
+                              predict=trainer.predict)
+            self.rows.append({"step": t, "test_accuracy": acc})
+
+
+def best_of_checkpoints(checkpoints) -> float | None:
+    """SNIP's reported accuracy: the best test accuracy of the recorded checkpoints (None if
+    there are none)."""
+    return max((r["test_accuracy"] for r in checkpoints or ()), default=None)
+
+
 def method_hooks(config: TrainConfig, model: models.Model) -> list:
     """The hooks a method trains with: gradual pruning for weightmom and gmp, none otherwise."""
     c = config.resolved()
@@ -476,8 +527,15 @@ def train(config: TrainConfig, data: Dataset, *, progress: bool | None = None,
         raise ValueError("method elsa trains in phases: call minifreeze.elsa.train(config, data)")
     t0 = time.perf_counter()
     setup = prepare(c, data)
+    own = method_hooks(c, setup.model)
+    if c.checkpoint_every is not None:
+        checkpoints = CheckpointEval(c.checkpoint_every, c.checkpoint_last, data.x_test,
+                                     data.y_test, batch_size=c.eval_batch)
+        own.append(checkpoints)
     result = train_steps(c, data, setup, progress=progress, on_epoch=on_epoch, on_step=on_step,
-                         hooks=[*method_hooks(c, setup.model), *hooks])
+                         hooks=[*own, *hooks])
+    if c.checkpoint_every is not None:
+        result.checkpoints = checkpoints.rows
     result.seconds = time.perf_counter() - t0
     return result
 

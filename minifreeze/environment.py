@@ -1,0 +1,77 @@
+"""Where a run ran: the facts that decide its last digits.
+
+A run is bit for bit reproducible on the same machine type with the same shard count, not on
+every machine: the BLAS kernel OpenBLAS picks for the CPU (or `OPENBLAS_CORETYPE` forces), the
+code Numba's LLVM emits for the host CPU (its vector width, fused multiply-adds) and the library
+versions all change the rounding of float32 sums. So each run records them, and `report` says when
+the runs of one table come from more than one environment:
+
+    env = environment(shards=1, backend="numba")
+    env["cpu"], env["blas"][0]["architecture"], env["numba_cpu"]   # 'AMD EPYC', 'Haswell', 'znver4'
+    environment_key(env)      # what must agree for two runs to agree bit for bit
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+# Variables that change which kernels run (and so the rounding) without changing any version.
+KERNEL_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "NUMBA_CPU_NAME",
+                    "NUMBA_CPU_FEATURES", "MKL_CBWR")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else the platform's word for it)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def numba_cpu() -> str | None:
+    """The CPU name Numba's LLVM compiles for (e.g. 'znver4', 'skylake-avx512')."""
+    try:
+        import llvmlite.binding as llvm
+        return os.environ.get("NUMBA_CPU_NAME") or llvm.get_host_cpu_name()
+    except Exception:  # llvmlite missing or broken: the run itself would say so
+        return None
+
+
+def blas_info() -> list[dict]:
+    """threadpoolctl's view of the BLAS libraries loaded: library, version, kernel architecture."""
+    import numpy  # noqa: F401  (loads numpy's BLAS, so threadpoolctl sees it)
+    from threadpoolctl import threadpool_info
+    return [{k: lib.get(k) for k in ("internal_api", "version", "architecture",
+                                     "threading_layer")}
+            for lib in threadpool_info() if lib.get("user_api") == "blas"]
+
+
+def environment(*, shards: int | None = None, backend: str | None = None) -> dict:
+    """What decides a run's rounding, as a JSON-ready dict (recorded in metrics.json)."""
+    import numba
+    import numpy
+    return {"cpu": cpu_model(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "system": platform.system(), "python": platform.python_version(),
+            "numpy": numpy.__version__, "numba": numba.__version__, "numba_cpu": numba_cpu(),
+            "blas": blas_info(), "shards": shards, "backend": backend,
+            "variables": {k: os.environ[k] for k in KERNEL_VARIABLES if k in os.environ},
+            "byteorder": sys.byteorder}
+
+
+def environment_key(env: dict | None) -> str:
+    """One line naming what must agree for two runs to agree bit for bit (the CPU, the kernels
+    chosen for it, the versions, the shard count and backend); 'unrecorded' for older runs."""
+    if not env:
+        return "unrecorded"
+    blas = ", ".join(f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')}"
+                     for b in env.get("blas", [])) or "no BLAS seen"
+    var = " ".join(f"{k}={v}" for k, v in sorted(env.get("variables", {}).items()))
+    return (f"{env.get('cpu')} ({env.get('numba_cpu')}), numpy {env.get('numpy')}, numba "
+            f"{env.get('numba')}, {blas}{', ' + var if var else ''}, {env.get('shards')} "
+            f"shard(s), {env.get('backend')}")
