@@ -420,7 +420,9 @@ def cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{args.path}: .mfz v{storage.FORMAT_VERSION}, model {info['model']}, method "
+    from minifreeze.models import network_name
+    net = network_name(info["model"], info.get("model_kwargs"))
+    print(f"{args.path}: .mfz v{storage.FORMAT_VERSION}, model {net}, method "
           f"{info.get('method')}, mode {info['mode']}, rate {info.get('rate')}, init "
           f"{info['init']}, seed {info['seed']}, library {info['library_version']}")
     print(f"{'tensor':<20} {'shape':<14} {'kind':<7} {'mask':<7} {'trained':>9} {'total':>9} "
@@ -478,6 +480,19 @@ def cmd_report(args) -> int:
         print(f"left out: {line}")
     print("wrote " + ", ".join(str(root / f) for f in written["files"]))
     return 0
+
+
+def cmd_publish(args) -> int:
+    """SRC's finished runs -> DST (metrics.json, and small model files), then DST's report."""
+    from pathlib import Path
+    from minifreeze import sweep
+    if not Path(args.src).is_dir():
+        raise CLIError(f"{args.src}: no such folder (expected a sweep's folder, e.g. runs/paper)")
+    copied = _library_call(sweep.publish, args.src, _writable_folder(args.dst))
+    print(f"published {len(copied)} run(s) from {args.src} into {args.dst}"
+          + "".join(f"\n  {name}" for name in copied))
+    args.dir, args.compare = args.dst, ("freezenet", "snip")
+    return cmd_report(args)
 
 
 def add_pipeline_commands(sub) -> None:
@@ -551,6 +566,13 @@ def add_pipeline_commands(sub) -> None:
                    help="two methods whose difference the report sets against the seed spread "
                         "(default freezenet snip)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("publish", help="copy SRC's finished runs (metrics.json, and model files "
+                                       "up to 256 KB) into DST, e.g. notebooks/results/paper, "
+                                       "and write DST's report")
+    p.add_argument("src", help="a sweep's folder, e.g. runs/paper")
+    p.add_argument("dst", help="the folder kept in version control")
+    p.set_defaults(func=cmd_publish)
 
 
 class _Parser(argparse.ArgumentParser):

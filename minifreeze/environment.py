@@ -44,12 +44,18 @@ def numba_cpu() -> str | None:
 
 
 def blas_info() -> list[dict]:
-    """threadpoolctl's view of the BLAS libraries loaded: library, version, kernel architecture."""
-    import numpy  # noqa: F401  (loads numpy's BLAS, so threadpoolctl sees it)
+    """threadpoolctl's view of NumPy's BLAS: library, version, kernel architecture.
+
+    Only the BLAS inside NumPy's own folders when there is one (a wheel's bundled OpenBLAS): what
+    else is loaded (SciPy's copy, say) depends on what the process imported, not on the run."""
+    import numpy
     from threadpoolctl import threadpool_info
+    libs = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    home = os.path.dirname(os.path.abspath(numpy.__file__))
+    own = [lib for lib in libs if str(lib.get("filepath", "")).startswith((home + os.sep,
+                                                                          home + ".libs"))]
     return [{k: lib.get(k) for k in ("internal_api", "version", "architecture",
-                                     "threading_layer")}
-            for lib in threadpool_info() if lib.get("user_api") == "blas"]
+                                     "threading_layer")} for lib in (own or libs)]
 
 
 def environment(*, shards: int | None = None, backend: str | None = None) -> dict:
@@ -70,7 +76,7 @@ def environment_key(env: dict | None) -> str:
     if not env:
         return "unrecorded"
     blas = ", ".join(f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')}"
-                     for b in env.get("blas", [])) or "no BLAS seen"
+                     for b in env.get("blas", [])[:1]) or "no BLAS seen"  # NumPy's: the first
     var = " ".join(f"{k}={v}" for k, v in sorted(env.get("variables", {}).items()))
     return (f"{env.get('cpu')} ({env.get('numba_cpu')}), numpy {env.get('numpy')}, numba "
             f"{env.get('numba')}, {blas}{', ' + var if var else ''}, {env.get('shards')} "

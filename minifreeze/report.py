@@ -151,7 +151,7 @@ def _cell(key: str, value) -> str:
 def markdown_table(rows: list[dict], columns=SUMMARY_COLUMNS) -> str:
     """A Markdown table of `rows`: accuracies in percent, counts with thousands separators.
     Cells that are already strings (`format_rows`) are shown as they are."""
-    right = [k not in ("model", "method", "backend", "verdict", "seeds", "score", "mode",
+    right = [k not in ("model", "network", "method", "backend", "verdict", "seeds", "score", "mode",
                        "alone_method")
              for k in columns]
     head = "| " + " | ".join(k.replace("_", " ") for k in columns) + " |"
@@ -240,9 +240,34 @@ def aggregate(runs: list[dict]) -> list[dict]:
                 row[key] = mean_std([r[key] for r in ok])[0]
             for key in ("trained_params", "file_bytes", "epochs"):
                 row[key] = int(round(row[key]))
+            best = [r.get("best_of_checkpoints") for r in ok]
+            if all(b is not None for b in best):  # SNIP's rule: the best of the last checkpoints
+                row["mean_best_of_checkpoints"], row["std_best_of_checkpoints"] = mean_std(best)
         rows.append(row)
     return sorted(rows, key=lambda r: (r["model"], _method_rank(r["method"]), r["method"],
                                        r["rate"]))
+
+
+def checkpoint_rows(groups: list[dict]) -> list[dict]:
+    """The groups that recorded checkpoints (`checkpoint_every`): the final epoch's and SNIP's
+    rule's mean and std, each also divided by dense's mean on the same network (FreezeNet's
+    "99.2% of the baseline" is such a ratio: 0.992)."""
+    dense = {g["model"]: g for g in groups if g["method"] == "dense" and "mean_accuracy" in g}
+    rows = []
+    for g in groups:
+        if "mean_best_of_checkpoints" not in g:
+            continue
+        d = dense.get(g["model"])
+        rows.append({"model": g["model"], "method": g["method"], "rate": g["rate"],
+                     "seeds": g["seeds"], "final": g["mean_accuracy"],
+                     "final_std": g["std_accuracy"],
+                     "final_of_dense": g["mean_accuracy"] / d["mean_accuracy"] if d else None,
+                     "best_of_last": g["mean_best_of_checkpoints"],
+                     "best_of_last_std": g["std_best_of_checkpoints"],
+                     "best_of_last_of_dense": g["mean_best_of_checkpoints"] /
+                     d["mean_best_of_checkpoints"] if d and "mean_best_of_checkpoints" in d
+                     else None})
+    return rows
 
 
 def compare(groups: list[dict], a: str = "freezenet", b: str = "snip") -> list[dict]:
@@ -267,6 +292,8 @@ def compare(groups: list[dict], a: str = "freezenet", b: str = "snip") -> list[d
 
 
 def _fmt(key: str, value, percent=()) -> str:
+    if key.endswith("_of_dense") and isinstance(value, float):
+        return f"{value:.4f}"
     if isinstance(value, float) and (key.endswith("accuracy") or key in ("difference", "spread")
                                      or key.endswith("_std") or key in percent):
         return f"{100 * value:.2f}"
@@ -387,6 +414,14 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
         parts += ["", pivot_markdown(groups, model)]
     parts += ["", "## Mean over seeds (test accuracy in %, std: sample standard deviation)", "",
               markdown_table(format_rows(groups, AGGREGATE_COLUMNS), AGGREGATE_COLUMNS)]
+    snip_rule = checkpoint_rows(groups)
+    if snip_rule:
+        cols = ("model", "method", "rate", "seeds", "final", "final_std", "final_of_dense",
+                "best_of_last", "best_of_last_std", "best_of_last_of_dense")
+        parts += ["", "## Final epoch and SNIP's rule (the best of the last checkpoints), each "
+                      "also as a fraction of dense's mean on the same network", "",
+                  markdown_table(format_rows(snip_rule, cols, percent=(
+                      "final", "final_std", "best_of_last", "best_of_last_std")), cols)]
     if comparison:
         cols = ("model", "rate", "seeds", a, f"{a}_std", b, f"{b}_std", "difference", "spread",
                 "verdict")
@@ -467,10 +502,10 @@ def write_report(runs: list[dict], root, *, pair=("freezenet", "snip")) -> dict:
         {"runs": summary_rows(runs, RUN_COLUMNS), "groups": groups, "comparison": comparison,
          "elsa": elsa, "elsa_costs": elsa_cost}, indent=2) + "\n").encode())
     figures = []
-    if len(runs) <= 12:
-        figures.append(("accuracy.png", plot_history([r for r in runs if "history" in r
-                                                      and "test_accuracy" in r
-                                                      and "elsa_level" not in r])))
+    curves = [r for r in runs if "history" in r and "test_accuracy" in r
+              and "elsa_level" not in r]
+    if curves and len(runs) <= 16:
+        figures.append(("accuracy.png", plot_history(curves)))
     rates = {(g["model"], g["method"]) for g in groups if g["method"] != "dense"}
     if any(sum(1 for g in groups if (g["model"], g["method"]) == k) > 1 for k in rates):
         figures += [("rates.png", plot_rates(groups)), ("bytes.png", plot_bytes(groups))]
@@ -488,6 +523,8 @@ def pivot_markdown(groups: list[dict], model: str, methods=None) -> str:
     """One model's groups as a Markdown table: a row per method, a column per rate, cells
     "mean +- std" test accuracy in percent (n seeds in the header); dense gets its own row."""
     rows = [g for g in groups if g["model"] == model and "mean_accuracy" in g]
+    if not rows:
+        return f"{model}: no run finished (see Diverged below)"
     rates = sorted({g["rate"] for g in rows})
     order = methods or [m for m in METHOD_ORDER if any(g["method"] == m for g in rows)] + \
         sorted({g["method"] for g in rows} - set(METHOD_ORDER))

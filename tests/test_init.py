@@ -64,3 +64,51 @@ def test_bad_seed_is_a_clear_error(seed):
 def test_unknown_scheme_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown init scheme 'glorot'"):
         init.init_params(get_model("lenet300"), 0, "glorot")
+
+
+def test_golden_values_lecun_lenet5_seed_42():
+    # SNIP's truncated normal: std sqrt(1/fan_in), redrawn beyond 2 std (conv1: fan_in 25)
+    p = init.init_params(get_model("lenet5"), 42, "lecun")
+    golden = np.array([0.10861053317785263, 0.17201444506645203, 0.36165985465049744],
+                      dtype=np.float32)
+    assert np.array_equal(p["conv1.w"].ravel()[:3], golden)
+    assert p["fc2.w"].ravel()[-1] == np.float32(-0.03220142796635628)
+
+
+def _truncated_oracle(seed, start, n, bound):
+    """One entry at a time: the stream's normals, in order, each rejected entry taking the next
+    unused normals of the stream round by round."""
+    z, nxt = init.standard_normal(seed, start, n)
+    z = list(z)
+    bad = [i for i in range(n) if abs(z[i]) > bound]
+    while bad:
+        redraw, nxt = init.standard_normal(seed, nxt, len(bad))
+        still = []
+        for i, v in zip(bad, redraw):
+            z[i] = v
+            if abs(v) > bound:
+                still.append(i)
+        bad = still
+    return np.array(z), nxt
+
+
+@given(seeds, st.integers(0, 40), st.integers(1, 300),
+       st.sampled_from([0.5, 1.0, 2.0]))
+def test_truncated_normal_redraws_in_order_from_the_same_counter(seed, start, n, bound):
+    z, nxt = init.truncated_normal(seed, start, n, bound)
+    first, _ = init.standard_normal(seed, start, n)
+    assert np.abs(z).max() <= bound
+    keep = np.abs(first) <= bound
+    assert np.array_equal(z[keep], first[keep])  # accepted draws are never touched
+    oz, onxt = _truncated_oracle(seed, start, n, bound)
+    assert np.array_equal(z, oz) and nxt == onxt
+
+
+def test_lecun_has_the_truncated_spread_of_snips_initialiser():
+    w = init.init_params(get_model("lenet300"), 7, "lecun")["fc1.w"]  # (300, 784): fan_in 784
+    std = np.sqrt(1 / 784)
+    assert np.abs(w).max() <= 2 * std * (1 + 1e-6)
+    # a N(0, 1) truncated at +-2 has std 0.8796 (TensorFlow's 2018 initialiser did not correct it)
+    assert abs(w.std() / std - 0.8796) < 0.01
+    with pytest.raises(ValueError, match="bound > 0"):
+        init.truncated_normal(0, 0, 3, 0.0)
