@@ -167,12 +167,6 @@ def _epochs(text: str) -> str | int:
     return value
 
 
-def _write_json(path, obj) -> None:
-    """JSON written atomically (storage.write_atomic: temporary file, then rename)."""
-    from minifreeze.storage import write_atomic
-    write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
 def _writable_folder(path) -> "Path":
     """Create `path` if needed and check that a file can be written there, before any work."""
     import tempfile
@@ -359,7 +353,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from minifreeze import sweep, train as T
+    from minifreeze import sweep
     from minifreeze.sweep import SweepError
     fixed = {} if hasattr(args, "shards") else {"shards": 1}  # one shard per run by default
     base = config_from_args(args, resolve=False, **fixed)

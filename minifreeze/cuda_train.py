@@ -81,7 +81,7 @@ class DeviceTrainer:
     """
 
     def __init__(self, model: Model, params: dict, masks: dict | None = None, buffers=None, *,
-                 lr: float = 0.0, momentum: float = 0.0, weight_decay: float = 0.0,
+                 lr: float = 0.0, momentum: float = 0.9, weight_decay: float = 5e-4,
                  nesterov: bool = False):
         for ly in model.layers:
             if ly.op not in SUPPORTED_OPS:
@@ -112,7 +112,8 @@ class DeviceTrainer:
         self.buffers = dict(buffers or {})
         self.last_correct = 0
         self.last_grads = None  # the gradients stay on the device
-        self._good = {n: f32(params[n]).copy() for n in shapes}
+        self._d_good = {n: k.to_device(f32(params[n])) for n in shapes}  # before the last update
+        self._flag = k.device_array((1,), dtype=np.int32)
         self._ws: dict[int, _Workspace] = {}
 
     # --- host-facing API ------------------------------------------------------------------------
@@ -120,23 +121,27 @@ class DeviceTrainer:
         """One masked SGD step on the batch (x, y) -> (its mean loss before the update, number of
         examples classified correctly before the update); also left in `last_correct`.
 
-        A NaN or infinite loss raises NonFiniteStep; `last_good()` then gives the parameters last
-        read back with `params`.
+        A NaN or infinite loss raises NonFiniteStep before the update (nothing is applied); an
+        update that makes a parameter NaN or infinite raises it after. Either way `last_good()`
+        gives the last parameters whose loss was finite, as on the host.
         """
         ws = self._load_batch(x, y)
         self._forward(ws)
         k = self.k
         k.d_softmax_ce(ws.outs[-1], ws.y, ws.dlogits, ws.row_loss, ws.row_correct, ws.metrics)
+        loss, correct = ws.metrics.copy_to_host()  # of the parameters before this update
+        if not np.isfinite(loss):
+            raise NonFiniteStep(f"loss is {loss}", float(loss))
         self._backward(ws)
         lr = self.lr if lr is None else float(lr)
         for name, p in self.d_params.items():
+            self._d_good[name].copy_to_device(p)  # device to device: before this update
             m = self.d_masks.get(name)
             k.d_masked_sgd(p.ravel(), self.grads[name].ravel(), self.velocity[name].ravel(),
                            None if m is None else m.ravel(), lr, self.momentum,
                            self.weight_decay, self.nesterov)
-        loss, correct = ws.metrics.copy_to_host()
-        if not np.isfinite(loss):
-            raise NonFiniteStep(f"loss is {loss}", float(loss))
+        if not k.d_all_finite(self.d_params.values(), self._flag):
+            raise NonFiniteStep("the update made a parameter NaN or infinite", float(loss))
         self.last_correct = int(correct)
         return float(loss), self.last_correct
 
@@ -156,13 +161,13 @@ class DeviceTrainer:
 
     @property
     def params(self) -> dict[str, np.ndarray]:
-        """The current parameters, copied to the host (and kept as the last good ones)."""
-        self._good = self.params_to_host()
-        return {n: v.copy() for n, v in self._good.items()}
+        """The current parameters, copied to the host."""
+        return self.params_to_host()
 
     def last_good(self) -> dict[str, np.ndarray]:
-        """The parameters as last read back with `params` (the loop reads them every epoch)."""
-        return {n: v.copy() for n, v in self._good.items()}
+        """The last parameters whose loss was finite (those before the last applied update),
+        copied to the host."""
+        return {n: v.copy_to_host() for n, v in self._d_good.items()}
 
     def velocities_to_host(self) -> dict[str, np.ndarray]:
         return {n: v.copy_to_host() for n, v in self.velocity.items()}

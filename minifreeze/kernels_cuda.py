@@ -341,6 +341,27 @@ def masked_sgd_update(theta, grad, velocity, mask, lr, momentum, weight_decay, n
     velocity[...] = d_vel.copy_to_host().reshape(velocity.shape)
 
 
+@cuda.jit
+def nonfinite_kernel(x, flag):
+    """flag[0] = 1 if any entry of the flat array x is NaN or infinite."""
+    t = cuda.grid(1)
+    while t < x.size:
+        if math.isnan(x[t]) or math.isinf(x[t]):
+            flag[0] = 1
+        t += cuda.gridsize(1)
+
+
+def d_all_finite(arrays, flag) -> bool:
+    """True when every entry of the device arrays is finite; `flag` is a (1,) int32 device
+    array used as scratch (one small copy back to the host in all)."""
+    flag.copy_to_device(np.zeros(1, np.int32))
+    for a in arrays:
+        flat = a.ravel()
+        blocks, threads = _grid(flat.size)
+        nonfinite_kernel[blocks, threads](flat, flag)
+    return int(flag.copy_to_host()[0]) == 0
+
+
 # --- the rest of a training step ----------------------------------------------------------------
 
 @cuda.jit
@@ -369,7 +390,7 @@ def bias_grad_kernel(dout, db):
 def relu_fwd_kernel(x, out):
     t = cuda.grid(1)
     while t < x.size:
-        out[t] = x[t] if x[t] > 0 else 0
+        out[t] = 0 if x[t] <= 0 else x[t]  # NaN stays NaN, as NumPy's maximum(x, 0) keeps it
         t += cuda.gridsize(1)
 
 

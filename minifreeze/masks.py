@@ -52,6 +52,13 @@ MODES = ("freeze", "prune")
 SCOPES = ("global", "layer")
 
 
+def _immutable(a: np.ndarray) -> np.ndarray:
+    """A copy of `a` backed by an immutable bytes object: read-only, and it cannot be made
+    writeable again (`flags.writeable = True` raises), so an index can never go stale."""
+    a = np.ascontiguousarray(a)
+    return np.frombuffer(a.tobytes(), dtype=a.dtype).reshape(a.shape)
+
+
 @dataclass(frozen=True)
 class MaskIndex:
     """Where m == 1 in one mask, computed once: what the sparse kernels and the optimiser visit.
@@ -72,13 +79,12 @@ class MaskIndex:
         m2 = m.reshape(m.shape[0], -1) if m.ndim else m.reshape(1, 1)  # (out, rest)
         rows, cols = np.nonzero(m2)  # (nnz,) each, in C order
         flat = rows * m2.shape[1] + cols  # (nnz,)
-        for a in (rows, cols, flat):
-            a.flags.writeable = False
-        return cls(rows, cols, flat, rows.size / max(m2.size, 1))
+        return cls(_immutable(rows), _immutable(cols), _immutable(flat),
+                   rows.size / max(m2.size, 1))
 
 
 class Masks(Mapping):
-    """{name: m}, read-only: float32 0/1 arrays that own their memory and cannot be edited.
+    """{name: m}, read-only: float32 0/1 arrays that cannot be edited, nor made writeable.
 
     Behaves like the dict of masks it was built from (`masks["conv1.w"]`, `masks.items()`,
     `name in masks`); `index(name)` gives the `MaskIndex` of one mask, computed at construction.
@@ -95,7 +101,7 @@ class Masks(Mapping):
             if m.size and not np.all((m == 0) | (m == 1)):
                 raise ValueError(f"mask {name}: expected only 0 and 1, got values such as "
                                  f"{m[(m != 0) & (m != 1)][:3].tolist()}")
-            m.flags.writeable = False
+            m = _immutable(m)  # cannot be made writeable: its index stays true
             self._m[name] = m
             self._index[name] = MaskIndex.of(m)
 

@@ -99,12 +99,6 @@ class MaskedSGD:
             self.update(theta, grads[name], self.velocity[name], m, lr, self.momentum,
                         self.weight_decay, self.nesterov, flat)
 
-    def forget(self, masks: Mapping[str, np.ndarray]) -> None:
-        """Zero the velocity where m == 0: entries that stop training lose their momentum, so
-        they are not pushed again if they ever train again."""
-        for name, m in masks.items():
-            self.velocity[name][m == 0] = 0
-
 
 # --- schedules ----------------------------------------------------------------------------------
 

@@ -120,6 +120,8 @@ def _map(fn, items: list) -> list:
     if len(items) == 1:
         return [fn(items[0])]
     if _pool_size < len(items) - 1 or _pool_pid != os.getpid():
+        if _pool is not None and _pool_pid == os.getpid():
+            _pool.shutdown(wait=False)  # a smaller pool of ours: its threads end when idle
         _pool = ThreadPoolExecutor(max_workers=len(items) - 1, thread_name_prefix="minifreeze")
         _pool_size, _pool_pid = len(items) - 1, os.getpid()
     with blas_threads(1):
@@ -223,15 +225,24 @@ def kept_freed_memory(block_limit: int = 32 << 20, keep: int = 1 << 30) -> Itera
     raising of the mmap threshold stays off after that).
 
     Process-wide while it lasts, so only top-level programs opt in (the CLI, the benchmark).
+    Blocks nest: leaving an inner block restores the enclosing block's thresholds, not glibc's
+    (glibc has no call that reads them back, so this module keeps the stack, `_kept`).
     Yields True when it took effect, False (changing nothing) where the C library is not glibc.
     """
     mallopt = _mallopt()
     # 32 MiB is the largest mmap threshold glibc accepts on 64-bit machines.
     kept = (mallopt is not None and mallopt(_M_MMAP_THRESHOLD, block_limit) == 1
             and mallopt(_M_TRIM_THRESHOLD, keep) == 1)
+    if kept:
+        _kept.append((block_limit, keep))
     try:
         yield kept
     finally:
         if kept:
-            mallopt(_M_MMAP_THRESHOLD, _GLIBC_DEFAULT)
-            mallopt(_M_TRIM_THRESHOLD, _GLIBC_DEFAULT)
+            _kept.pop()
+            outer = _kept[-1] if _kept else (_GLIBC_DEFAULT, _GLIBC_DEFAULT)
+            mallopt(_M_MMAP_THRESHOLD, outer[0])
+            mallopt(_M_TRIM_THRESHOLD, outer[1])
+
+
+_kept: list[tuple[int, int]] = []  # the thresholds of the open kept_freed_memory blocks

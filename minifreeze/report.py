@@ -345,7 +345,7 @@ def method_style(method: str) -> dict:
     return {"color": colours[i % len(colours)], "ls": "--" if pruned else "-"}
 
 
-def _figure(groups, ncols_for, path, draw):
+def _figure(groups, path, draw):
     import matplotlib.pyplot as plt
     models = sorted({g["model"] for g in groups})
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
@@ -380,7 +380,7 @@ def plot_rates(groups: list[dict], path=None):
         ax.invert_xaxis()
         ax.set_xlabel("trained share of the weights, 1 - q (log)")
         ax.set_ylabel("test accuracy (%), mean +- std over seeds")
-    return _figure(groups, None, path, draw)
+    return _figure(groups, path, draw)
 
 
 def plot_bytes(groups: list[dict], path=None):
@@ -395,12 +395,11 @@ def plot_bytes(groups: list[dict], path=None):
         ax.set_xscale("log")
         ax.set_xlabel("bytes on disk (.mfz, log)")
         ax.set_ylabel("test accuracy (%)")
-    return _figure(groups, None, path, draw)
+    return _figure(groups, path, draw)
 
 
 RUN_COLUMNS = ("network", "method", "rate", "seed", "test_accuracy", "trained_params",
                "compression", "file_bytes", "epochs", "train_seconds", "backend")
-COMPARE_COLUMNS = ("model", "rate", "seeds", "difference", "spread", "verdict")
 
 
 def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict],

@@ -271,7 +271,8 @@ def to_bytes(ckpt: Checkpoint) -> bytes:
         derived["frozen_sha256"] = frozen_digest(ckpt.params, ckpt.masks)
     header = {"model": ckpt.model_name, "model_kwargs": ckpt.model_kwargs,
               "init": ckpt.init_scheme, "seed": init.check_seed(ckpt.seed), "mode": ckpt.mode,
-              "library_version": __version__, **ckpt.meta, **derived, "tensors": entries}
+              **ckpt.meta, "library_version": __version__,  # the writer's, also on a re-save
+              **derived, "tensors": entries}
     head = json.dumps(header, sort_keys=True).encode()
     body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(head)) + head + b"".join(blobs)
     return body + hashlib.sha256(body).digest()

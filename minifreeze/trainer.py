@@ -29,12 +29,51 @@ to +0.0. Notebook 06 walks through the loop that drives a trainer.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from minifreeze import backend, parallel
 from minifreeze.masks import Masks, as_masks
 from minifreeze.optim import MaskedSGD
+
+
+OPTIMISER_DEFAULTS = {"momentum": 0.9, "weight_decay": 5e-4, "nesterov": False}
+"""Both trainers' defaults (SGD with momentum 0.9 and weight decay 5e-4: both protocols')."""
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """What the training loop, the hooks and the benchmark may rely on, whichever trainer runs.
+
+    - `step(x, y, lr) -> (loss, correct)`: the mean loss and the number classified correctly,
+      both of the parameters *before* the update; a NaN or infinite loss raises `NonFiniteStep`
+      and applies nothing; an update that makes a parameter NaN or infinite raises it too.
+    - `params`: the current parameters as copies, in the model's order (writing into them changes
+      nothing in the trainer).
+    - `last_good()`: copies of the last parameters whose loss was finite, after any step,
+      whether it raised or not.
+    - `predict(x, batch_size)`: logits in eval mode.
+    - `set_masks(masks, prune=False)`: train under new masks from the next step.
+    - `masks`, `buffers` and `last_grads` (None where the gradients stay on a device).
+
+    `tests/test_trainer.py` runs one contract suite over every implementation.
+    """
+    model: object
+    masks: Masks | None
+    buffers: dict
+    last_grads: dict | None
+
+    def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> tuple[float, int]: ...
+
+    def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray: ...
+
+    @property
+    def params(self) -> dict[str, np.ndarray]: ...
+
+    def set_masks(self, masks, *, prune: bool = False) -> None: ...
+
+    def last_good(self) -> dict[str, np.ndarray]: ...
 
 
 class Hook:
@@ -94,36 +133,36 @@ class HostTrainer:
             raise ValueError(f"{model.name}: expected parameters "
                              f"{ {k: s for k, s in shapes.items()} }, got "
                              f"{ {k: np.shape(v) for k, v in params.items()} }")
-        self.params = {k: np.array(v) for k, v in params.items()}  # our own C-contiguous copies
+        self._params = {k: np.array(v) for k, v in params.items()}  # our own C-contiguous copies
         self.buffers = {k: np.array(v) for k, v in (buffers or {}).items()}
         self.masks = as_masks(masks)
         check_masks(model, self.masks)
-        self.opt = MaskedSGD(self.params, momentum=momentum, weight_decay=weight_decay,
+        self.opt = MaskedSGD(self._params, momentum=momentum, weight_decay=weight_decay,
                              nesterov=nesterov, update=backend.kernels().masked_sgd_update)
         self.last_grads: dict[str, np.ndarray] | None = None
-        self._good = {k: v.copy() for k, v in self.params.items()}
+        self._good = {k: v.copy() for k, v in self._params.items()}
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> tuple[float, int]:
         """One masked SGD step on the batch (x, y) -> (its mean loss before the update, number
         of examples it classified correctly before the update)."""
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
             loss, grads, logits = parallel.loss_and_grads(
-                self.model, self.params, x, y, masks=self.masks, buffers=self.buffers,
+                self.model, self._params, x, y, masks=self.masks, buffers=self.buffers,
                 shards=self.shards, pruned=self._sparse)
         if not np.isfinite(loss):
             raise NonFiniteStep(f"loss is {loss}", float(loss))
-        for k, v in self.params.items():
+        for k, v in self._params.items():
             np.copyto(self._good[k], v)  # before this update
         with np.errstate(over="ignore", invalid="ignore"):
-            self.opt.step(self.params, grads, self.masks, lr)
-        if not all(np.isfinite(v).all() for v in self.params.values()):
+            self.opt.step(self._params, grads, self.masks, lr)
+        if not all(np.isfinite(v).all() for v in self._params.values()):
             raise NonFiniteStep("the update made a parameter NaN or infinite", float(loss))
         self.last_grads = grads
         return float(loss), int((logits.argmax(axis=1) == y).sum())
 
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Logits in eval mode: x (N, *input_shape) -> (N, classes)."""
-        return parallel.predict(self.model, self.params, x, buffers=self.buffers,
+        return parallel.predict(self.model, self._params, x, buffers=self.buffers,
                                 batch_size=batch_size, shards=self.shards,
                                 pruned=self.masks if self._sparse else None)
 
@@ -140,9 +179,15 @@ class HostTrainer:
             off = m == 0
             self.opt.velocity[name][off] = 0
             if prune:
-                self.params[name][off] = 0.0
+                self._params[name][off] = 0.0
         self.masks = masks
         self.pruned = self.pruned or prune
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """The current parameters: copies (a snapshot later steps do not change, and writing
+        into it changes nothing here), as `cuda_train.DeviceTrainer.params` gives them."""
+        return {k: v.copy() for k, v in self._params.items()}
 
     def last_good(self) -> dict[str, np.ndarray]:
         """Copies of the parameters from before the last step whose update was applied."""

@@ -8,6 +8,8 @@ import ast
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from minifreeze.__main__ import make_parser
 from minifreeze.train import TrainConfig
 
@@ -67,8 +69,27 @@ def test_process_wide_tuning_is_only_for_programs():
     callers = sorted(p.stem for p in PACKAGE.glob("*.py")
                      if "kept_freed_memory(" in p.read_text() and p.stem != "parallel")
     assert callers == ["__main__", "sweep"]
-    assert "own_process = multiprocessing.parent_process() is not None" in \
-        (PACKAGE / "sweep.py").read_text()
+
+
+@pytest.mark.parametrize("own_process", [False, True])
+def test_a_sweep_worker_tunes_malloc_only_in_its_own_process(monkeypatch, own_process):
+    import contextlib
+    import multiprocessing
+    from minifreeze import parallel, sweep
+    entered = []
+
+    @contextlib.contextmanager
+    def recorder():
+        entered.append(True)
+        yield True
+
+    monkeypatch.setattr(parallel, "kept_freed_memory", recorder)
+    monkeypatch.setattr(sweep, "run", lambda spec, out, progress: {"ran": spec.name})
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: object() if own_process
+                        else None)
+    spec = sweep.expand_grid(["lenet300"], ["snip"], [0.9], [0])[1]
+    assert sweep.work(spec.to_dict(), "unused") == {"ran": spec.name}
+    assert entered == ([True] if own_process else [])
 
 
 def _subcommand(name):

@@ -124,6 +124,28 @@ def test_kept_freed_memory_takes_on_glibc_and_is_scoped():
             assert again is True
 
 
+def test_kept_freed_memory_nests_restoring_the_outer_block(monkeypatch):
+    calls = []
+    monkeypatch.setattr(parallel, "_mallopt", lambda: lambda what, value: calls.append(
+        (what, value)) or 1)
+    mmap, trim, default = parallel._M_MMAP_THRESHOLD, parallel._M_TRIM_THRESHOLD, \
+        parallel._GLIBC_DEFAULT
+    with parallel.kept_freed_memory(1 << 20, 1 << 25):
+        with parallel.kept_freed_memory(1 << 21, 1 << 26):
+            pass
+        assert calls[-2:] == [(mmap, 1 << 20), (trim, 1 << 25)]  # the outer block's, again
+    assert calls[-2:] == [(mmap, default), (trim, default)] and parallel._kept == []
+
+
+def test_a_larger_thread_pool_shuts_the_smaller_one_down(monkeypatch):
+    monkeypatch.setattr(parallel, "_pool", None)
+    monkeypatch.setattr(parallel, "_pool_size", 0)
+    parallel._map(abs, [-1, -2])
+    small = parallel._pool
+    assert parallel._map(abs, [-1, -2, -3]) == [1, 2, 3]
+    assert parallel._pool is not small and small._shutdown
+
+
 @pytest.fixture(scope="module")
 def small():
     mnist = load_dataset("mnist")

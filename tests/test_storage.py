@@ -287,3 +287,13 @@ def test_version_1_files_still_load(tmp_path, honest_files):
     body = storage._PREFIX.pack(storage.MAGIC, 1, len(head)) + head + payload
     (tmp_path / "v1.mfz").write_bytes(body + hashlib.sha256(body).digest())
     assert _same_model(storage.load(tmp_path / "v1.mfz"), original)
+
+
+def test_a_resaved_file_names_the_library_that_wrote_it(tmp_path):
+    from minifreeze import __version__
+    model = get_model("lenet300")
+    params = init.init_params(model, 2)
+    old = storage.Checkpoint("lenet300", params, {}, {}, 2, "xavier", "prune",
+                             {"library_version": "0.0.1"}, {})  # meta as read from an old file
+    storage.save(tmp_path / "a.mfz", old)
+    assert storage.describe(tmp_path / "a.mfz")["library_version"] == __version__

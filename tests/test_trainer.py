@@ -95,6 +95,9 @@ def test_a_mask_cannot_be_edited_in_place():
     assert hand["b.w"][0, 0] == 1 and hand.index("b.w").flat.tolist() == [0, 4, 8]
     with pytest.raises(ValueError, match="read-only"):
         hand.index("b.w").flat[0] = 3
+    for arr in (hand["b.w"], hand.index("b.w").flat, hand.index("b.w").rows):
+        with pytest.raises(ValueError, match="cannot set WRITEABLE flag"):
+            arr.flags.writeable = True  # nor can it be made writeable: the index stays true
     swapped = hand.replace({"b.w": np.zeros((3, 3))})
     assert swapped.index("b.w").density == 0 and hand.index("b.w").density == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="mask c.w: expected only 0 and 1"):
