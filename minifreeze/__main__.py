@@ -298,19 +298,19 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _spec(args, config):
-    from minifreeze.sweep import RunSpec
+    from minifreeze.runs import RunSpec
     return RunSpec(config, args.dataset, args.limit_train, args.limit_test, args.val_fraction)
 
 
 def _load(spec, download: bool):
-    from minifreeze import sweep
-    return _library_call(sweep.load_data, spec, download=download)
+    from minifreeze import runs
+    return _library_call(runs.load_data, spec, download=download)
 
 
 def cmd_train(args) -> int:
     import dataclasses
     import time
-    from minifreeze import parallel, sweep, train as T
+    from minifreeze import parallel, runs, train as T
     epochs = getattr(args, "epochs", None)
     if epochs == "auto" and args.budget is None:
         raise CLIError("--epochs auto needs --budget SECONDS")
@@ -331,7 +331,7 @@ def cmd_train(args) -> int:
             plan = _library_call(T.plan_epochs, config, ds, args.budget - (time.perf_counter() - t0))
             spec = dataclasses.replace(spec, config=dataclasses.replace(config,
                                                                         epochs=plan["epochs"]))
-        metrics = _library_call(sweep.run, spec, out, data=ds,
+        metrics = _library_call(runs.run, spec, out, data=ds,
                                 progress=True if args.progress else None, plan=plan)
     if "diverged" in metrics:
         d = metrics["diverged"]
@@ -479,10 +479,10 @@ def cmd_report(args) -> int:
 def cmd_publish(args) -> int:
     """SRC's finished runs -> DST (metrics.json, and small model files), then DST's report."""
     from pathlib import Path
-    from minifreeze import sweep
+    from minifreeze import runs
     if not Path(args.src).is_dir():
         raise CLIError(f"{args.src}: no such folder (expected a sweep's folder, e.g. runs/paper)")
-    copied = _library_call(sweep.publish, args.src, _writable_folder(args.dst))
+    copied = _library_call(runs.publish, args.src, _writable_folder(args.dst))
     print(f"published {len(copied)} run(s) from {args.src} into {args.dst}"
           + "".join(f"\n  {name}" for name in copied))
     args.dir, args.compare = args.dst, ("freezenet", "snip")

@@ -3,7 +3,6 @@
 The command line, the README and the notebooks call the same functions, so they print the same
 table and draw the same picture:
 
-    metrics = run_metrics(result, dataset="mnist", file_bytes=14_192, wall_seconds=180.0)
     runs = load_runs("runs/mnist")                 # every runs/mnist/*/metrics.json
     print(markdown_table(summary_rows(runs), SUMMARY_COLUMNS))
     plot_history(runs, "runs/mnist/accuracy.png")  # test accuracy per epoch, one line per run
@@ -18,16 +17,14 @@ Spread: `std` is the sample standard deviation over seeds (ddof 1; 0 for a singl
 difference counts as "within the spread" when it is smaller than the two standard deviations
 added in quadrature, sqrt(std_a**2 + std_b**2): a rule of thumb for a handful of seeds, not a test.
 
-`metrics.json` (one per run, written by `python -m minifreeze train`) holds the keys of
-`run_metrics`: test accuracy, parameter counts, compression, bytes on disk against dense float32,
+`metrics.json` (one per run, written by `runs.run`, e.g. through `python -m minifreeze train`)
+holds the keys of `runs.run_metrics`: test accuracy, parameter counts, compression, bytes on disk against dense float32,
 seconds, the backend, the whole configuration and the per-epoch history.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -35,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-from minifreeze import masks as M
 
 SUMMARY_COLUMNS = ("method", "rate", "test_accuracy", "trained_params", "compression",
                    "file_bytes", "epochs", "wall_seconds", "backend")
@@ -49,49 +45,11 @@ class ReportError(ValueError):
     """A results folder that holds no run, or a metrics file that cannot be read."""
 
 
-def run_metrics(result, *, dataset: str, file_bytes: int, wall_seconds: float,
-                backend: str | None = None, plan: dict | None = None,
-                environment: dict | None = None) -> dict:
-    """The metrics of one finished run (a `train.TrainResult`) as a JSON-ready dict;
-    `environment`: where it ran (`environment.environment`)."""
-    from minifreeze.models import network_name
-    c = result.config
-    shapes = result.model.param_shapes()
-    total = result.model.num_params()
-    trained = M.count_trained(shapes, result.masks)
-    return {
-        "model": c.model, "network": network_name(c.model, c.model_kwargs),
-        "method": c.method, "score": c.score, "mode": c.mode, "rate": c.rate,
-        "seed": c.seed, "init": c.init, "dataset": dataset, "backend": backend,
-        "epochs": c.epochs, "test_accuracy": result.history[-1]["test_accuracy"],
-        "total_params": total, "trained_params": trained, "compression": total / trained,
-        "file_bytes": file_bytes, "dense_bytes": 4 * total, "wall_seconds": wall_seconds,
-        "train_seconds": result.seconds, "plan": plan, "config": dataclasses.asdict(c),
-        "history": result.history, "density": M.density_report(result.model, result.masks),
-        "environment": environment,
-        "checkpoints": getattr(result, "checkpoints", None),
-        "best_of_checkpoints": max((r["test_accuracy"] for r in
-                                    getattr(result, "checkpoints", None) or ()), default=None),
-    }
-
-
-def seal(metrics: dict) -> dict:
-    """metrics with "checksum", the SHA-256 of the rest (canonical JSON): an edit or a cut shows."""
-    body = {k: v for k, v in metrics.items() if k != "checksum"}
-    return {**body, "checksum": hashlib.sha256(json.dumps(body, sort_keys=True).encode())
-            .hexdigest()}
-
-
-def is_sealed(metrics) -> bool:
-    """True when `metrics` carries a checksum that matches its contents."""
-    return isinstance(metrics, dict) and "checksum" in metrics and \
-        seal(metrics)["checksum"] == metrics["checksum"]
-
-
 def load_runs(root, *, skipped: list | None = None) -> list[dict]:
     """Every root/*/metrics.json whose checksum holds, ordered by model, method (METHOD_ORDER
     first), rate, seed. Unreadable or altered files are left out and, if `skipped` is a list,
     named there."""
+    from minifreeze.runs import is_sealed
     root = Path(root)
     runs = []
     for path in sorted(root.glob("*/metrics.json")):

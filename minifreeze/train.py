@@ -382,7 +382,8 @@ def evaluate(model: models.Model, params, x: np.ndarray, y: np.ndarray, *, buffe
     return float((logits.argmax(axis=1) == y).mean()), float(loss)
 
 
-def _progress(total: int, desc: str, enabled: bool | None):
+def progress_bar(total: int, desc: str, enabled: bool | None):
+    """A tqdm bar on stderr; `enabled` None: only when stderr is a terminal."""
     from tqdm import tqdm  # the text bar: tqdm.auto warns in notebooks without ipywidgets
     if enabled is None:
         enabled = sys.stderr.isatty()
@@ -443,7 +444,7 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
         t_epoch = time.perf_counter()
         order = shuffle.permutation(n)  # (n,)
         loss_sum, correct = 0.0, 0
-        with _progress(steps_per_epoch, f"{c.method} epoch {epoch}/{c.epochs}", progress) as bar:
+        with progress_bar(steps_per_epoch, f"{c.method} epoch {epoch}/{c.epochs}", progress) as bar:
             for step in range(steps_per_epoch):
                 idx = order[step * c.batch_size:(step + 1) * c.batch_size]
                 try:

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from minifreeze import environment, report, sweep
+from minifreeze import environment, report, runs as R, sweep
 from minifreeze.__main__ import main
 from minifreeze.data import load_dataset, limit_test, limit_train
 from minifreeze.train import TrainConfig, protocol_config, train
@@ -40,7 +40,7 @@ def test_cli_conv_relu_applies_to_lenet5_only(tmp_path, capsys):
 
 
 def _run(network_kwargs, method, seed, acc, env=None):
-    return report.seal({"model": "lenet5", "method": method, "rate": 0.99, "seed": seed,
+    return R.seal({"model": "lenet5", "method": method, "rate": 0.99, "seed": seed,
                         "test_accuracy": acc, "trained_params": 10, "compression": 2.0,
                         "file_bytes": 100, "epochs": 3, "train_seconds": 1.0,
                         "run": f"{method}-{seed}-{bool(network_kwargs)}",
@@ -97,10 +97,10 @@ def test_a_run_records_its_network_environment_and_checkpoints(tmp_path):
                                               shards=1, checkpoint_every=2,
                                               model_kwargs={"conv_relu": True}),
                              limit_train=200, limit_test=100)[1]
-    m = sweep.run(spec, tmp_path / spec.name, progress=False)
+    m = R.run(spec, tmp_path / spec.name, progress=False)
     assert m["network"] == "lenet5_relu" and m["environment"]["shards"] == 1
     assert m["best_of_checkpoints"] == max(r["test_accuracy"] for r in m["checkpoints"])
-    assert sweep.finished(tmp_path / spec.name, spec) == m
+    assert R.finished(tmp_path / spec.name, spec) == m
     saved = json.loads((tmp_path / spec.name / "metrics.json").read_text())
     assert saved["environment"]["cpu"] == environment.cpu_model()
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from minifreeze import report, sweep
+from minifreeze import report, runs as R, sweep
 
 RESULTS = Path(__file__).resolve().parents[1] / "notebooks" / "results"
 WITH_RUNS = sorted({p.parent.parent for p in RESULTS.glob("*/*/metrics.json")})
@@ -29,7 +29,7 @@ def test_committed_runs_name_their_spec_and_environment(folder):
     for path in sorted(folder.glob("*/metrics.json")):
         m = report.load_runs(folder)
         run = next(r for r in m if r["run"] == path.parent.name)
-        assert sweep.RunSpec.from_dict(run["spec"]).name == path.parent.name
+        assert R.RunSpec.from_dict(run["spec"]).name == path.parent.name
         assert run.get("environment"), f"{path}: where it ran is not recorded"
 
 
@@ -46,10 +46,10 @@ def test_publish_copies_finished_runs_and_small_models_only(tmp_path):
     sweep.sweep(specs, tmp_path / "runs", progress=False)
     (tmp_path / "runs" / "killed").mkdir()
     (tmp_path / "runs" / "killed" / "metrics.json").write_text("{")
-    copied = sweep.publish(tmp_path / "runs", tmp_path / "pub", max_model_bytes=100_000)
+    copied = R.publish(tmp_path / "runs", tmp_path / "pub", max_model_bytes=100_000)
     assert sorted(copied) == sorted(s.name for s in specs)
     dense, snip = (tmp_path / "pub" / specs[0].name), (tmp_path / "pub" / specs[1].name)
     assert (dense / "metrics.json").is_file() and not (dense / "model.mfz").exists()  # 1 MB
     assert (snip / "model.mfz").is_file()  # a few KB
-    assert sweep.publish(tmp_path / "runs", tmp_path / "pub") == []  # already there
+    assert R.publish(tmp_path / "runs", tmp_path / "pub") == []  # already there
     assert len(report.load_runs(tmp_path / "pub")) == 2

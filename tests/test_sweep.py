@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from minifreeze import report, sweep
+from minifreeze import report, runs as R, sweep
 from minifreeze.__main__ import main
 from minifreeze.train import TrainConfig, protocol_config
 
@@ -28,7 +28,7 @@ def test_grid_expansion_and_names_are_deterministic():
     assert len({s.name for s in a}) == len(a) == 2 * (2 + 2 * 2 * 2 + 2)  # dense, 2x2x2, elsa
     assert a[0].config.method == "dense" and a[0].name.startswith("lenet5-dense-s0-")
     assert a[2].name.startswith("lenet5-snip-q0.99-s0-")
-    assert sweep.RunSpec.from_dict(a[3].to_dict()) == a[3]
+    assert R.RunSpec.from_dict(a[3].to_dict()) == a[3]
     other = sweep.expand_grid(["lenet5"], ["snip"], [0.99], [0],
                               base=TrainConfig(epochs=2, batch_size=50, warmup_steps=0, lr=0.05,
                                                shards=1))
@@ -69,18 +69,18 @@ def test_resume_redoes_exactly_what_is_not_finished(tmp_path):
     third = sweep.sweep(specs, tmp_path, progress=False)
     assert third.ran == 4 and third.skipped == 0
     for s, want in zip(specs, first.metrics):
-        got = sweep.finished(tmp_path / s.name, s)
+        got = R.finished(tmp_path / s.name, s)
         assert got is not None and got["test_accuracy"] == want["test_accuracy"]
 
 
 def test_a_partial_run_never_counts_as_finished(tmp_path):
     spec = tiny_grid()[1]
     out = tmp_path / spec.name
-    sweep.run(spec, out)
-    assert sweep.finished(out, spec) is not None
-    assert sweep.finished(out, tiny_grid()[2]) is None  # made from another spec
+    R.run(spec, out)
+    assert R.finished(out, spec) is not None
+    assert R.finished(out, tiny_grid()[2]) is None  # made from another spec
     (out / "model.mfz").write_bytes((out / "model.mfz").read_bytes()[:-1])
-    assert sweep.finished(out, spec) is None
+    assert R.finished(out, spec) is None
 
 
 def _essence(metrics):
@@ -148,7 +148,7 @@ def test_cli_sweep_then_report(tmp_path, capsys):
 
 
 def _run(method, rate, seed, acc, model="lenet5"):
-    return report.seal({"model": model, "method": method, "rate": rate, "seed": seed,
+    return R.seal({"model": model, "method": method, "rate": rate, "seed": seed,
                         "test_accuracy": acc, "trained_params": 10, "compression": 2.0,
                         "file_bytes": 100 + seed, "epochs": 3, "train_seconds": 1.0 + seed})
 
@@ -216,7 +216,7 @@ def test_cli_sweep_keeps_the_fields_each_method_uses(tmp_path, monkeypatch):
 
 
 def test_elsa_levels_are_compared_with_the_best_pruned_method_alone():
-    elsa = report.seal({"model": "lenet5", "method": "elsa", "rate": 0.0, "seed": 0,
+    elsa = R.seal({"model": "lenet5", "method": "elsa", "rate": 0.0, "seed": 0,
                         "test_accuracy": 0.99, "total_params": 100, "trained_params": 100,
                         "compression": 1.0, "file_bytes": 500, "epochs": 4,
                         "train_seconds": 40.0, "levels": [

@@ -1,0 +1,57 @@
+"""Same numbers before and after a change: a small grid's trained parameters, digested.
+
+Trains a small grid (LeNet-300-100 and LeNet-5 on the first 2,000 committed MNIST images, one
+epoch, every one-shot method plus dense, WeightMom and GMP) through the library and prints one
+SHA-256 per run over its final parameters and masks (the bytes, in the model's order). Run it on
+two checkouts of the same machine and compare the lines: a refactor that claims to change no
+number must print the same digests.
+
+    python benchmarks/same_numbers.py > after.txt
+    PYTHONPATH=/path/to/old/checkout python benchmarks/same_numbers.py > before.txt
+    diff before.txt after.txt
+
+Only public names that have existed since the first trainer (`train.TrainConfig`, `train.train`,
+`data.load_dataset`, `data.limit_train`, `data.limit_test`) are used, so an older checkout runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+
+import numpy as np
+
+from minifreeze.data import limit_test, limit_train, load_dataset
+from minifreeze.train import TrainConfig, train
+
+GRID = [(model, method, rate)
+        for model in ("lenet300", "lenet5")
+        for method, rate in (("dense", 0.0), ("freezenet", 0.99), ("snip", 0.99),
+                             ("grad_freeze", 0.99), ("random_prune", 0.99),
+                             ("weightmom", 0.9), ("gmp", 0.9))]
+
+
+def digest(result) -> str:
+    h = hashlib.sha256()
+    for name, value in result.params.items():
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    for name, m in (result.masks or {}).items():
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(m).tobytes())
+    return h.hexdigest()
+
+
+def main() -> int:
+    data = limit_test(limit_train(load_dataset("mnist"), 2000), 500)
+    for model, method, rate in GRID:
+        c = TrainConfig(model=model, method=method, rate=rate, epochs=1, batch_size=100,
+                        warmup_steps=5, lr=0.05, seed=3, shards=2, prune_every=4)
+        r = train(c, data, progress=False)
+        print(f"{model} {method} {rate} {r.history[-1]['test_accuracy']:.4f} {digest(r)}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""One training run and its files: what a run is, how it runs, and how its record is sealed.
+
+The unit of work of every study is one run: a `RunSpec` (a resolved `TrainConfig` plus the data
+it sees) and the pure function `run(spec, out)`, which trains, writes `out/model.mfz` and then
+`out/metrics.json`, and returns the metrics. It shares no state with other runs, so the sweep
+(`sweep.py`) can hand a grid of them to any executor, and the result does not depend on which
+worker ran it:
+
+    spec = RunSpec(protocol_config("short", model="lenet5", method="freezenet").resolved())
+    metrics = run(spec, "runs/one")          # runs/one/model.mfz, runs/one/metrics.json
+    finished("runs/one", spec)               # the metrics again, or None if it must be redone
+    publish("runs/study", "notebooks/results/study")   # finished runs into a committed folder
+
+Finished is a property of the files, not of a database: `metrics.json` is written last,
+atomically, and carries a SHA-256 of its own contents (`seal`, `is_sealed`) and of the model file
+it describes. A run counts as finished only if its metrics parse, their checksum holds, they were
+made from the same spec, and the model file's checksum matches; anything else (a run killed
+half-way, a truncated or edited file) is run again.
+
+Run names are deterministic: `lenet5-freezenet-q0.995-s0-<8 hex>` (`lenet5_relu-...` for LeNet-5
+with conv ReLU, `models.network_name`), the hex a hash of the whole spec, so two specs never
+share a folder. Each run records where it ran (`environment.py`). Notebook `07_study` walks
+through this file and `sweep.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from minifreeze import backend, data as D, masks as M, models, parallel, storage
+from minifreeze import train as T
+
+METRICS, MODEL, LAST_GOOD = "metrics.json", "model.mfz", "last_good.mfz"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: the config (resolved) and the data it trains and tests on."""
+    config: T.TrainConfig
+    dataset: str = "mnist"
+    limit_train: int | None = None
+    limit_test: int | None = None
+    val_fraction: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"config": _jsonable(dataclasses.asdict(self.config)), "dataset": self.dataset,
+                "limit_train": self.limit_train, "limit_test": self.limit_test,
+                "val_fraction": self.val_fraction}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSpec":
+        """The spec of `to_dict`; config fields it does not name take TrainConfig's defaults (a
+        field added later, whose default keeps the old behaviour, leaves old runs finished)."""
+        known = {f.name for f in dataclasses.fields(T.TrainConfig)}
+        config = T.TrainConfig(**{k: v for k, v in d["config"].items() if k in known})
+        return cls(config.resolved(), d["dataset"], d["limit_train"], d["limit_test"],
+                   d["val_fraction"])
+
+    @property
+    def name(self) -> str:
+        """`model-method[-q<rate>]-s<seed>-<hash>`: readable, and unique per spec. The hash
+        covers the data fields and the config fields that differ from TrainConfig's defaults
+        (resolved), so adding a field with a default renames no finished run."""
+        c = self.config
+        rate = "" if T.METHODS[c.method].when in ("never", "phases") else f"-q{c.rate!r}"
+        d = self.to_dict()
+        defaults = _jsonable(dataclasses.asdict(T.TrainConfig(model=c.model,
+                                                              method=c.method).resolved()))
+        d["config"] = {k: v for k, v in d["config"].items() if defaults.get(k) != v}
+        net = models.network_name(c.model, c.model_kwargs)
+        return f"{net}-{c.method}{rate}-s{c.seed}-{_digest(d)[:8]}"
+
+
+def _jsonable(obj):
+    """Tuples as lists, as JSON gives them back, so a spec equals its own round trip."""
+    return json.loads(json.dumps(obj))
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+# --- the run record ----------------------------------------------------------------------------
+
+def run_metrics(result, *, dataset: str, file_bytes: int, wall_seconds: float,
+                backend: str | None = None, plan: dict | None = None,
+                environment: dict | None = None) -> dict:
+    """The metrics of one finished run (a `train.TrainResult`) as a JSON-ready dict;
+    `environment`: where it ran (`environment.environment`)."""
+    from minifreeze.models import network_name
+    c = result.config
+    shapes = result.model.param_shapes()
+    total = result.model.num_params()
+    trained = M.count_trained(shapes, result.masks)
+    return {
+        "model": c.model, "network": network_name(c.model, c.model_kwargs),
+        "method": c.method, "score": c.score, "mode": c.mode, "rate": c.rate,
+        "seed": c.seed, "init": c.init, "dataset": dataset, "backend": backend,
+        "epochs": c.epochs, "test_accuracy": result.history[-1]["test_accuracy"],
+        "total_params": total, "trained_params": trained, "compression": total / trained,
+        "file_bytes": file_bytes, "dense_bytes": 4 * total, "wall_seconds": wall_seconds,
+        "train_seconds": result.seconds, "plan": plan, "config": dataclasses.asdict(c),
+        "history": result.history, "density": M.density_report(result.model, result.masks),
+        "environment": environment,
+        "checkpoints": getattr(result, "checkpoints", None),
+        "best_of_checkpoints": max((r["test_accuracy"] for r in
+                                    getattr(result, "checkpoints", None) or ()), default=None),
+    }
+
+
+def seal(metrics: dict) -> dict:
+    """metrics with "checksum", the SHA-256 of the rest (canonical JSON): an edit or a cut shows."""
+    body = {k: v for k, v in metrics.items() if k != "checksum"}
+    return {**body, "checksum": hashlib.sha256(json.dumps(body, sort_keys=True).encode())
+            .hexdigest()}
+
+
+def is_sealed(metrics) -> bool:
+    """True when `metrics` carries a checksum that matches its contents."""
+    return isinstance(metrics, dict) and "checksum" in metrics and \
+        seal(metrics)["checksum"] == metrics["checksum"]
+
+
+# --- one run ------------------------------------------------------------------------------------
+
+_DATA: dict = {}
+
+
+def load_data(spec: RunSpec, *, download: bool = False) -> D.Dataset:
+    """The dataset a spec trains on (verified; limited and split as it says), kept per process."""
+    key = (spec.dataset, spec.limit_train, spec.limit_test, spec.val_fraction,
+           spec.config.seed if spec.val_fraction else None)
+    if key not in _DATA:
+        ds = D.load_dataset(spec.dataset, download=download)
+        ds = D.split_validation(ds, spec.val_fraction, spec.config.seed)
+        ds = D.limit_test(D.limit_train(ds, spec.limit_train), spec.limit_test)
+        _DATA.clear()  # one dataset at a time: a worker runs one spec after another
+        _DATA[key] = ds
+    return _DATA[key]
+
+
+def train_any(config: T.TrainConfig, data: D.Dataset, *, progress: bool | None = None):
+    """Train any method: `train.train`, or `elsa.train` for the nested method."""
+    if T.METHODS[config.method].when == "phases":
+        from minifreeze import elsa
+        return elsa.train(config, data, progress=progress)
+    return T.train(config, data, progress=progress)
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def finished(out, spec: RunSpec | None = None) -> dict | None:
+    """The metrics of a finished run in folder `out`, or None if it has to be (re)done.
+
+    Finished: metrics.json parses, its checksum holds, it was made from `spec` (if given), and
+    the model file it names (model.mfz, or last_good.mfz for a run that diverged) has the
+    checksum it recorded.
+    """
+    out = Path(out)
+    try:
+        metrics = json.loads((out / METRICS).read_text())
+    except (OSError, ValueError):
+        return None
+    if not is_sealed(metrics):
+        return None
+    if spec is not None:
+        try:
+            if RunSpec.from_dict(metrics["spec"]) != spec:
+                return None
+        except (KeyError, TypeError, ValueError):
+            return None
+    model = out / (LAST_GOOD if "diverged" in metrics else MODEL)
+    if metrics.get("model_sha256") is None or _file_sha256(model) != metrics["model_sha256"]:
+        return None
+    return metrics
+
+
+def run(spec: RunSpec, out, *, data: D.Dataset | None = None, progress: bool | None = None,
+        plan: dict | None = None) -> dict:
+    """Train one spec; write out/model.mfz, then out/metrics.json (both atomically); return the
+    metrics. A run that diverges writes out/last_good.mfz and metrics that say where instead
+    (`"diverged"`, no test accuracy) and returns them: it is finished too, since running it
+    again would diverge again."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / METRICS).unlink(missing_ok=True)  # a redo is unfinished until its metrics are written
+    c = spec.config.resolved()
+    t0 = time.perf_counter()
+    data = load_data(spec) if data is None else data
+    try:
+        result = train_any(c, data, progress=progress)
+    except T.TrainingDiverged as err:
+        return _diverged(spec, out, err)
+    ckpt = result.checkpoint()
+    ckpt.meta["dataset"] = spec.dataset
+    file_bytes = storage.save(out / MODEL, ckpt)
+    metrics = run_metrics(result, dataset=spec.dataset, file_bytes=file_bytes,
+                                 wall_seconds=time.perf_counter() - t0,
+                                 backend=backend.get_backend(), plan=plan,
+                                 environment=run_environment(c))
+    if hasattr(result, "level_map"):  # ELSA: each level as extracted from the final network
+        from minifreeze import elsa
+        rows = elsa.level_metrics(result, data, batch_size=c.eval_batch)
+        info = storage.describe(out / MODEL)  # the file as written: its level rows and map bytes
+        for row, sizes in zip(rows, info["level_rows"]):
+            row.update(extracted_bytes=sizes["extracted_bytes"], joined_bytes=sizes["joined_bytes"],
+                       own_mask_bytes=sizes["own_mask_bytes"])
+        metrics.update(levels=rows, phase_seconds=result.phase_seconds,
+                       level_map_bytes=info["mask_bytes"])
+    metrics.update(run=out.name, spec=spec.to_dict(), model_sha256=_file_sha256(out / MODEL))
+    metrics = seal(_jsonable(metrics))
+    storage.write_atomic(out / METRICS, (json.dumps(metrics, indent=2) + "\n").encode())
+    return metrics
+
+
+def run_environment(c: T.TrainConfig) -> dict:
+    """Where a run of config `c` runs now: `environment.environment` with its shard count."""
+    from minifreeze.environment import environment
+    model = models.get_model(c.model, **c.model_kwargs)
+    return environment(shards=parallel.resolve_shards(model, c.shards, c.batch_size),
+                       backend=backend.get_backend())
+
+
+def _diverged(spec: RunSpec, out: Path, err: T.TrainingDiverged) -> dict:
+    import math
+    c = spec.config.resolved()
+    masks, mode, rate = dict(err.masks or {}), c.mode, c.rate
+    if T.METHODS[c.method].when == "phases":  # an ELSA phase: keep the values, not its masks
+        masks, mode = {}, "prune"
+    if masks:  # a gradual method may diverge between rates: record the rate its masks have
+        kept, n = sum(int(m.sum()) for m in masks.values()), sum(m.size for m in masks.values())
+        rate = rate if M.keep_count(n, rate) == kept else 1 - kept / n
+    storage.save(out / LAST_GOOD, storage.Checkpoint(
+        c.model, err.params, masks, err.buffers, c.seed, c.init, mode,
+        {**T.checkpoint_meta(c), "rate": rate, "dataset": spec.dataset}, dict(c.model_kwargs)))
+    loss = err.loss if math.isfinite(err.loss) else str(err.loss)  # JSON has no NaN
+    metrics = seal(_jsonable({
+        "model": c.model, "network": models.network_name(c.model, c.model_kwargs),
+        "method": c.method, "rate": c.rate, "seed": c.seed,
+        "dataset": spec.dataset, "run": out.name, "spec": spec.to_dict(),
+        "environment": run_environment(c),
+        "diverged": {"epoch": err.epoch, "step": err.step, "loss": loss, "why": err.why},
+        "config": dataclasses.asdict(c), "history": err.history,
+        "model_sha256": _file_sha256(out / LAST_GOOD)}))
+    storage.write_atomic(out / METRICS, (json.dumps(metrics, indent=2) + "\n").encode())
+    return metrics
+
+
+PUBLISH_MODEL_BYTES = 256 * 1024
+"""`publish` copies a run's model file only up to this size (sparse runs: about 15 KB; a dense
+LeNet-5 is 1.7 MB and is regenerated by running the spec again)."""
+
+
+def publish(src, dst, *, max_model_bytes: int = PUBLISH_MODEL_BYTES) -> list[str]:
+    """Copy every finished run of folder `src` into `dst` (a folder kept in version control):
+    its metrics.json and, when at most `max_model_bytes`, its model file (model.mfz, or
+    last_good.mfz for a diverged run). A run already in `dst` with the same checksum is left as
+    it is; each file is written atomically. Returns the names of the runs copied."""
+    src, dst = Path(src), Path(dst)
+    copied = []
+    for folder in sorted(p.parent for p in src.glob(f"*/{METRICS}")):
+        metrics = finished(folder)
+        if metrics is None:
+            continue  # unfinished, altered or without its model file: nothing to publish
+        target = dst / folder.name
+        try:
+            old = json.loads((target / METRICS).read_text())
+        except (OSError, ValueError):
+            old = None
+        if old is not None and old.get("checksum") == metrics["checksum"]:
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        model = folder / (LAST_GOOD if "diverged" in metrics else MODEL)
+        if model.stat().st_size <= max_model_bytes:
+            storage.write_atomic(target / model.name, model.read_bytes())
+        storage.write_atomic(target / METRICS, (folder / METRICS).read_bytes())
+        copied.append(folder.name)
+    return copied
