@@ -72,8 +72,10 @@ mnist: install
 
 # The study: freezing against pruning across rates and seeds, one single-threaded run per core.
 # LeNet-5-Caffe for STUDY_EPOCHS_LENET5 epochs and LeNet-300-100 for STUDY_EPOCHS_LENET300; dense,
-# FreezeNet, SNIP and random masks frozen and pruned at four rates, three seeds; WeightMom and GMP
-# at q = 0.99 and 0.995 and ELSA (levels 0.995 / 0.99 / 0.9 / dense) on LeNet-5-Caffe; last the
+# FreezeNet, SNIP and random masks frozen and pruned at four rates, three seeds, on both and on
+# LeNet-5 with conv ReLU (reported apart as lenet5_relu); WeightMom and GMP
+# at q = 0.99 and 0.995 and ELSA (levels 0.995 / 0.99 / 0.9 / dense; first phase SNIP, then GMP)
+# on LeNet-5-Caffe; last the
 # |g| mask frozen and pruned (FreezeNet's other reading). Resumable: run it again after a kill and
 # only unfinished runs are redone. STUDY_ARGS reaches every sweep (e.g. --workers 4, or
 # --executor dask --scheduler tcp://HOST:8786). Writes runs/study/ and its report.
@@ -92,8 +94,10 @@ LENET300 = --models lenet300 --epochs $(STUDY_EPOCHS_LENET300)
 study: install
 	$(SWEEP) $(LENET5) --methods $(STUDY_METHODS) --rates $(STUDY_RATES)
 	$(SWEEP) $(LENET300) --methods $(STUDY_METHODS) --rates $(STUDY_RATES)
+	$(SWEEP) $(LENET5) --conv-relu --methods $(STUDY_METHODS) --rates $(STUDY_RATES)
 	$(SWEEP) $(LENET5) --methods weightmom gmp --rates 0.99 0.995
 	$(SWEEP) $(LENET5) --methods elsa --levels 0.995 0.99 0.9
+	$(SWEEP) $(LENET5) --methods elsa --levels 0.995 0.99 0.9 --sparsifier gmp
 	$(SWEEP) $(LENET5) --methods $(STUDY_GRAD) --rates $(STUDY_RATES)
 	$(SWEEP) $(LENET300) --methods $(STUDY_GRAD) --rates $(STUDY_RATES)
 	$(BIN)/python -m minifreeze report $(STUDY_OUT)

@@ -72,6 +72,15 @@ def load_runs(root, *, skipped: list | None = None) -> list[dict]:
                                        r["rate"], r.get("seed", 0)))
 
 
+def method_of(run: dict) -> str:
+    """The method a run's row is grouped under: its name, and for ELSA the first phase's
+    sparsifier when it is not SNIP's (`elsa_gmp`), so two ELSA variants are never averaged."""
+    sparsifier = (run.get("config") or {}).get("sparsifier", "snip")
+    if run["method"] == "elsa" and sparsifier != "snip":
+        return f"elsa_{sparsifier}"
+    return run["method"]
+
+
 def network_of(run: dict) -> str:
     """The network a run's metrics describe (`models.network_name`): `lenet5` is Caffe's
     LeNet-5, `lenet5_relu` the one with a ReLU after each convolution."""
@@ -184,7 +193,7 @@ def aggregate(runs: list[dict]) -> list[dict]:
     the means of the counts and times. Diverged runs are counted in `diverged`, not averaged."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((network_of(r), r["method"], r["rate"]), []).append(r)
+        groups.setdefault((network_of(r), method_of(r), r["rate"]), []).append(r)
     rows = []
     for (model, method, rate), rs in groups.items():
         ok = [r for r in rs if "test_accuracy" in r]
@@ -386,7 +395,7 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
                       f"sqrt(std_{a}^2 + std_{b}^2))", "",
                   markdown_table(format_rows(comparison, cols, percent=(a, b)), cols)]
     if elsa:
-        cols = ("model", "rate", "elsa_seeds", "elsa", "elsa_std", "alone_method", "alone",
+        cols = ("model", "method", "rate", "elsa_seeds", "elsa", "elsa_std", "alone_method", "alone",
                 "alone_std", "freezenet", "freezenet_std")
         parts += ["", "## ELSA: each level extracted from the final network, against the best "
                       "pruned method trained alone at that rate (q = 0: the final dense network "
@@ -394,7 +403,7 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
                   markdown_table(format_rows(list(elsa), cols, percent=("elsa", "alone",
                                                                          "freezenet")), cols)]
     if elsa_cost:
-        cols = ("model", "levels", "elsa_train_seconds", "alone_train_seconds",
+        cols = ("model", "method", "levels", "elsa_train_seconds", "alone_train_seconds",
                 "elsa_file_bytes", "alone_file_bytes")
         parts += ["", "ELSA's cost: one run and one file, against training and storing each "
                       "level alone (seconds of training, mean over seeds; bytes on disk)", "",
@@ -513,13 +522,13 @@ def elsa_comparison(runs: list[dict], groups: list[dict]) -> list[dict]:
     index = {(g["model"], g["method"], g["rate"]): g for g in groups if "mean_accuracy" in g}
     rows = []
     for (model, method, rate), g in sorted(index.items(), key=lambda kv: (kv[0][0], -kv[0][2])):
-        if method != "elsa":
+        if not method.startswith("elsa"):
             continue
         alone = [index[(model, m, rate)] for m in (("dense",) if rate == 0 else PRUNED)
                  if (model, m, rate) in index]
         best = max(alone, key=lambda a: a["mean_accuracy"], default=None)
         fz = index.get((model, "freezenet", rate))
-        rows.append({"model": model, "rate": rate, "elsa": g["mean_accuracy"],
+        rows.append({"model": model, "method": method, "rate": rate, "elsa": g["mean_accuracy"],
                      "elsa_std": g["std_accuracy"], "elsa_seeds": len(g["seeds"]),
                      "alone_method": None if best is None else best["method"],
                      "alone": None if best is None else best["mean_accuracy"],
@@ -537,13 +546,13 @@ def elsa_costs(runs: list[dict], comparison: list[dict]) -> list[dict]:
     """Per model: mean training seconds and bytes of one ELSA run (its .mfz) against the sum over
     its levels of the methods trained alone that `elsa_comparison` picked."""
     out = []
-    for model in sorted({r["model"] for r in comparison}):
-        elsa = [r for r in runs if network_of(r) == model and r["method"] == "elsa"
+    for model, method in sorted({(r["model"], r["method"]) for r in comparison}):
+        elsa = [r for r in runs if network_of(r) == model and method_of(r) == method
                 and "test_accuracy" in r and "levels" in r]
-        rows = [r for r in comparison if r["model"] == model]
+        rows = [r for r in comparison if (r["model"], r["method"]) == (model, method)]
         if not elsa or any(r["alone"] is None for r in rows):
             continue
-        out.append({"model": model, "levels": len(rows),
+        out.append({"model": model, "method": method, "levels": len(rows),
                     "elsa_train_seconds": mean_std([r["train_seconds"] for r in elsa])[0],
                     "alone_train_seconds": sum(r["alone_train_seconds"] for r in rows),
                     "elsa_file_bytes": int(mean_std([r["file_bytes"] for r in elsa])[0]),

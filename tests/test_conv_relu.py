@@ -119,3 +119,12 @@ def test_snips_rule_and_the_fraction_of_dense_are_reported():
     assert "SNIP's rule" in text and "| 0.9899 |" in text  # 0.982 / 0.992
     # runs without checkpoints have no such table
     assert report.checkpoint_rows(report.aggregate([_run({}, "snip", 0, 0.9)])) == []
+
+
+def test_elsa_variants_are_grouped_apart():
+    def elsa(sparsifier, seed, acc):
+        return {**_run({}, "elsa", seed, acc), "rate": 0.0,
+                "config": {"model_kwargs": {}, "sparsifier": sparsifier}}
+    groups = report.aggregate([elsa("snip", 0, 0.9), elsa("gmp", 0, 0.95), elsa("gmp", 1, 0.97)])
+    by = {g["method"]: g for g in groups}
+    assert set(by) == {"elsa", "elsa_gmp"} and by["elsa_gmp"]["seeds"] == [0, 1]
