@@ -123,8 +123,8 @@ class MinifreezeRunner:
                                        weight_decay=WEIGHT_DECAY, shards=self.shards,
                                        pruned=pruned, sparse_compute=pruned)
         self.stored_bytes = len(storage.to_bytes(storage.Checkpoint(
-            self.model.name, self.params, self.masks or {}, {}, seed, "xavier", mode, {},
-            {"input_shape": list(self.model.input_shape)} if name == "vgg" else {})))
+            self.model.name, self.params, masks=self.masks or {}, seed=seed, mode=mode,
+            model_kwargs={"input_shape": list(self.model.input_shape)} if name == "vgg" else {})))
 
     def train_steps(self, steps):
         with backend.use_backend(self.backend):

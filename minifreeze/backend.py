@@ -39,9 +39,10 @@ class BackendUnavailable(RuntimeError):
     """The requested backend cannot run here; the message says why and how to enable it."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Kernels:
-    """One backend's kernels, each with the signature of its NumPy reference."""
+    """One backend's kernels, each with the signature of its NumPy reference (built by keyword:
+    nine callables of similar signatures must not be swapped silently)."""
     name: str
     im2col: Callable              # x (N, C, H, W) -> cols (C*KH*KW, N*OH*OW)
     col2im: Callable              # cols (C*KH*KW, N*OH*OW) -> dx (N, C, H, W)
@@ -70,9 +71,12 @@ def _numpy() -> Kernels:
     # NumPy's gathers cost far more per multiply-add than BLAS: on LeNet-5's conv2 (50 x 500
     # weights, 3,200 positions) the sampled product took 1.10 ms at density 2% and 11 ms at 5%,
     # the dense product 2.3 ms.
-    return Kernels("numpy", ref.im2col, ref.col2im, ref.maxpool_forward, ref.maxpool_backward,
-                   ref.sampled_weight_grad, masked_sgd_update, ref.sparse_matmul,
-                   ref.sparse_conv_forward, ref.sparse_conv_backward,
+    return Kernels(name="numpy", im2col=ref.im2col, col2im=ref.col2im,
+                   maxpool_forward=ref.maxpool_forward, maxpool_backward=ref.maxpool_backward,
+                   sampled_weight_grad=ref.sampled_weight_grad,
+                   masked_sgd_update=masked_sgd_update, sparse_matmul=ref.sparse_matmul,
+                   sparse_conv_forward=ref.sparse_conv_forward,
+                   sparse_conv_backward=ref.sparse_conv_backward,
                    sparse_dw_density=0.02, sparse_compute_density=0.01)
 
 
@@ -85,9 +89,12 @@ def _numba() -> Kernels:
     # One thread against the BLAS product: LeNet-5's conv2 (50 x 500 weights, 3,200 positions)
     # 0.99 ms sampled at 10% vs 2.46 ms dense, break-even near 20%; fc1 (500 x 800, 100
     # positions) 0.91 vs 0.95 ms at 10%.
-    return Kernels("numba", nb.im2col, nb.col2im, nb.maxpool_forward, nb.maxpool_backward,
-                   nb.sampled_weight_grad, nb.masked_sgd_update, nb.sparse_matmul,
-                   nb.sparse_conv_forward, nb.sparse_conv_backward,
+    return Kernels(name="numba", im2col=nb.im2col, col2im=nb.col2im,
+                   maxpool_forward=nb.maxpool_forward, maxpool_backward=nb.maxpool_backward,
+                   sampled_weight_grad=nb.sampled_weight_grad,
+                   masked_sgd_update=nb.masked_sgd_update, sparse_matmul=nb.sparse_matmul,
+                   sparse_conv_forward=nb.sparse_conv_forward,
+                   sparse_conv_backward=nb.sparse_conv_backward,
                    sparse_dw_density=0.1, sparse_compute_density=0.05)
 
 
@@ -104,11 +111,13 @@ def _cuda() -> Kernels:
     if reason is not None:
         raise BackendUnavailable(f"cuda: {reason}")
     from minifreeze import im2col as ref  # no CUDA kernel for the sampled product: the reference
-    return Kernels("cuda", cu.im2col, cu.col2im, cu.maxpool_forward, cu.maxpool_backward,
-                   ref.sampled_weight_grad, cu.masked_sgd_update, ref.sparse_matmul,
-                   ref.sparse_conv_forward, ref.sparse_conv_backward,
-                   sparse_dw_density=0.02, sparse_compute_density=0.01,
-                   device_resident=True)
+    return Kernels(name="cuda", im2col=cu.im2col, col2im=cu.col2im,
+                   maxpool_forward=cu.maxpool_forward, maxpool_backward=cu.maxpool_backward,
+                   sampled_weight_grad=ref.sampled_weight_grad,
+                   masked_sgd_update=cu.masked_sgd_update, sparse_matmul=ref.sparse_matmul,
+                   sparse_conv_forward=ref.sparse_conv_forward,
+                   sparse_conv_backward=ref.sparse_conv_backward,
+                   sparse_dw_density=0.02, sparse_compute_density=0.01, device_resident=True)
 
 
 _LOADERS: dict[str, Callable[[], Kernels]] = {"numba": _numba, "numpy": _numpy, "cuda": _cuda}

@@ -81,9 +81,10 @@ class ElsaResult:
 
     def checkpoint(self) -> storage.Checkpoint:
         c = self.config
-        return storage.Checkpoint(c.model, self.params, {}, self.buffers, c.seed, c.init, "prune",
-                                  {**T.checkpoint_meta(c), "levels": self.rates},
-                                  dict(c.model_kwargs), levels=self.level_map)
+        return storage.Checkpoint(c.model, self.params, buffers=self.buffers, seed=c.seed,
+                                  init_scheme=c.init, mode="prune",
+                                  meta={**T.checkpoint_meta(c), "levels": self.rates},
+                                  model_kwargs=dict(c.model_kwargs), levels=self.level_map)
 
 
 def level_masks(level_map: dict[str, np.ndarray], level: int) -> M.Masks:

@@ -131,12 +131,13 @@ def _map(fn, items: list) -> list:
 
 
 def loss_and_grads(model, params, x, y, *, masks=None, buffers=None, shards: int | None = None,
-                   pruned: bool = False):
+                   pruned=None):
     """Softmax cross-entropy, its gradients and the logits of a batch, run as shards on threads.
 
     -> (loss, grads keyed like params, logits (N, classes)). Equal to `model.loss_and_grads` up to
-    float rounding; with one shard it is that call. `pruned`: the entries with m == 0 are exactly
-    0, so pruned layers may compute over their kept weights only (`Model.forward(pruned=)`).
+    float rounding; with one shard it is that call. `pruned`: as in `Model.forward` and
+    `predict`, a `masks.Masks` whose m == 0 entries are exactly 0 in params, so pruned layers may
+    compute over their kept weights only; None computes every product densely.
     """
     masks = as_masks(masks)
     n = len(x)
@@ -144,8 +145,7 @@ def loss_and_grads(model, params, x, y, *, masks=None, buffers=None, shards: int
 
     def run(sl):
         with np.errstate(over="ignore", invalid="ignore"):  # the caller checks the loss
-            logits, caches = model.forward(params, x[sl], buffers=buffers,
-                                           pruned=masks if pruned else None)
+            logits, caches = model.forward(params, x[sl], buffers=buffers, pruned=pruned)
             loss, dlogits = softmax_cross_entropy(logits, y[sl])
         return loss, model.backward(dlogits, caches, masks=masks), logits
 

@@ -241,8 +241,9 @@ def _diverged(spec: RunSpec, out: Path, err: T.TrainingDiverged) -> dict:
         kept, n = sum(int(m.sum()) for m in masks.values()), sum(m.size for m in masks.values())
         rate = rate if M.keep_count(n, rate) == kept else 1 - kept / n
     storage.save(out / LAST_GOOD, storage.Checkpoint(
-        c.model, err.params, masks, err.buffers, c.seed, c.init, mode,
-        {**T.checkpoint_meta(c), "rate": rate, "dataset": spec.dataset}, dict(c.model_kwargs)))
+        c.model, err.params, masks=masks, buffers=err.buffers, seed=c.seed, init_scheme=c.init,
+        mode=mode, meta={**T.checkpoint_meta(c), "rate": rate, "dataset": spec.dataset},
+        model_kwargs=dict(c.model_kwargs)))
     loss = err.loss if math.isfinite(err.loss) else str(err.loss)  # JSON has no NaN
     metrics = seal(_jsonable({
         "model": c.model, "network": models.network_name(c.model, c.model_kwargs),

@@ -55,7 +55,7 @@ import json
 import os
 import struct
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +81,7 @@ class Checkpoint:
     """Everything needed to rebuild a trained network, and to say how it was made."""
     model_name: str
     params: dict[str, np.ndarray]
+    _: KW_ONLY  # the rest by name: ten fields, several of the same type, must not be swapped
     masks: dict[str, np.ndarray] = field(default_factory=dict)
     buffers: dict[str, np.ndarray] = field(default_factory=dict)
     seed: int = 0
@@ -556,8 +557,9 @@ def load(path) -> Checkpoint:
     meta = {k: v for k, v in header.items()
             if k not in ("model", "model_kwargs", "init", "seed", "mode", "tensors", "_version",
                          "architecture", "frozen_sha256")}
-    return Checkpoint(header["model"], params, masks, buffers, header["seed"], header["init"],
-                      mode, meta, header.get("model_kwargs", {}), levels)
+    return Checkpoint(header["model"], params, masks=masks, buffers=buffers, seed=header["seed"],
+                      init_scheme=header["init"], mode=mode, meta=meta,
+                      model_kwargs=header.get("model_kwargs", {}), levels=levels)
 
 
 def describe(path) -> dict:
@@ -633,5 +635,6 @@ def extract(ckpt: Checkpoint, rate: float) -> Checkpoint:
         params[k][m == 0] = 0.0
     meta = {k: v for k, v in ckpt.meta.items() if k != "levels"}
     meta.update(rate=rates[level - 1], elsa_level=level, elsa_levels=rates)
-    return Checkpoint(ckpt.model_name, params, masks if level < len(rates) else {}, ckpt.buffers,
-                      ckpt.seed, ckpt.init_scheme, "prune", meta, dict(ckpt.model_kwargs))
+    return Checkpoint(ckpt.model_name, params, masks=masks if level < len(rates) else {},
+                      buffers=ckpt.buffers, seed=ckpt.seed, init_scheme=ckpt.init_scheme,
+                      mode="prune", meta=meta, model_kwargs=dict(ckpt.model_kwargs))

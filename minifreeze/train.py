@@ -334,8 +334,10 @@ class TrainResult:
 
     def checkpoint(self) -> storage.Checkpoint:
         c = self.config
-        return storage.Checkpoint(c.model, self.params, self.masks or {}, self.buffers, c.seed,
-                                  c.init, c.mode, checkpoint_meta(c), dict(c.model_kwargs))
+        return storage.Checkpoint(c.model, self.params, masks=self.masks or {},
+                                  buffers=self.buffers, seed=c.seed, init_scheme=c.init,
+                                  mode=c.mode, meta=checkpoint_meta(c),
+                                  model_kwargs=dict(c.model_kwargs))
 
 
 def checkpoint_meta(c: TrainConfig) -> dict:

@@ -148,7 +148,7 @@ class HostTrainer:
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
             loss, grads, logits = parallel.loss_and_grads(
                 self.model, self._params, x, y, masks=self.masks, buffers=self.buffers,
-                shards=self.shards, pruned=self._sparse)
+                shards=self.shards, pruned=self.masks if self._sparse else None)
         if not np.isfinite(loss):
             raise NonFiniteStep(f"loss is {loss}", float(loss))
         for k, v in self._params.items():

@@ -115,8 +115,8 @@ def test_a_corrupt_level_map_is_refused(tmp_path_factory, data):
     m = get_model("lenet300")
     params = init.init_params(m, 0)
     levels = consistent_levels(m, [0.9, 0.5], seed=0)
-    ckpt = storage.Checkpoint("lenet300", params, {}, {}, 0, "xavier", "prune",
-                              {"method": "elsa", "levels": [0.9, 0.5, 0.0]}, {}, levels)
+    ckpt = storage.Checkpoint("lenet300", params, seed=0, mode="prune",
+                              meta={"method": "elsa", "levels": [0.9, 0.5, 0.0]}, levels=levels)
     raw = storage.to_bytes(ckpt)
     back = storage.load(_write(path, raw))
     assert all(np.array_equal(back.levels[k], levels[k]) for k in levels)

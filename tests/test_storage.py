@@ -35,8 +35,8 @@ def _trained_checkpoint(seed, rate, mode, model_name="lenet300"):
     for k, v in params.items():
         step = rng.standard_normal(v.shape).astype(np.float32)
         v += step * masks[k] if k in masks else step
-    return model, storage.Checkpoint(model.name, params, masks, {}, seed, "xavier", mode,
-                                     {"method": "test", "rate": rate})
+    return model, storage.Checkpoint(model.name, params, masks=masks, seed=seed, mode=mode,
+                                     meta={"method": "test", "rate": rate})
 
 
 @pytest.mark.parametrize("mode", ["freeze", "prune"])
@@ -69,8 +69,8 @@ def test_batchnorm_buffers_round_trip(tmp_path):
     model = get_model("vgg", batch_norm=True, input_shape=(1, 28, 28))
     params = init.init_params(model, 1)
     buffers = {k: v + 0.25 for k, v in model.init_buffers().items()}
-    ckpt = storage.Checkpoint("vgg", params, {}, buffers, 1, "xavier", "freeze", {},
-                              {"batch_norm": True, "input_shape": [1, 28, 28]})
+    ckpt = storage.Checkpoint("vgg", params, buffers=buffers, seed=1, mode="freeze",
+                              model_kwargs={"batch_norm": True, "input_shape": [1, 28, 28]})
     storage.save(tmp_path / "v.mfz", ckpt)
     back = storage.load(tmp_path / "v.mfz")
     assert all(np.array_equal(back.buffers[k], buffers[k]) for k in buffers)
@@ -163,9 +163,9 @@ def _elsa_checkpoint():
     from tests.test_elsa import consistent_levels
     model = get_model("lenet300")
     params = init.init_params(model, 2)
-    return storage.Checkpoint("lenet300", params, {}, {}, 2, "xavier", "prune",
-                              {"method": "elsa", "rate": 0.0, "levels": [0.99, 0.9, 0.0]}, {},
-                              consistent_levels(model, [0.99, 0.9], seed=1))
+    return storage.Checkpoint("lenet300", params, seed=2, mode="prune",
+                              meta={"method": "elsa", "rate": 0.0, "levels": [0.99, 0.9, 0.0]},
+                              levels=consistent_levels(model, [0.99, 0.9], seed=1))
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +293,7 @@ def test_a_resaved_file_names_the_library_that_wrote_it(tmp_path):
     from minifreeze import __version__
     model = get_model("lenet300")
     params = init.init_params(model, 2)
-    old = storage.Checkpoint("lenet300", params, {}, {}, 2, "xavier", "prune",
-                             {"library_version": "0.0.1"}, {})  # meta as read from an old file
+    old = storage.Checkpoint("lenet300", params, seed=2, mode="prune",
+                             meta={"library_version": "0.0.1"})  # as read from an old file
     storage.save(tmp_path / "a.mfz", old)
     assert storage.describe(tmp_path / "a.mfz")["library_version"] == __version__
