@@ -24,11 +24,13 @@ import numpy as np
 from minifreeze.data import limit_test, limit_train, load_dataset
 from minifreeze.train import TrainConfig, train
 
-GRID = [(model, method, rate)
+GRID = [(model, method, rate, sparse)
         for model in ("lenet300", "lenet5")
-        for method, rate in (("dense", 0.0), ("freezenet", 0.99), ("snip", 0.99),
-                             ("grad_freeze", 0.99), ("random_prune", 0.99),
-                             ("weightmom", 0.9), ("gmp", 0.9))]
+        for method, rate, sparse in (("dense", 0.0, False), ("freezenet", 0.99, False),
+                                     ("snip", 0.99, False), ("snip", 0.995, True),
+                                     ("grad_freeze", 0.99, False), ("random_prune", 0.99, False),
+                                     ("weightmom", 0.9, False), ("gmp", 0.9, False))]
+"""(model, method, rate, sparse_compute): the last turns on a pruned layer's sparse products."""
 
 
 def digest(result) -> str:
@@ -44,12 +46,13 @@ def digest(result) -> str:
 
 def main() -> int:
     data = limit_test(limit_train(load_dataset("mnist"), 2000), 500)
-    for model, method, rate in GRID:
+    for model, method, rate, sparse in GRID:
         c = TrainConfig(model=model, method=method, rate=rate, epochs=1, batch_size=100,
-                        warmup_steps=5, lr=0.05, seed=3, shards=2, prune_every=4)
+                        warmup_steps=5, lr=0.05, seed=3, shards=2, prune_every=4,
+                        sparse_compute=sparse)
         r = train(c, data, progress=False)
-        print(f"{model} {method} {rate} {r.history[-1]['test_accuracy']:.4f} {digest(r)}",
-              flush=True)
+        print(f"{model} {method} {rate} sparse={sparse} {r.history[-1]['test_accuracy']:.4f} "
+              f"{digest(r)}", flush=True)
     return 0
 
 

@@ -14,24 +14,15 @@ product seen as (N, F, OH, OW) (a transposed view: NumPy operations do not care,
 layers' kernels read it as it is stored, see kernels_numba.py).
 
 Weight-gradient masks: `linear_backward` and `conv_backward` take `w_mask` (m in FreezeNet; 1 =
-trainable or kept, 0 = frozen or pruned) and return dw with the masked entries exactly 0. When the
-mask's density is below the backend's threshold (`kernels().sparse_dw_density`: 10% on numba,
-2% on numpy; the `sparse_dw_density` argument overrides it), dw is computed only at the mask's
-nonzeros (a sampled dense-dense product, `kernels().sampled_weight_grad`) instead of densely and
-then masked: a layer with 0.5% of its weights trainable skips 99.5% of its weight-gradient work.
-Where m == 1 comes from `w_index` (a `masks.MaskIndex`, which a `masks.Masks` computed once and
-the model passes on every step) or, if it is not given, is found from `w_mask` on the spot.
+trainable or kept, 0 = frozen or pruned) and return dw with the masked entries exactly 0: the dense
+gradient times m, the one change FreezeNet needs in a layer.
 
-Pruned layers: `linear_forward` and `conv_forward` take `sparse`, the `masks.MaskIndex` of a weight
-whose other entries are exactly 0 (a pruned layer, never a frozen one). Below the backend's
-`sparse_compute_density` the layer then computes over the nonzeros only, equal to the dense
-layer to float rounding: a linear layer's forward product and input gradient become sparse
-times dense products (`kernels().sparse_matmul`, nnz * N multiply-adds instead of M * D * N); a
-convolution skips im2col altogether and adds, per nonzero, one shifted plane of its input to one
-output channel (`kernels().sparse_conv_forward`; backward gives the input gradient and the
-weight gradient at the nonzeros the same way). A pruned layer's trainable entries are its kept
-ones. Pruning saves compute this way; freezing cannot, since frozen weights take part in every
-product.
+These are the textbook pairs: one way to compute each, no speed branches. The fast paths a
+masked network takes (the weight gradient sampled at the mask's nonzeros only, a pruned layer's
+products over its kept weights only) are separate functions beside them in `fast_layers.py`
+(cs231n's `layers.py` / `fast_layers.py` split), tested against these; `Model` picks them once
+per layer where a mask asks for them. Each op's cache is one named type (`LinearCache`,
+`ConvCache`, `PoolCache`).
 
 Bad shapes raise ValueError naming the layer, the expected shape and the shape received; nothing
 broadcasts silently. Notebook 01 (`notebooks/01_layers_and_gradcheck.ipynb`) walks through this file.
@@ -39,11 +30,12 @@ broadcasts silently. Notebook 01 (`notebooks/01_layers_and_gradcheck.ipynb`) wal
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from minifreeze import backend
 from minifreeze.im2col import conv_output_size
-from minifreeze.masks import MaskIndex
 
 
 def _fail(layer: str, what: str, expected: str, got: tuple) -> None:
@@ -60,84 +52,49 @@ def _check_bias(layer: str, b: np.ndarray, n: int) -> None:
         _fail(layer, "bias b", f"({n},)", np.shape(b))
 
 
-def _check_mask(layer: str, w_mask: np.ndarray | None, shape: tuple) -> None:
+def check_mask(layer: str, w_mask: np.ndarray | None, shape: tuple) -> None:
     if w_mask is not None and np.shape(w_mask) != tuple(shape):
         _fail(layer, "weight mask", str(tuple(shape)), np.shape(w_mask))
 
 
-# --- sparse weight gradients -------------------------------------------------------------------
-
-def _sparse_dw(d2, cols, w_shape, w_mask, w_index, sparse_dw_density):
-    """dW (w_shape) from the sampled product at the mask's nonzeros, or None if the mask is
-    dense enough for the dense product. d2 (F, P), cols (K, P): the dense dW is d2 @ cols.T."""
-    k = backend.kernels()
-    index = MaskIndex.of(w_mask) if w_index is None else w_index
-    threshold = k.sparse_dw_density if sparse_dw_density is None else sparse_dw_density
-    if index.density >= threshold:
-        return None
-    dw = np.zeros(w_shape, dtype=np.result_type(d2, cols))  # (F, ...) zeros off the mask
-    dw.reshape(-1)[index.flat] = k.sampled_weight_grad(d2, cols, index.rows, index.cols)
-    return dw
-
-
-def _masked_dw(d2, cols, w_shape, w_mask, w_index, sparse_dw_density):
-    """The weight gradient d2 @ cols.T (reshaped to w_shape), exactly 0 where m == 0."""
-    dw = None
-    if w_mask is not None:
-        dw = _sparse_dw(d2, cols, w_shape, w_mask, w_index, sparse_dw_density)
-    if dw is None:
-        dw = (d2 @ cols.T).reshape(w_shape)  # (F, C, KH, KW) or (M, D)
-        if w_mask is not None:
-            dw *= w_mask
-    return dw
-
-
-def _sparse_index(sparse):
-    """The MaskIndex to compute a pruned product with, or None when the dense product is better."""
-    if sparse is None or sparse.density >= backend.kernels().sparse_compute_density:
-        return None
-    return sparse
-
-
-def _sparse_product(w2, b2, index, *, transpose: bool = False):
-    """w2 @ b2 (or w2.T @ b2) over the nonzeros at `index` only; w2 (F, K) is 0 elsewhere."""
-    f, k = w2.shape
-    vals = w2.reshape(-1)[index.flat]  # (nnz,)
-    return backend.kernels().sparse_matmul(vals, index.rows, index.cols, k if transpose else f,
-                                           b2, transpose=transpose)
-
-
 # --- linear -------------------------------------------------------------------------------------
 
-def linear_forward(x, w, b, *, layer: str = "linear", sparse=None):
-    """out = x @ w.T + b: x (N, D), w (M, D), b (M,) -> out (N, M). `sparse`: see the module
-    docstring (a pruned weight's MaskIndex)."""
+class LinearCache(NamedTuple):
+    """What linear_backward needs: the input, the weight, the layer's name (for errors)."""
+    x: np.ndarray  # (N, D)
+    w: np.ndarray  # (M, D)
+    layer: str
+
+
+def linear_forward(x, w, b, *, layer: str = "linear"):
+    """out = x @ w.T + b: x (N, D), w (M, D), b (M,) -> out (N, M), LinearCache."""
+    check_linear(layer, x, w, b)
+    return x @ w.T + b, LinearCache(x, w, layer)  # (N, M)
+
+
+def check_linear(layer, x, w, b):
     _check_rank(layer, "input x", x, 2, "(N, D)")
     _check_rank(layer, "weight w", w, 2, "(M, D)")
     if x.shape[1] != w.shape[1]:
         _fail(layer, "input x", f"(N, {w.shape[1]})", x.shape)
     _check_bias(layer, b, w.shape[0])
-    index = _sparse_index(sparse)
-    if index is None:
-        out = x @ w.T + b  # (N, M)
-    else:
-        out = _sparse_product(w, np.ascontiguousarray(x.T), index).T + b  # (M, D) @ (D, N), seen (N, M)
-    return out, (x, w, layer, index)
 
 
-def linear_backward(dout, cache, *, w_mask=None, w_index=None, need_dx: bool = True,
-                    sparse_dw_density: float | None = None):
-    """-> dx (N, D) (None if not need_dx), dw (M, D), db (M,)."""
-    x, w, layer, index = cache
-    if dout.shape != (x.shape[0], w.shape[0]):
-        _fail(layer, "upstream gradient dout", str((x.shape[0], w.shape[0])), dout.shape)
-    _check_mask(layer, w_mask, w.shape)
-    dw = _masked_dw(dout.T, x.T, w.shape, w_mask, w_index, sparse_dw_density)  # (M, N) @ (N, D)
+def check_linear_dout(dout, x_shape, w_shape, layer):
+    if dout.shape != (x_shape[0], w_shape[0]):
+        _fail(layer, "upstream gradient dout", str((x_shape[0], w_shape[0])), dout.shape)
+
+
+def linear_backward(dout, cache: LinearCache, *, w_mask=None, need_dx: bool = True):
+    """-> dx (N, D) (None if not need_dx), dw (M, D) (exactly 0 where w_mask == 0), db (M,)."""
+    x, w, layer = cache
+    check_linear_dout(dout, x.shape, w.shape, layer)
+    check_mask(layer, w_mask, w.shape)
+    dw = dout.T @ x  # (M, N) @ (N, D)
+    if w_mask is not None:
+        dw *= w_mask
     db = dout.sum(axis=0)  # (M,)
-    dx = None
-    if need_dx:
-        dx = dout @ w if index is None else \
-            _sparse_product(w, np.ascontiguousarray(dout.T), index, transpose=True).T  # (N, D)
+    dx = dout @ w if need_dx else None  # (N, D)
     return dx, dw, db
 
 
@@ -158,7 +115,7 @@ def relu_backward(dout, cache):
 
 # --- convolution --------------------------------------------------------------------------------
 
-def _check_conv(layer, x, w, b, stride, pad):
+def check_conv(layer, x, w, b, stride, pad):
     _check_rank(layer, "input x", x, 4, "(N, C, H, W)")
     _check_rank(layer, "weight w", w, 4, "(F, C, KH, KW)")
     f, c, kh, kw = w.shape
@@ -170,53 +127,54 @@ def _check_conv(layer, x, w, b, stride, pad):
     return oh, ow
 
 
-def conv_forward(x, w, b, stride: int = 1, pad: int = 0, *, layer: str = "conv", sparse=None):
+class ConvCache(NamedTuple):
+    """What conv_backward needs: the input's shape, its im2col columns, the weight, the
+    geometry and the layer's name (for errors)."""
+    x_shape: tuple
+    cols: np.ndarray  # (C*KH*KW, N*OH*OW)
+    w: np.ndarray     # (F, C, KH, KW)
+    stride: int
+    pad: int
+    layer: str
+
+
+def conv_forward(x, w, b, stride: int = 1, pad: int = 0, *, layer: str = "conv"):
     """2-D convolution by im2col: x (N, C, H, W), w (F, C, KH, KW), b (F,) -> (N, F, OH, OW).
 
     The whole batch is one matrix product: W (F, C*KH*KW) @ cols (C*KH*KW, N*OH*OW).
-    `sparse`: see the module docstring (a pruned weight's MaskIndex).
     """
-    oh, ow = _check_conv(layer, x, w, b, stride, pad)
+    oh, ow = check_conv(layer, x, w, b, stride, pad)
     n = x.shape[0]
     f, c, kh, kw = w.shape
-    index = _sparse_index(sparse)
-    if index is not None:  # pruned: straight from x, over the nonzeros
-        vals = w.reshape(-1)[index.flat]  # (nnz,)
-        out = backend.kernels().sparse_conv_forward(x, vals, index.rows, index.cols, w.shape,
-                                                    stride, pad)  # (N, F, OH, OW)
-        out += b[None, :, None, None]
-        return out, (x.shape, None, w, stride, pad, layer, index, x)
     cols = backend.kernels().im2col(x, kh, kw, stride, pad)  # (C*KH*KW, N*OH*OW)
     out2 = w.reshape(f, -1) @ cols  # (F, N*OH*OW)
     out2 += b[:, None]
     out = out2.reshape(f, n, oh, ow).transpose(1, 0, 2, 3)  # (N, F, OH, OW), a view
-    return out, (x.shape, cols, w, stride, pad, layer, None, None)
+    return out, ConvCache(x.shape, cols, w, stride, pad, layer)
 
 
-def conv_backward(dout, cache, *, w_mask=None, w_index=None, need_dx: bool = True,
-                  sparse_dw_density: float | None = None):
-    """-> dx (N, C, H, W) (None if not need_dx), dw (F, C, KH, KW), db (F,).
+def check_conv_dout(dout, x_shape, w_shape, stride, pad, layer):
+    expected = (x_shape[0], w_shape[0], *_out_hw(x_shape, w_shape, stride, pad))
+    if dout.shape != expected:
+        _fail(layer, "upstream gradient dout", str(expected), dout.shape)
+
+
+def conv_backward(dout, cache: ConvCache, *, w_mask=None, need_dx: bool = True):
+    """-> dx (N, C, H, W) (None if not need_dx), dw (F, C, KH, KW) (exactly 0 where
+    w_mask == 0), db (F,).
 
     With the batch folded into the columns, dW = dout2 (F, N*OH*OW) @ cols.T and the column
     gradient dcols = W.T @ dout2 are single matrix products too; col2im turns dcols into dx.
     """
-    x_shape, cols, w, stride, pad, layer, index, x = cache
-    n = x_shape[0]
+    x_shape, cols, w, stride, pad, layer = cache
     f, c, kh, kw = w.shape
-    expected = (n, f, *_out_hw(x_shape, w.shape, stride, pad))
-    if dout.shape != expected:
-        _fail(layer, "upstream gradient dout", str(expected), dout.shape)
-    _check_mask(layer, w_mask, w.shape)
+    check_conv_dout(dout, x_shape, w.shape, stride, pad, layer)
+    check_mask(layer, w_mask, w.shape)
     d2 = dout.transpose(1, 0, 2, 3).reshape(f, -1)  # (F, N*OH*OW); free if dout is stored so
     db = d2.sum(axis=1)  # (F,)
-    if index is not None:  # pruned: dx and dW at the nonzeros, straight from x
-        dx, dw_nz = backend.kernels().sparse_conv_backward(
-            dout, x, w.reshape(-1)[index.flat], index.rows, index.cols, w.shape, stride, pad,
-            need_dx)
-        dw = np.zeros(w.shape, dtype=dw_nz.dtype)  # (F, C, KH, KW), 0 off the kept entries
-        dw.reshape(-1)[index.flat] = dw_nz
-        return dx, dw, db
-    dw = _masked_dw(d2, cols, w.shape, w_mask, w_index, sparse_dw_density)  # (F, C, KH, KW)
+    dw = (d2 @ cols.T).reshape(w.shape)  # (F, C, KH, KW)
+    if w_mask is not None:
+        dw *= w_mask
     dx = None
     if need_dx:
         dcols = w.reshape(f, -1).T @ d2  # (C*KH*KW, N*OH*OW)
@@ -231,7 +189,7 @@ def _out_hw(x_shape, w_shape, stride, pad):
 
 def conv_forward_naive(x, w, b, stride: int = 1, pad: int = 0, *, layer: str = "conv"):
     """The same convolution as four nested loops: slow, obviously right, the tests' oracle."""
-    oh, ow = _check_conv(layer, x, w, b, stride, pad)
+    oh, ow = check_conv(layer, x, w, b, stride, pad)
     n, f = x.shape[0], w.shape[0]
     kh, kw = w.shape[2:]
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
@@ -266,6 +224,15 @@ def conv_backward_naive(dout, cache):
 
 # --- max-pool -----------------------------------------------------------------------------------
 
+class PoolCache(NamedTuple):
+    """What maxpool_backward needs: the input's shape, each window's winner, the geometry."""
+    x_shape: tuple
+    argmax: np.ndarray  # (N, C, OH, OW): i*KW + j of each window's maximum
+    size: int
+    stride: int
+    layer: str
+
+
 def maxpool_forward(x, size: int = 2, stride: int | None = None, *, layer: str = "maxpool"):
     """Max over size x size windows: x (N, C, H, W) -> (N, C, OH, OW). stride defaults to size."""
     stride = size if stride is None else stride
@@ -273,7 +240,7 @@ def maxpool_forward(x, size: int = 2, stride: int | None = None, *, layer: str =
     conv_output_size(x.shape[2], size, stride, 0, layer=layer)
     conv_output_size(x.shape[3], size, stride, 0, layer=layer)
     out, argmax = backend.kernels().maxpool_forward(x, size, size, stride)  # (N, C, OH, OW) each
-    return out, (x.shape, argmax, size, stride, layer)
+    return out, PoolCache(x.shape, argmax, size, stride, layer)
 
 
 def maxpool_backward(dout, cache):

@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from minifreeze import fast_layers as F
 from minifreeze import layers as L
 from minifreeze.im2col import conv_output_size
 from minifreeze.losses import softmax_cross_entropy
@@ -166,8 +167,8 @@ class Model:
 
         `train` matters only for batch norm: batch statistics (and, if `buffers` is given, an
         in-place update of the running statistics) in training, running statistics in eval.
-        `pruned`: a `masks.Masks` whose m == 0 entries are exactly 0 in params; its sparse layers
-        then compute over the kept weights only (layers.py, "Pruned layers").
+        `pruned`: a `masks.Masks` whose m == 0 entries are exactly 0 in params; its layers then
+        go through `fast_layers.py`'s pruned forward passes (over the kept weights only).
         """
         self.check_input(x)
         pruned = as_masks(pruned)
@@ -176,12 +177,17 @@ class Model:
         for ly in self.layers:
             a, w, b = ly.args, f"{ly.name}.w", f"{ly.name}.b"
             sparse = pruned.index(w) if pruned is not None and w in pruned else None
-            if ly.op == "conv":
+            if ly.op == "conv" and sparse is not None:
+                h, cache = F.conv_forward_pruned(h, params[w], params[b], a["stride"], a["pad"],
+                                                 sparse, layer=ly.name)
+            elif ly.op == "conv":
                 h, cache = L.conv_forward(h, params[w], params[b], a["stride"], a["pad"],
-                                          layer=ly.name, sparse=sparse)
+                                          layer=ly.name)
+            elif ly.op == "linear" and sparse is not None:
+                h, cache = F.linear_forward_pruned(h, params[w], params[b], sparse,
+                                                   layer=ly.name)
             elif ly.op == "linear":
-                h, cache = L.linear_forward(h, params[w], params[b], layer=ly.name,
-                                            sparse=sparse)
+                h, cache = L.linear_forward(h, params[w], params[b], layer=ly.name)
             elif ly.op == "relu":
                 h, cache = L.relu_forward(h)
             elif ly.op == "maxpool":
@@ -204,7 +210,9 @@ class Model:
         """dlogits (N, classes) -> grads keyed and ordered like params.
 
         With `masks` (a `masks.Masks`, or a dict that is turned into one), each masked weight's
-        gradient is exactly 0 where m == 0. The input gradient of the first layer with parameters
+        gradient is exactly 0 where m == 0, through `fast_layers.py`'s masked backward passes
+        (sampled at the mask's nonzeros when it is sparse); every other layer is the textbook
+        pair of `layers.py`. The input gradient of the first layer with parameters
         is never needed and never computed.
         """
         masks = as_masks(masks)
@@ -216,10 +224,15 @@ class Model:
             w, b = f"{ly.name}.w", f"{ly.name}.b"
             if ly.op in ("conv", "linear"):
                 masked = masks is not None and w in masks
-                backward = L.conv_backward if ly.op == "conv" else L.linear_backward
-                d, grads[w], grads[b] = backward(
-                    d, cache, w_mask=masks[w] if masked else None,
-                    w_index=masks.index(w) if masked else None, need_dx=need_dx)
+                if masked or isinstance(cache, (F.PrunedConvCache, F.PrunedLinearCache)):
+                    backward = F.conv_backward_masked if ly.op == "conv" else \
+                        F.linear_backward_masked
+                    d, grads[w], grads[b] = backward(
+                        d, cache, w_mask=masks[w] if masked else None,
+                        w_index=masks.index(w) if masked else None, need_dx=need_dx)
+                else:
+                    backward = L.conv_backward if ly.op == "conv" else L.linear_backward
+                    d, grads[w], grads[b] = backward(d, cache, need_dx=need_dx)
             elif ly.op == "relu":
                 d = L.relu_backward(d, cache)
             elif ly.op == "maxpool":

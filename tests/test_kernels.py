@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minifreeze import backend
+from minifreeze import fast_layers as F
 from minifreeze import layers as L
 from minifreeze.masks import Masks
 from minifreeze.gradcheck import numerical_gradient_array
@@ -165,7 +166,8 @@ def test_sparse_conv_weight_gradient_equals_masked_dense(case, dtype, seed, be):
         out, cache = L.conv_forward(x, w, b, case.stride, case.pad)
         dout = rng.standard_normal(out.shape).astype(dtype)
         _, dense, _ = L.conv_backward(dout, cache)
-        _, sparse, _ = L.conv_backward(dout, cache, w_mask=m, sparse_dw_density=ALWAYS_SPARSE)
+        _, sparse, _ = F.conv_backward_masked(dout, cache, w_mask=m,
+                                              sparse_dw_density=ALWAYS_SPARSE)
     assert sparse.shape == w.shape and sparse.dtype == dtype
     np.testing.assert_allclose(sparse, dense * m, **tol(dtype))
     assert np.all(sparse[m == 0] == 0)
@@ -181,7 +183,8 @@ def test_sparse_linear_weight_gradient_equals_masked_dense(n, d, k, dtype, seed,
     with backend.use_backend(be):
         _, cache = L.linear_forward(x, w, np.zeros(k, dtype))
         _, dense, _ = L.linear_backward(dout, cache)
-        _, sparse, _ = L.linear_backward(dout, cache, w_mask=m, sparse_dw_density=ALWAYS_SPARSE)
+        _, sparse, _ = F.linear_backward_masked(dout, cache, w_mask=m,
+                                                sparse_dw_density=ALWAYS_SPARSE)
     np.testing.assert_allclose(sparse, dense * m, **tol(dtype))
 
 
@@ -199,10 +202,10 @@ def test_mask_indices_are_computed_once_per_mask():
 
 def test_dense_masks_take_the_dense_path(monkeypatch):
     calls = []
-    monkeypatch.setattr(L, "_sparse_dw", lambda *a: calls.append(a) or None)
+    monkeypatch.setattr(F, "_sparse_dw", lambda *a: calls.append(a) or None)
     x, w = np.ones((2, 3)), np.ones((4, 3))
     _, cache = L.linear_forward(x, w, np.zeros(4))
-    _, dw, _ = L.linear_backward(np.ones((2, 4)), cache, w_mask=np.ones((4, 3)))
+    _, dw, _ = F.linear_backward_masked(np.ones((2, 4)), cache, w_mask=np.ones((4, 3)))
     assert len(calls) == 1 and np.all(dw == 2)
 
 
@@ -275,10 +278,10 @@ def test_a_pruned_conv_computes_sparsely_as_it_would_densely(case, dtype, seed, 
         dout = stored_as(rng.standard_normal(out.shape).astype(dtype), layout)
         dx, dw, db = L.conv_backward(dout, cache, w_mask=m)
         with pytest.MonkeyPatch.context() as mp:  # the sparse path whatever the density
-            mp.setattr(L, "_sparse_index", lambda sparse: sparse)
-            out_s, cache_s = L.conv_forward(x, w, b, case.stride, case.pad, sparse=index)
-            dx_s, dw_s, db_s = L.conv_backward(dout, cache_s, w_mask=m)
-    assert cache_s[1] is None and cache_s[6] is index  # no im2col: straight from x
+            mp.setattr(F, "_sparse_index", lambda sparse: sparse)
+            out_s, cache_s = F.conv_forward_pruned(x, w, b, case.stride, case.pad, index)
+            dx_s, dw_s, db_s = F.conv_backward_masked(dout, cache_s, w_mask=m)
+    assert isinstance(cache_s, F.PrunedConvCache) and cache_s.index is index  # no im2col
     for got, want in ((out_s, out), (dx_s, dx), (dw_s, dw), (db_s, db)):
         np.testing.assert_allclose(got, want, **tol(dtype))
 
@@ -296,10 +299,10 @@ def test_a_pruned_linear_computes_sparsely_as_it_would_densely(n, d, k, dtype, s
         out, cache = L.linear_forward(x, w, b)
         dx, dw, db = L.linear_backward(dout, cache, w_mask=m)
         with pytest.MonkeyPatch.context() as mp:  # the sparse path whatever the density
-            mp.setattr(L, "_sparse_index", lambda sparse: sparse)
-            out_s, cache_s = L.linear_forward(x, w, b, sparse=index)
-            dx_s, dw_s, db_s = L.linear_backward(dout, cache_s, w_mask=m)
-    assert cache_s[-1] is index
+            mp.setattr(F, "_sparse_index", lambda sparse: sparse)
+            out_s, cache_s = F.linear_forward_pruned(x, w, b, index)
+            dx_s, dw_s, db_s = F.linear_backward_masked(dout, cache_s, w_mask=m)
+    assert isinstance(cache_s, F.PrunedLinearCache) and cache_s.index is index
     for got, want in ((out_s, out), (dx_s, dx), (dw_s, dw), (db_s, db)):
         np.testing.assert_allclose(got, want, **tol(dtype))
 
@@ -311,6 +314,6 @@ def test_pruned_layers_go_sparse_below_the_backends_density(be):
             m = np.zeros(2000, np.float32)
             m[:int(density * m.size)] = 1
             index = Masks({"w": m.reshape(40, 50)}).index("w")
-            _, cache = L.linear_forward(np.ones((2, 50), np.float32), m.reshape(40, 50),
-                                        np.zeros(40, np.float32), sparse=index)
-            assert (cache[-1] is index) == sparse, density
+            _, cache = F.linear_forward_pruned(np.ones((2, 50), np.float32), m.reshape(40, 50),
+                                               np.zeros(40, np.float32), index)
+            assert isinstance(cache, F.PrunedLinearCache) == sparse, density

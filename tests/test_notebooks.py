@@ -71,3 +71,14 @@ def test_the_kernel_the_notebooks_name_exists(notebook):
     assert kernel, f"{name}: metadata.kernelspec.name is missing"
     found = KernelSpecManager().find_kernel_specs()
     assert kernel in found, f"{name}: kernel {kernel!r} is not installed here (found {sorted(found)})"
+
+
+def test_figures_render_whatever_mplbackend_says(notebook):
+    """With MPLBACKEND=Agg exported (common on headless servers) pyplot draws nowhere; the inline
+    magic before the import makes every notebook show its figures anyway."""
+    name, nb = notebook
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "import matplotlib.pyplot" in cell.source:
+            head = cell.source.split("import matplotlib.pyplot")[0]
+            assert "%matplotlib inline" in head, \
+                f"{name}: put '%matplotlib inline' before importing pyplot"
