@@ -473,7 +473,26 @@ def cmd_report(args) -> int:
     for line in skipped:
         print(f"left out: {line}")
     print("wrote " + ", ".join(str(root / f) for f in written["files"]))
+    for page in args.page or ():
+        _fill_page(page)
     return 0
+
+
+def _fill_page(page) -> None:
+    """Rewrite the generated tables of a Markdown page (`report.BLOCK`) from the committed runs."""
+    from pathlib import Path
+    from minifreeze import report
+    from minifreeze.storage import write_atomic
+    path = Path(page)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise CLIError(f"--page {page}: cannot read it ({err.strerror or err})") from None
+    new = _library_call(report.fill_page, text, path.parent)
+    if new != text:
+        write_atomic(path, new.encode())
+    print(f"{page}: {len(report.BLOCK.findall(new))} generated table(s) "
+          f"{'rewritten' if new != text else 'already current'}")
 
 
 def cmd_publish(args) -> int:
@@ -485,7 +504,7 @@ def cmd_publish(args) -> int:
     copied = _library_call(runs.publish, args.src, _writable_folder(args.dst))
     print(f"published {len(copied)} run(s) from {args.src} into {args.dst}"
           + "".join(f"\n  {name}" for name in copied))
-    args.dir, args.compare = args.dst, ("freezenet", "snip")
+    args.dir, args.compare, args.page = args.dst, ("freezenet", "snip"), None
     return cmd_report(args)
 
 
@@ -559,6 +578,9 @@ def add_pipeline_commands(sub) -> None:
     p.add_argument("--compare", nargs=2, default=("freezenet", "snip"), metavar=("A", "B"),
                    help="two methods whose difference the report sets against the seed spread "
                         "(default freezenet snip)")
+    p.add_argument("--page", action="append", metavar="FILE",
+                   help="also rewrite the generated tables (<!-- table: DIR KIND -->) of this "
+                        "Markdown page, e.g. README.md; repeatable")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("publish", help="copy SRC's finished runs (metrics.json, and model files "

@@ -28,6 +28,7 @@ import csv
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +238,51 @@ def checkpoint_rows(groups: list[dict]) -> list[dict]:
     return rows
 
 
+CHECKPOINT_COLUMNS = ("model", "method", "rate", "seeds", "final", "final_std", "final_of_dense",
+                      "best_of_last", "best_of_last_std", "best_of_last_of_dense")
+
+
+def checkpoint_table(groups: list[dict]) -> str:
+    """`checkpoint_rows` as Markdown: accuracies in percent, fractions of dense to 4 decimals."""
+    return markdown_table(format_rows(checkpoint_rows(groups), CHECKPOINT_COLUMNS, percent=(
+        "final", "final_std", "best_of_last", "best_of_last_std")), CHECKPOINT_COLUMNS)
+
+
+# --- tables in pages (README.md, docs/) ---------------------------------------------------------
+
+BLOCK = re.compile(r"(<!-- table: (?P<dir>\S+) (?P<kind>\w+) -->\n)(?P<body>.*?)(<!-- /table -->)",
+                   re.S)
+"""A generated table in a Markdown page: `<!-- table: DIR KIND -->`, the table, `<!-- /table -->`;
+DIR relative to the page's folder, KIND one of `page_tables`' keys."""
+
+
+def page_tables(runs: list[dict]) -> dict[str, str]:
+    """The tables a page may embed, by kind, from one results folder's runs: `pivot` (accuracy
+    by method and rate, one table per network), `groups` (mean and std per group) and
+    `checkpoints` (final epoch and SNIP's rule against dense)."""
+    groups = aggregate(expand_levels(runs))
+    return {"pivot": "\n\n".join(pivot_markdown(groups, m)
+                                 for m in sorted({g["model"] for g in groups})),
+            "groups": markdown_table(format_rows(groups, AGGREGATE_COLUMNS), AGGREGATE_COLUMNS),
+            "checkpoints": checkpoint_table(groups)}
+
+
+def fill_page(text: str, folder) -> str:
+    """`text` (a Markdown page in `folder`) with every generated table written anew from the
+    committed runs it names; ReportError for an unknown kind or a folder without runs."""
+    folder, cache = Path(folder), {}
+
+    def table(m):
+        root = (folder / m["dir"]).resolve()
+        if root not in cache:
+            cache[root] = page_tables(load_runs(root))
+        if m["kind"] not in cache[root]:
+            raise ReportError(f"<!-- table: {m['dir']} {m['kind']} -->: unknown kind; expected "
+                              f"one of {', '.join(cache[root])}")
+        return m[1] + cache[root][m["kind"]] + "\n" + m[5]
+    return BLOCK.sub(table, text)
+
+
 def compare(groups: list[dict], a: str = "freezenet", b: str = "snip") -> list[dict]:
     """Per model and rate where both ran: mean_a - mean_b against sqrt(std_a**2 + std_b**2)."""
     index = {(g["model"], g["method"], g["rate"]): g for g in groups if "mean_accuracy" in g}
@@ -380,14 +426,10 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
         parts += ["", pivot_markdown(groups, model)]
     parts += ["", "## Mean over seeds (test accuracy in %, std: sample standard deviation)", "",
               markdown_table(format_rows(groups, AGGREGATE_COLUMNS), AGGREGATE_COLUMNS)]
-    snip_rule = checkpoint_rows(groups)
-    if snip_rule:
-        cols = ("model", "method", "rate", "seeds", "final", "final_std", "final_of_dense",
-                "best_of_last", "best_of_last_std", "best_of_last_of_dense")
+    if checkpoint_rows(groups):
         parts += ["", "## Final epoch and SNIP's rule (the best of the last checkpoints), each "
                       "also as a fraction of dense's mean on the same network", "",
-                  markdown_table(format_rows(snip_rule, cols, percent=(
-                      "final", "final_std", "best_of_last", "best_of_last_std")), cols)]
+                  checkpoint_table(groups)]
     if comparison:
         cols = ("model", "rate", "seeds", a, f"{a}_std", b, f"{b}_std", "difference", "spread",
                 "verdict")

@@ -1,6 +1,7 @@
 """The committed results: every report under notebooks/results/ is what `report` writes now from
 the runs committed beside it, so no table can drift from its files."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,31 @@ def test_publish_copies_finished_runs_and_small_models_only(tmp_path):
     assert (snip / "model.mfz").is_file()  # a few KB
     assert R.publish(tmp_path / "runs", tmp_path / "pub") == []  # already there
     assert len(report.load_runs(tmp_path / "pub")) == 2
+
+
+PAGES = [RESULTS.parents[1] / "README.md"] + sorted((RESULTS.parents[1] / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if p.is_file()], ids=lambda p: p.name)
+def test_generated_tables_in_pages_are_current(page):
+    text = page.read_text()
+    assert report.fill_page(text, page.parent) == text, (
+        f"{page.name}: a generated table differs from the committed runs; run `python -m "
+        f"minifreeze report <folder> --page {page.name}` and commit the result")
+
+
+def test_fill_page_rewrites_only_between_its_markers(tmp_path):
+    runs = tmp_path / "res"
+    for i, acc in enumerate((0.9, 0.92)):
+        (runs / f"r{i}").mkdir(parents=True)
+        (runs / f"r{i}" / "metrics.json").write_text(json.dumps(R.seal(
+            {"model": "lenet5", "method": "snip", "rate": 0.99, "seed": i, "test_accuracy": acc,
+             "trained_params": 10, "compression": 2.0, "file_bytes": 100, "epochs": 3,
+             "train_seconds": 1.0})))
+    page = "before\n<!-- table: res pivot -->\nstale\n<!-- /table -->\nafter\n"
+    new = report.fill_page(page, tmp_path)
+    assert new.startswith("before\n<!-- table: res pivot -->\n| lenet5 (2 seeds) | q = 0.99 |")
+    assert "91.00 +- 1.41" in new and new.endswith("<!-- /table -->\nafter\n")
+    assert report.fill_page(new, tmp_path) == new
+    with pytest.raises(report.ReportError, match="unknown kind"):
+        report.fill_page(page.replace("pivot", "nonsense"), tmp_path)
