@@ -75,8 +75,10 @@ def environment_key(env: dict | None) -> str:
     chosen for it, the versions, the shard count and backend); 'unrecorded' for older runs."""
     if not env:
         return "unrecorded"
-    blas = ", ".join(f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')}"
-                     for b in env.get("blas", [])[:1]) or "no BLAS seen"  # NumPy's: the first
+    # The BLAS library and the kernels it chose: the version follows from NumPy's for a wheel,
+    # and which other copies a process had loaded (SciPy's) does not matter.
+    blas = ", ".join(sorted({f"{b.get('internal_api')} {b.get('architecture')} kernels"
+                             for b in env.get("blas", [])})) or "no BLAS seen"
     var = " ".join(f"{k}={v}" for k, v in sorted(env.get("variables", {}).items()))
     return (f"{env.get('cpu')} ({env.get('numba_cpu')}), numpy {env.get('numpy')}, numba "
             f"{env.get('numba')}, {blas}{', ' + var if var else ''}, {env.get('shards')} "

@@ -18,8 +18,9 @@ difference counts as "within the spread" when it is smaller than the two standar
 added in quadrature, sqrt(std_a**2 + std_b**2): a rule of thumb for a handful of seeds, not a test.
 
 `metrics.json` (one per run, written by `runs.run`, e.g. through `python -m minifreeze train`)
-holds the keys of `runs.run_metrics`: test accuracy, parameter counts, compression, bytes on disk against dense float32,
-seconds, the backend, the whole configuration and the per-epoch history.
+holds the keys of `runs.run_metrics`: test accuracy, parameter counts, compression, bytes on disk
+against dense float32, seconds, the backend, the whole configuration, the per-epoch history and
+where the run ran.
 """
 
 from __future__ import annotations
@@ -135,14 +136,19 @@ def plot_history(runs: list[dict], path=None, *, ax=None):
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 4))
+    networks = sorted({network_of(r) for r in runs})
+    many = len(runs) > 1 and any(r.get("seed", 0) != runs[0].get("seed", 0) for r in runs)
     for r in runs:
+        seed = f", seed {r.get('seed', 0)}" if many else ""
+        label = f"{method_of(r)} (rate {r['rate']}{seed})"
         ax.plot([h["epoch"] for h in r["history"]], [100 * h["test_accuracy"] for h in r["history"]],
-                marker="o", label=f"{r['method']} (rate {r['rate']})")
+                marker="o" if len(r["history"]) <= 40 else None,
+                label=label if len(networks) == 1 else f"{network_of(r)} {label}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
     if runs:
-        ax.set_title(f"{runs[0]['model']} on {runs[0]['dataset']}")
+        ax.set_title(f"{', '.join(networks)} on {runs[0]['dataset']}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig = fig or ax.figure
@@ -190,8 +196,9 @@ def expand_levels(runs: list[dict]) -> list[dict]:
 
 def aggregate(runs: list[dict]) -> list[dict]:
     """One row per (network, method, rate) (the row's "model" is the network, `network_of`, so
-    LeNet-5 with and without conv ReLU are never averaged together): the seeds, mean / std / min / max test accuracy, and
-    the means of the counts and times. Diverged runs are counted in `diverged`, not averaged."""
+    LeNet-5 with and without conv ReLU are never averaged together): the seeds, mean / std /
+    min / max test accuracy, and the means of the counts and times. Diverged runs are counted in
+    `diverged`, not averaged."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault((network_of(r), method_of(r), r["rate"]), []).append(r)
@@ -437,8 +444,8 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
                       f"sqrt(std_{a}^2 + std_{b}^2))", "",
                   markdown_table(format_rows(comparison, cols, percent=(a, b)), cols)]
     if elsa:
-        cols = ("model", "method", "rate", "elsa_seeds", "elsa", "elsa_std", "alone_method", "alone",
-                "alone_std", "freezenet", "freezenet_std")
+        cols = ("model", "method", "rate", "elsa_seeds", "elsa", "elsa_std", "alone_method",
+                "alone", "alone_std", "freezenet", "freezenet_std")
         parts += ["", "## ELSA: each level extracted from the final network, against the best "
                       "pruned method trained alone at that rate (q = 0: the final dense network "
                       "against dense)", "",
