@@ -360,7 +360,8 @@ def cmd_sweep(args) -> int:
     try:
         specs = sweep.expand_grid(args.models, args.methods, args.rates or [], args.seeds,
                                   base=base, dataset=args.dataset, limit_train=args.limit_train,
-                                  limit_test=args.limit_test, val_fraction=args.val_fraction)
+                                  limit_test=args.limit_test, val_fraction=args.val_fraction,
+                                  order=args.order)
     except SweepError as err:
         raise CLIError(str(err)) from None
     out = _writable_folder(args.out)
@@ -534,6 +535,9 @@ def add_pipeline_commands(sub) -> None:
     p.add_argument("--rates", nargs="+", type=float, default=None, metavar="Q",
                    help="rates q for every method but dense and elsa")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED")
+    p.add_argument("--order", choices=sweep.ORDERS, default="grid",
+                   help="run order: grid (model, method, rate, seed) or seed (every run of the "
+                        "first seed first: a stopped sweep holds whole comparisons)")
     add_conv_relu_argument(p)
     add_config_arguments(p, skip=("model", "method", "rate", "seed"))
     add_data_arguments(p)

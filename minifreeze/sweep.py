@@ -37,6 +37,7 @@ from minifreeze import train as T
 from minifreeze.runs import RunSpec, finished, run
 
 EXECUTORS = ("process", "dask", "thread")
+ORDERS = ("grid", "seed")
 
 
 class SweepError(ValueError):
@@ -67,11 +68,15 @@ def work(spec_dict: dict, out: str, backend_name: str | None = None) -> dict:
 
 def expand_grid(models, methods, rates, seeds, *, base: T.TrainConfig | None = None,
                 dataset: str = "mnist", limit_train: int | None = None,
-                limit_test: int | None = None, val_fraction: float = 0.0) -> list[RunSpec]:
-    """Every combination as a RunSpec, in a fixed order (model, method, rate, seed); dense is
-    always included; rate-free methods (dense, elsa) once per model and seed. `base` gives every
-    other field (default: the short protocol, one shard per run). Raises SweepError on a bad grid,
-    before anything runs."""
+                limit_test: int | None = None, val_fraction: float = 0.0,
+                order: str = "grid") -> list[RunSpec]:
+    """Every combination as a RunSpec, in a fixed order (model, method, rate, seed; with
+    `order="seed"` seed first, so that a sweep stopped half-way holds whole comparisons of the
+    first seeds); dense is always included; rate-free methods (dense, elsa) once per model and
+    seed. `base` gives every other field (default: the short protocol, one shard per run).
+    Raises SweepError on a bad grid, before anything runs."""
+    if order not in ORDERS:
+        raise SweepError(f"unknown order {order!r}; expected one of {', '.join(ORDERS)}")
     base = T.TrainConfig(shards=1) if base is None else base
     models, methods, seeds = list(models), list(methods), list(seeds)
     unknown = [m for m in methods if m not in T.METHODS]
@@ -101,6 +106,8 @@ def expand_grid(models, methods, rates, seeds, *, base: T.TrainConfig | None = N
                     if spec.name not in seen:
                         seen.add(spec.name)
                         specs.append(spec)
+    if order == "seed":  # stable: within a seed the grid's order
+        specs.sort(key=lambda spec: seeds.index(spec.config.seed))
     return specs
 
 

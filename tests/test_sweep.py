@@ -35,6 +35,17 @@ def test_grid_expansion_and_names_are_deterministic():
     assert other[1].name != a[2].name  # another config: another folder
 
 
+def test_seed_order_puts_whole_comparisons_first():
+    grid = sweep.expand_grid(["lenet5"], ["freezenet", "snip"], [0.99], [2, 0], base=BASE)
+    by_seed = sweep.expand_grid(["lenet5"], ["freezenet", "snip"], [0.99], [2, 0], base=BASE,
+                                order="seed")
+    assert sorted(s.name for s in grid) == sorted(s.name for s in by_seed)
+    assert [s.config.seed for s in by_seed] == [2, 2, 2, 0, 0, 0]  # the seeds as given
+    assert [s.config.method for s in by_seed[:3]] == ["dense", "freezenet", "snip"]
+    with pytest.raises(sweep.SweepError, match="unknown order 'random'"):
+        sweep.expand_grid(["lenet5"], ["snip"], [0.99], [0], base=BASE, order="random")
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(methods=["lottery"]), "unknown method 'lottery'"),
     (dict(rates=[1.0]), r"rate: expected a number in \[0, 1\), got 1.0"),
