@@ -108,8 +108,7 @@ def run_metrics(result, *, dataset: str, file_bytes: int, wall_seconds: float,
         "history": result.history, "density": M.density_report(result.model, result.masks),
         "environment": environment,
         "checkpoints": getattr(result, "checkpoints", None),
-        "best_of_checkpoints": max((r["test_accuracy"] for r in
-                                    getattr(result, "checkpoints", None) or ()), default=None),
+        "best_of_checkpoints": T.best_of_checkpoints(getattr(result, "checkpoints", None)),
     }
 
 
