@@ -122,6 +122,7 @@ PAPER_OUT   ?= runs/paper
 PAPER_SEEDS ?= 0 1 2
 PAPER = $(BIN)/python -m minifreeze sweep --protocol paper --models lenet5 --methods freezenet snip --out $(PAPER_OUT) $(STUDY_ARGS)
 paper: install
+	mkdir -p $(PAPER_OUT) && cp -rn notebooks/results/paper/*/ $(PAPER_OUT)/  # the committed runs count as finished
 	$(PAPER) --conv-relu --rates 0.995 --seeds $(PAPER_SEEDS) --order seed
 	$(PAPER) --conv-relu --rates 0.98 0.99 --seeds 0
 	$(PAPER) --rates 0.995 --seeds 0

@@ -54,6 +54,10 @@ def test_publish_copies_finished_runs_and_small_models_only(tmp_path):
     assert (snip / "model.mfz").is_file()  # a few KB
     assert R.publish(tmp_path / "runs", tmp_path / "pub") == []  # already there
     assert len(report.load_runs(tmp_path / "pub")) == 2
+    # a published run counts as finished, the large model file left out by name and checksum
+    assert all(R.finished(tmp_path / "pub" / s.name, s) is not None for s in specs)
+    (dense / R.LEFT_OUT).write_text('{"sha256": "0"}')  # a wrong checksum is not trusted
+    assert R.finished(dense, specs[0]) is None
 
 
 PAGES = [RESULTS.parents[1] / "README.md"] + sorted((RESULTS.parents[1] / "docs").glob("*.md"))
