@@ -154,7 +154,7 @@ def conv_backward_masked(dout, cache, *, w_mask=None, w_index=None, need_dx: boo
         x_shape = x.shape
     else:
         x_shape, cols, w, stride, pad, layer = cache
-    f, c, kh, kw = w.shape
+    f = w.shape[0]
     L.check_conv_dout(dout, x_shape, w.shape, stride, pad, layer)
     L.check_mask(layer, w_mask, w.shape)
     d2 = dout.transpose(1, 0, 2, 3).reshape(f, -1)  # (F, N*OH*OW); free if dout is stored so
@@ -167,8 +167,5 @@ def conv_backward_masked(dout, cache, *, w_mask=None, w_index=None, need_dx: boo
         dw.reshape(-1)[index.flat] = dw_nz
         return dx, dw, db
     dw = _masked_dw(d2, cols, w.shape, w_mask, w_index, sparse_dw_density)  # (F, C, KH, KW)
-    dx = None
-    if need_dx:
-        dcols = w.reshape(f, -1).T @ d2  # (C*KH*KW, N*OH*OW)
-        dx = backend.kernels().col2im(dcols, x_shape, kh, kw, stride, pad)  # (N, C, H, W)
+    dx = L.conv_input_grad(d2, w, x_shape, stride, pad) if need_dx else None
     return dx, dw, db

@@ -167,7 +167,7 @@ def conv_backward(dout, cache: ConvCache, *, w_mask=None, need_dx: bool = True):
     gradient dcols = W.T @ dout2 are single matrix products too; col2im turns dcols into dx.
     """
     x_shape, cols, w, stride, pad, layer = cache
-    f, c, kh, kw = w.shape
+    f = w.shape[0]
     check_conv_dout(dout, x_shape, w.shape, stride, pad, layer)
     check_mask(layer, w_mask, w.shape)
     d2 = dout.transpose(1, 0, 2, 3).reshape(f, -1)  # (F, N*OH*OW); free if dout is stored so
@@ -175,11 +175,16 @@ def conv_backward(dout, cache: ConvCache, *, w_mask=None, need_dx: bool = True):
     dw = (d2 @ cols.T).reshape(w.shape)  # (F, C, KH, KW)
     if w_mask is not None:
         dw *= w_mask
-    dx = None
-    if need_dx:
-        dcols = w.reshape(f, -1).T @ d2  # (C*KH*KW, N*OH*OW)
-        dx = backend.kernels().col2im(dcols, x_shape, kh, kw, stride, pad)  # (N, C, H, W)
+    dx = conv_input_grad(d2, w, x_shape, stride, pad) if need_dx else None
     return dx, dw, db
+
+
+def conv_input_grad(d2, w, x_shape, stride, pad):
+    """dx (N, C, H, W) from the output gradient seen as d2 (F, N*OH*OW): the column gradient
+    dcols = W.T @ d2, then col2im."""
+    f, c, kh, kw = w.shape
+    dcols = w.reshape(f, -1).T @ d2  # (C*KH*KW, N*OH*OW)
+    return backend.kernels().col2im(dcols, x_shape, kh, kw, stride, pad)  # (N, C, H, W)
 
 
 def _out_hw(x_shape, w_shape, stride, pad):
