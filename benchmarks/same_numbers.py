@@ -1,7 +1,7 @@
 """Same numbers before and after a change: a small grid's trained parameters, digested.
 
 Trains a small grid (LeNet-300-100 and LeNet-5 on the first 2,000 committed MNIST images, one
-epoch, every one-shot method plus dense, WeightMom and GMP) through the library and prints one
+epoch, every one-shot method plus dense, WeightMom and GMP; then ELSA with three sparsifiers) through the library and prints one
 SHA-256 per run over its final parameters and masks (the bytes, in the model's order). Run it on
 two checkouts of the same machine and compare the lines: a refactor that claims to change no
 number must print the same digests.
@@ -52,6 +52,14 @@ def main() -> int:
                         sparse_compute=sparse)
         r = train(c, data, progress=False)
         print(f"{model} {method} {rate} sparse={sparse} {r.history[-1]['test_accuracy']:.4f} "
+              f"{digest(r)}", flush=True)
+    from minifreeze import elsa  # ELSA's phases (elsa.train has existed since ELSA did)
+    for sparsifier in ("snip", "grad", "gmp"):
+        c = TrainConfig(model="lenet300", method="elsa", levels=(0.99, 0.9), epochs=1,
+                        batch_size=100, warmup_steps=5, lr=0.05, seed=3, shards=2,
+                        prune_every=4, sparsifier=sparsifier)
+        r = elsa.train(c, data, progress=False)
+        print(f"lenet300 elsa {sparsifier} {r.history[-1]['test_accuracy']:.4f} "
               f"{digest(r)}", flush=True)
     return 0
 

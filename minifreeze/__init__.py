@@ -13,7 +13,10 @@ Modules, one concept each:
     optim      masked SGD: only m == 1 entries move; cosine and step schedules
     storage    the .mfz file: masks, trained values, seed; atomic writes, checksums
     data       verified MNIST / Fashion-MNIST / CIFAR-10 loading, validation split
-    train      the pipeline: the methods, TrainConfig and its protocols, prepare, train_steps, train
+    methods    the registry: every method and one-shot score, each owning its options and checks
+    train      the pipeline: TrainConfig and its protocols, prepare, train_steps, train
+    synflow    SynFlow's data-free iterated score (a one-shot score: synflow_freeze, synflow_prune)
+    grasp      GraSP's gradient-flow score (a one-shot score: grasp_freeze, grasp_prune)
     weightmom  pruning during training: WeightMom (our reading) and gradual magnitude pruning
     elsa       ELSA (our reading): nested sparse levels trained in phases, extracted by zeroing
     sweep      a grid of runs, resumable from its files, on a process pool or a Dask cluster
@@ -27,3 +30,7 @@ The pipeline in one call: `minifreeze.train.train(TrainConfig(...), load_dataset
 """
 
 __version__ = "0.1.0"
+
+# Every module that registers a method (methods.py holds the registry and the one-shot saliency
+# methods): imported here, so the registry is whole whichever module a program imports first.
+from minifreeze import weightmom, elsa, synflow, grasp  # noqa: E402,F401  (order: tables' order)

@@ -227,11 +227,11 @@ CONFIG_HELP = {
 
 
 def _config_choices() -> dict:
-    from minifreeze import init, masks, optim, saliency, train as T
-    return {"score": saliency.SCORES, "mode": masks.MODES, "scope": masks.SCOPES,
+    from minifreeze import elsa, init, masks, methods, optim
+    return {"score": tuple(methods.SCORES), "mode": masks.MODES, "scope": masks.SCOPES,
             "init": init.SCHEMES, "schedule": optim.SCHEDULES,
-            "sparsifier": T.ELSA_SPARSIFIERS, "join_score": T.JOIN_SCORES,
-            "join_init": T.JOIN_INITS}
+            "sparsifier": tuple(elsa.SPARSIFIERS), "join_score": elsa.JOIN_SCORES,
+            "join_init": elsa.JOIN_INITS}
 
 
 def add_config_arguments(p: argparse.ArgumentParser, skip=()) -> None:

@@ -48,9 +48,71 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minifreeze import masks as M, models, saliency as S, storage
+from typing import ClassVar
+
+from minifreeze import masks as M, methods, models, saliency as S, storage
 from minifreeze import train as T
 from minifreeze.data import Dataset
+from minifreeze.weightmom import GRADUAL, SCHEDULE_FIELDS, check_schedule
+
+SPARSIFIERS = {"snip": "snip", "grad": "grad_prune", "random": "random_prune",
+               "weightmom": "weightmom", "gmp": "gmp"}
+"""How ELSA chooses its sparsest level, and the method phase 1 trains with: a one-shot score at
+initialisation (snip, grad, random), then trained pruned; or gradual pruning during the first
+phase (weightmom, gmp)."""
+
+JOIN_SCORES = ("grad", "random")
+"""How ELSA chooses the weights that join at each later level: |g| of the current network on one
+batch (the weights outside the network are 0, so |theta * g| would score them all 0), or random."""
+
+JOIN_INITS = ("zero", "theta0")
+"""What a joining weight starts from: 0, where it sat in the sparser network (the network's
+function is unchanged when a phase starts), or its theta0 value."""
+
+OPTION_FIELDS = ("levels", "sparsifier", "join_score", "join_init", "phase_epochs")
+"""The TrainConfig fields of ELSA (and, with a gradual sparsifier, its schedule's)."""
+
+
+def _check(ok: bool, what: str, expected: str, got) -> None:
+    if not ok:
+        raise ValueError(f"{what}: expected {expected}, got {got!r}")
+
+
+@dataclass(frozen=True)
+class Elsa(methods.Method):
+    """ELSA's method object: its options, their checks, and its own driver, `train`."""
+    option_fields: ClassVar[tuple[str, ...]] = OPTION_FIELDS + SCHEDULE_FIELDS
+    uses_rate: ClassVar[bool] = False
+    trains_itself: ClassVar[bool] = True
+
+    def options(self, config) -> tuple[str, ...]:
+        return OPTION_FIELDS + (SCHEDULE_FIELDS if config.sparsifier in GRADUAL else ())
+
+    def check(self, c) -> None:
+        q = c.levels
+        _check(len(q) >= 1 and all(0 < v < 1 for v in q) and
+               all(a > b for a, b in zip(q, q[1:])),
+               "levels", "rates in (0, 1), strictly decreasing (sparsest first)", list(q))
+        _check(c.sparsifier in SPARSIFIERS, "sparsifier", f"one of {', '.join(SPARSIFIERS)}",
+               c.sparsifier)
+        _check(c.join_score in JOIN_SCORES, "join_score", f"one of {', '.join(JOIN_SCORES)}",
+               c.join_score)
+        _check(c.join_init in JOIN_INITS, "join_init", f"one of {', '.join(JOIN_INITS)}",
+               c.join_init)
+        _check(c.phase_epochs is None or (len(c.phase_epochs) == len(q) + 1 and
+                                          min(c.phase_epochs) >= 1),
+               "phase_epochs", f"None or {len(q) + 1} whole numbers >= 1 (one per level, then "
+               f"dense)", c.phase_epochs)
+        if c.sparsifier in GRADUAL:
+            check_schedule(c.prune_start, c.prune_end, c.prune_every, c.mom_beta, c.alloc_alpha)
+
+    def group(self, config: dict) -> str:
+        """`elsa`, or `elsa_<sparsifier>` when phase 1 is not SNIP's: never averaged together."""
+        sparsifier = config.get("sparsifier", "snip")
+        return self.name if sparsifier == "snip" else f"{self.name}_{sparsifier}"
+
+    def run(self, config, data, *, progress: bool | None = None) -> "ElsaResult":
+        return train(config, data, progress=progress)
 
 
 @dataclass
@@ -110,26 +172,23 @@ def phase_epochs(config: T.TrainConfig) -> list[int]:
 def first_phase(config: T.TrainConfig, data: Dataset, *, progress=None) -> T.TrainResult:
     """Phase 1: the sparsest level, trained pruned to levels[0] with the configured sparsifier."""
     c = config
-    epochs = phase_epochs(c)[0]
-    if c.sparsifier in ("weightmom", "gmp"):
-        c1 = dataclasses.replace(c, method=c.sparsifier, rate=c.levels[0], epochs=epochs,
-                                 score=None, mode=None)
-    else:
-        c1 = dataclasses.replace(c, method="snip", score=c.sparsifier, mode="prune",
-                                 rate=c.levels[0], epochs=epochs)
+    c1 = dataclasses.replace(c, method=SPARSIFIERS[c.sparsifier], rate=c.levels[0],
+                             epochs=phase_epochs(c)[0], score=None, mode=None)
     return T.train(c1, data, progress=progress)
 
 
-def join_scores(model, params, masks: M.Masks, data: Dataset, *, score: str, seed) -> dict:
+def join_scores(model, params, masks: M.Masks, data: Dataset, *, score: str, seed,
+                batch: int = 100) -> dict:
     """Scores of the weights not yet in the network (m == 0); -inf where m == 1.
 
-    grad: |dL/dw| of the current network on one batch of `config.saliency_batch` training images
-    (drawn by the generator keyed on `seed`); random: uniform noise from `seed`."""
+    grad: |dL/dw| of the current network on one batch of `batch` training images (`train`
+    passes config.saliency_batch; drawn by the generator keyed on `seed`); random: uniform noise
+    from `seed`."""
     names = list(masks)
     if score == "random":
         s = S.saliency(model, params, score="random", seed=seed)
     else:
-        x, y = T.saliency_batch(data, 100, seed)
+        x, y = S.saliency_batch(data, batch, seed)
         _, g = model.loss_and_grads(params, x, y)  # the dense gradient
         s = {k: np.abs(g[k]) for k in names}
     return {k: np.where(masks[k] == 0, s[k], -np.inf) for k in names}
@@ -170,7 +229,7 @@ def train_phase(config: T.TrainConfig, data: Dataset, model, theta0, params, buf
 def train(config: T.TrainConfig, data: Dataset, *, progress: bool | None = None) -> ElsaResult:
     """All phases of ELSA for a config whose method is elsa (see the module docstring)."""
     c = config.resolved()
-    if T.METHODS[c.method].when != "phases":
+    if not isinstance(methods.get(c.method), Elsa):
         raise ValueError(f"elsa.train: expected method elsa, got {c.method!r}")
     model = models.get_model(c.model, **c.model_kwargs)
     if any(ly.op == "batchnorm" for ly in model.layers):
@@ -191,7 +250,8 @@ def train(config: T.TrainConfig, data: Dataset, *, progress: bool | None = None)
     snapshots = [{k: v.copy() for k, v in params.items()}]
     for i in range(1, len(rates)):
         t0 = time.perf_counter()
-        scores = join_scores(model, params, masks, data, score=c.join_score, seed=[c.seed, 10 + i])
+        scores = join_scores(model, params, masks, data, score=c.join_score, seed=[c.seed, 10 + i],
+                             batch=c.saliency_batch)
         new = next_level(masks, scores, rates[i])
         joining = {k: (new[k] - masks[k]).astype(np.float32) for k in names}  # (m_{i+1} - m_i)
         start = {k: v.copy() for k, v in params.items()}
@@ -210,6 +270,10 @@ def train(config: T.TrainConfig, data: Dataset, *, progress: bool | None = None)
         row["phase_epoch"], row["epoch"] = row["epoch"], row_i
     return ElsaResult(c, model, theta0, params, buffers, level_map, history,
                       time.perf_counter() - t_all, phase_seconds, snapshots)
+
+
+methods.register(Elsa("elsa", "ELSA (our reading): nested sparse levels trained one after "
+                      "another, the earlier ones frozen; see elsa.py"))
 
 
 def level_metrics(result: ElsaResult, data: Dataset, *, batch_size: int = 1000) -> list[dict]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minifreeze import methods
 from minifreeze.losses import softmax_cross_entropy
 from minifreeze.masks import Masks, select_topk
 
@@ -110,3 +111,21 @@ def grasp_masks(model, theta0, x, y, rate: float, *, scope: str = "global",
     """GraSP's masks: remove the round(q N) weights with the largest score, keep the rest."""
     s = grasp_scores(model, theta0, x, y, temperature=temperature, step=step)
     return select_topk({n: -v for n, v in s.items()}, rate, scope=scope)  # keep the lowest S
+
+
+def grasp_select(model, theta0, data, config, buffers):
+    """The registry's selection (`methods.Score`): GraSP on a class-balanced batch of
+    config.saliency_batch // classes images per class (10 per class at the default 100: the
+    same number of images SNIP's score sees, so that every score gets the same data), drawn by
+    a generator keyed on the seed; the weights with the lowest score kept in config.scope.
+    Returns (scores, masks)."""
+    classes = np.unique(data.y_train).size
+    x, y = balanced_batch(data.x_train, data.y_train,
+                          samples_per_class=max(1, config.saliency_batch // classes),
+                          seed=config.seed)
+    s = grasp_scores(model, theta0, x, y)
+    return s, select_topk({n: -v for n, v in s.items()}, config.rate, scope=config.scope)
+
+
+methods.register_score(methods.Score("grasp", grasp_select, "GraSP's -theta * Hg (the "
+                                     "gradient flow kept) selects"))

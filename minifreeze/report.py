@@ -34,13 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
+from minifreeze.methods import REGISTRY
+
 
 SUMMARY_COLUMNS = ("method", "rate", "test_accuracy", "trained_params", "compression",
                    "file_bytes", "epochs", "wall_seconds", "backend")
 
-METHOD_ORDER = ("dense", "freezenet", "snip", "grad_freeze", "grad_prune", "random_freeze",
-                "random_prune", "weightmom", "gmp", "elsa")
-"""Methods listed first, in this order, in tables and legends; others follow by name."""
+def method_order() -> tuple[str, ...]:
+    """Methods listed first, in the registry's order, in tables and legends; others (such as
+    `elsa_gmp`, see `method_of`) follow by name."""
+    return tuple(REGISTRY)
 
 
 class ReportError(ValueError):
@@ -75,12 +78,11 @@ def load_runs(root, *, skipped: list | None = None) -> list[dict]:
 
 
 def method_of(run: dict) -> str:
-    """The method a run's row is grouped under: its name, and for ELSA the first phase's
-    sparsifier when it is not SNIP's (`elsa_gmp`), so two ELSA variants are never averaged."""
-    sparsifier = (run.get("config") or {}).get("sparsifier", "snip")
-    if run["method"] == "elsa" and sparsifier != "snip":
-        return f"elsa_{sparsifier}"
-    return run["method"]
+    """The method a run's row is grouped under: the method's `group` of its config (its name;
+    for ELSA with the first phase's sparsifier when it is not SNIP's, `elsa_gmp`, so two ELSA
+    variants are never averaged); a method outside the registry, its name."""
+    method = REGISTRY.get(run["method"])
+    return run["method"] if method is None else method.group(run.get("config") or {})
 
 
 def network_of(run: dict) -> str:
@@ -93,7 +95,8 @@ def network_of(run: dict) -> str:
 
 
 def _method_rank(method: str) -> int:
-    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    order = method_order()
+    return order.index(method) if method in order else len(order)
 
 
 def summary_rows(runs: list[dict], columns=SUMMARY_COLUMNS) -> list[dict]:
@@ -351,17 +354,16 @@ def _lines(groups, model):
     return {m: sorted(v, key=lambda g: g["rate"]) for m, v in out.items()}
 
 
-PAIRS = {"freezenet": 0, "snip": 0, "grad_freeze": 1, "grad_prune": 1, "random_freeze": 2,
-         "random_prune": 2, "weightmom": 3, "gmp": 4, "elsa": 5}
-"""Methods that share a mask share a colour; pruned ones are drawn dashed."""
-
-
 def method_style(method: str) -> dict:
-    """Colour by mask (FreezeNet and SNIP alike), a dashed line for a pruned method."""
+    """Colour by mask (FreezeNet and SNIP alike: `Method.mask_key`, numbered in the registry's
+    order after dense), a dashed line for a pruned method; a name outside the registry gets a
+    colour from its letters."""
     import matplotlib.pyplot as plt
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    i = PAIRS.get(method, 6 + sum(map(ord, method)) % 4)
-    pruned = method in ("snip", "grad_prune", "random_prune", "weightmom", "gmp")
+    keys = list(dict.fromkeys(m.mask_key for m in REGISTRY.values() if m.name != "dense"))
+    m = REGISTRY.get(method)
+    i = keys.index(m.mask_key) if m is not None else len(keys) + sum(map(ord, method)) % 4
+    pruned = m is not None and m.pruned
     return {"color": colours[i % len(colours)], "ls": "--" if pruned else "-"}
 
 
@@ -541,8 +543,8 @@ def pivot_markdown(groups: list[dict], model: str, methods=None) -> str:
     if not rows:
         return f"{model}: no run finished (see Diverged below)"
     rates = sorted({g["rate"] for g in rows})
-    order = methods or [m for m in METHOD_ORDER if any(g["method"] == m for g in rows)] + \
-        sorted({g["method"] for g in rows} - set(METHOD_ORDER))
+    order = methods or [m for m in method_order() if any(g["method"] == m for g in rows)] + \
+        sorted({g["method"] for g in rows} - set(method_order()))
     seeds = max((len(g["seeds"]) for g in rows), default=0)
     head = f"| {model} ({seeds} seed{'' if seeds == 1 else 's'}) | " + " | ".join(
         "q = 0 (dense)" if q == 0 else f"q = {q!r}" for q in rates) + " |"
@@ -559,8 +561,10 @@ def pivot_markdown(groups: list[dict], model: str, methods=None) -> str:
 
 # --- methods that prune during training, and ELSA's levels ---------------------------------------
 
-PRUNED = ("snip", "grad_prune", "random_prune", "weightmom", "gmp")
-"""The methods whose network is pruned: what an ELSA level, itself pruned, is compared with."""
+def pruned_methods() -> tuple[str, ...]:
+    """The methods whose network is pruned (`Method.pruned`): what an ELSA level, itself pruned,
+    is compared with."""
+    return tuple(m.name for m in REGISTRY.values() if m.pruned)
 
 
 def elsa_comparison(runs: list[dict], groups: list[dict]) -> list[dict]:
@@ -573,7 +577,7 @@ def elsa_comparison(runs: list[dict], groups: list[dict]) -> list[dict]:
     for (model, method, rate), g in sorted(index.items(), key=lambda kv: (kv[0][0], -kv[0][2])):
         if not method.startswith("elsa"):
             continue
-        alone = [index[(model, m, rate)] for m in (("dense",) if rate == 0 else PRUNED)
+        alone = [index[(model, m, rate)] for m in (("dense",) if rate == 0 else pruned_methods())
                  if (model, m, rate) in index]
         best = max(alone, key=lambda a: a["mean_accuracy"], default=None)
         fz = index.get((model, "freezenet", rate))

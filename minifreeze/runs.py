@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from minifreeze import backend, data as D, masks as M, models, parallel, storage
+from minifreeze import backend, data as D, masks as M, methods, models, parallel, storage
 from minifreeze import train as T
 
 METRICS, MODEL, LAST_GOOD = "metrics.json", "model.mfz", "last_good.mfz"
@@ -67,7 +67,7 @@ class RunSpec:
         covers the data fields and the config fields that differ from TrainConfig's defaults
         (resolved), so adding a field with a default renames no finished run."""
         c = self.config
-        rate = "" if T.METHODS[c.method].when in ("never", "phases") else f"-q{c.rate!r}"
+        rate = f"-q{c.rate!r}" if methods.get(c.method).uses_rate else ""
         d = self.to_dict()
         defaults = _jsonable(dataclasses.asdict(T.TrainConfig(model=c.model,
                                                               method=c.method).resolved()))
@@ -144,10 +144,11 @@ def load_data(spec: RunSpec, *, download: bool = False) -> D.Dataset:
 
 
 def train_any(config: T.TrainConfig, data: D.Dataset, *, progress: bool | None = None):
-    """Train any method: `train.train`, or `elsa.train` for the nested method."""
-    if T.METHODS[config.method].when == "phases":
-        from minifreeze import elsa
-        return elsa.train(config, data, progress=progress)
+    """Train any method: `train.train`, or the method's own `run` where it trains by itself
+    (ELSA's phases)."""
+    method = methods.get(config.method)
+    if method.trains_itself:
+        return method.run(config, data, progress=progress)
     return T.train(config, data, progress=progress)
 
 
@@ -251,7 +252,7 @@ def _diverged(spec: RunSpec, out: Path, err: T.TrainingDiverged) -> dict:
     import math
     c = spec.config.resolved()
     masks, mode, rate = dict(err.masks or {}), c.mode, c.rate
-    if T.METHODS[c.method].when == "phases":  # an ELSA phase: keep the values, not its masks
+    if methods.get(c.method).trains_itself:  # an ELSA phase: keep the values, not its masks
         masks, mode = {}, "prune"
     if masks:  # a gradual method may diverge between rates: record the rate its masks have
         kept, n = sum(int(m.sum()) for m in masks.values()), sum(m.size for m in masks.values())

@@ -27,6 +27,14 @@ import numpy as np
 SCORES = ("grad", "snip", "magnitude", "random")
 
 
+def saliency_batch(data, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n training examples of `data` (a `data.Dataset`) drawn without replacement by a generator
+    keyed on (seed, 1): the one batch a one-shot score sees."""
+    idx = np.random.default_rng([seed, 1]).choice(len(data.y_train), size=min(n, len(data.y_train)),
+                                                 replace=False)
+    return data.x_train[idx], data.y_train[idx]
+
+
 def scored_names(model, include_biases: bool = False) -> list[str]:
     """The parameters that are scored and masked: weights, plus conv/linear biases if asked."""
     names = set(model.weight_names())

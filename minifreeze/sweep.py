@@ -82,19 +82,20 @@ def expand_grid(models, methods, rates, seeds, *, base: T.TrainConfig | None = N
     unknown = [m for m in methods if m not in T.METHODS]
     if unknown:
         raise SweepError(f"unknown method {unknown[0]!r}; expected any of {', '.join(T.METHODS)}")
+    uses_rate = {m: T.METHODS[m].uses_rate for m in ["dense", *methods]}
     try:
         rates = [M.check_rate(q) for q in rates]
     except ValueError as err:
         raise SweepError(str(err)) from None
     if not models or not seeds:
         raise SweepError("a grid needs at least one model and one seed")
-    if any(T.METHODS[m].when in ("init", "during") for m in methods) and not rates:
+    if any(uses_rate[m] for m in methods) and not rates:
         raise SweepError(f"methods {', '.join(methods)} need at least one rate")
     methods = ["dense"] + [m for m in methods if m != "dense"]
     specs, seen = [], set()
     for model in models:
         for method in methods:
-            once = T.METHODS[method].when in ("never", "phases")
+            once = not uses_rate[method]
             for q in ([base.rate] if once else rates):
                 for seed in seeds:
                     try:

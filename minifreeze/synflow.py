@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minifreeze import methods
 from minifreeze.masks import Masks, check_rate, select_topk
 from minifreeze.saliency import scored_names
 
@@ -86,3 +87,14 @@ def synflow_masks(model, params, rate: float, *, iterations: int = 100,
         scores, _ = synflow_scores(model, params, masks, dtype=dtype)
         masks = select_topk(scores, q_k, scope=scope)
     return masks
+
+
+def synflow_select(model, theta0, data, config, buffers):
+    """The registry's selection (`methods.Score`): `synflow_masks` at config.rate with the
+    reference's 100 rounds and exponential schedule, in config.scope (global by default, as the
+    reference prunes); no data is used. Returns (None, masks): the scores change every round."""
+    return None, synflow_masks(model, theta0, config.rate, scope=config.scope)
+
+
+methods.register_score(methods.Score("synflow", synflow_select, "SynFlow's data-free, iterated "
+                                     "|theta * dR/dtheta| selects"))

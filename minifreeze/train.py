@@ -4,8 +4,10 @@
     result = train(config, load_dataset("mnist"))       # result.history, result.params, ...
     storage.save("model.mfz", result.checkpoint())
 
-A one-shot method is a saliency score plus a mode, so "the same mask, pruned or frozen" is one
-field away (`METHODS` below):
+The methods come from the registry (`methods.py`; `METHODS` here is the same dict), and this
+file names none of them: it asks the method what to select before training (`Method.select`)
+and which hooks to train with (`Method.hooks`). A one-shot method is a score plus a mode, so
+"the same mask, pruned or frozen" is one field away:
 
     dense          no mask, every parameter trains
     freezenet      score snip (|theta * g|), mode freeze (m == 0 held at theta0)
@@ -15,7 +17,9 @@ field away (`METHODS` below):
     random_freeze  a random mask, frozen: the control
     random_prune   a random mask, pruned
     weightmom, gmp pruned *during* training on a schedule (`weightmom.py`); no mask at the start
-    elsa           nested levels trained in phases (`elsa.py`, `elsa.train`)
+    elsa           nested levels trained in phases (`elsa.py`, `methods.get("elsa").run`)
+    synflow_*      SynFlow's data-free iterative score (`synflow.py`), frozen or pruned
+    grasp_*        GraSP's gradient-flow score (`grasp.py`), frozen or pruned
 
 Which score FreezeNet uses. The paper's supplement compares FreezeNet with SNIP "since we share
 its feature selection and it is also a one-shot method, applied before training" (a quotation);
@@ -57,11 +61,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minifreeze import backend, init, masks as M, models, parallel, saliency as S, storage
-from minifreeze import weightmom as W
+from minifreeze import backend, init, masks as M, methods, models, parallel, storage
 from minifreeze.data import Dataset
 from minifreeze.losses import softmax_cross_entropy
+from minifreeze.methods import Method
 from minifreeze.optim import SCHEDULES, make_schedule
+from minifreeze.saliency import saliency_batch
 from minifreeze.trainer import Hook, HostTrainer, NonFiniteStep
 
 __all__ = ["METHODS", "PROTOCOLS", "Hook", "Method", "Setup", "TrainConfig", "TrainResult",
@@ -69,34 +74,8 @@ __all__ = ["METHODS", "PROTOCOLS", "Hook", "Method", "Setup", "TrainConfig", "Tr
            "protocol_config", "saliency_batch", "train", "train_steps"]
 
 
-@dataclass(frozen=True)
-class Method:
-    """What a method does with the weights: when it chooses them, by which score, and what
-    happens to the ones it does not choose."""
-    when: str            # "never" (dense), "init" (one shot before training), "during", "phases"
-    score: str | None    # the saliency score of a one-shot method
-    mode: str            # freeze (m == 0 held at theta0) or prune (m == 0 set to 0)
-    about: str
-
-
-METHODS = {
-    "dense": Method("never", None, "freeze", "every parameter trains"),
-    "freezenet": Method("init", "snip", "freeze", "FreezeNet: SNIP's |theta * g| selects, the "
-                        "rest stay frozen at theta0"),
-    "snip": Method("init", "snip", "prune", "SNIP: |theta * g| selects, the rest are pruned to 0"),
-    "grad_freeze": Method("init", "grad", "freeze", "|g| selects (the other reading of "
-                          "FreezeNet's score), the rest frozen"),
-    "grad_prune": Method("init", "grad", "prune", "|g| selects, the rest pruned"),
-    "random_freeze": Method("init", "random", "freeze", "a random mask, the rest frozen"),
-    "random_prune": Method("init", "random", "prune", "a random mask, the rest pruned"),
-    "weightmom": Method("during", None, "prune", "WeightMom (our reading): pruned during "
-                        "training by a moving average of |w|"),
-    "gmp": Method("during", None, "prune", "gradual magnitude pruning (Zhu and Gupta 2017): the "
-                  "same schedule, a global threshold on |w|"),
-    "elsa": Method("phases", None, "freeze", "ELSA (our reading): nested sparse levels trained "
-                   "one after another, the earlier ones frozen; see elsa.py"),
-}
-"""Every method, by name. A one-shot method's (score, mode) can be overridden field by field."""
+METHODS = methods.REGISTRY
+"""Every method, by name (the registry of `methods.py`; `methods.get(name)` checks the name)."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -184,38 +163,27 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
-        """A copy with score and mode filled in from the method, every field checked."""
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; expected one of "
-                             f"{', '.join(METHODS)}")
-        m = METHODS[self.method]
-        if m.when != "init" and (self.score is not None or self.mode is not None) and \
+        """A copy with score and mode filled in from the method, the option fields the method
+        does not read reset to their defaults (so that the same run has one config), every field
+        checked (the method checks its own options)."""
+        m = methods.get(self.method)
+        if not m.overridable and (self.score is not None or self.mode is not None) and \
                 (self.score, self.mode) != (m.score, m.mode):
-            raise ValueError(f"score and mode: method {self.method} chooses its weights "
-                             f"{'never' if m.when == 'never' else m.when}, so they cannot be "
-                             f"overridden (got score {self.score!r}, mode {self.mode!r})")
+            raise ValueError(f"score and mode: method {self.method} has no one-shot score, so "
+                             f"they cannot be overridden (got score {self.score!r}, mode "
+                             f"{self.mode!r})")
         c = dataclasses.replace(self, score=self.score or m.score, mode=self.mode or m.mode,
                                 levels=tuple(float(q) for q in self.levels),
                                 phase_epochs=None if self.phase_epochs is None
                                 else tuple(int(e) for e in self.phase_epochs),
                                 model_kwargs=dict(self.model_kwargs))
-        if m.when in ("never", "phases"):
-            c.rate, c.score, c.mode = 0.0, None, m.mode  # elsa: the final network is dense
-        else:
+        if m.uses_rate:
             c.rate = M.check_rate(c.rate)
-        # fields a method does not use take their defaults, so that the same run has one config
+        else:
+            c.rate, c.score, c.mode = 0.0, None, m.mode  # elsa: the final network is dense
         d = TrainConfig()
-        gradual = m.when == "during" or (m.when == "phases" and c.sparsifier in
-                                         ("weightmom", "gmp"))
-        if not gradual:
-            c.prune_start, c.prune_end, c.prune_every = d.prune_start, d.prune_end, d.prune_every
-            c.mom_beta, c.alloc_alpha = d.mom_beta, d.alloc_alpha
-        if m.when != "phases":
-            c.levels, c.sparsifier, c.join_score = d.levels, d.sparsifier, d.join_score
-            c.join_init, c.phase_epochs = d.join_init, d.phase_epochs
-        if m.when == "init":
-            _check(c.score in S.SCORES, "score", f"one of {', '.join(S.SCORES)}", c.score)
-            _check(c.mode in M.MODES, "mode", f"one of {', '.join(M.MODES)}", c.mode)
+        for name in methods.option_fields() - set(m.options(c)):
+            setattr(c, name, getattr(d, name))
         _check(c.model in models.MODELS, "model", f"one of {', '.join(models.MODELS)}", c.model)
         c.model_kwargs = models.check_kwargs(c.model, c.model_kwargs)
         if isinstance(c.model_kwargs.get("input_shape"), tuple):
@@ -250,42 +218,8 @@ class TrainConfig:
         _check(0 < c.lr_gamma <= 1, "lr_gamma", "a number in (0, 1]", c.lr_gamma)
         _check(0 <= c.momentum < 1, "momentum", "a number in [0, 1)", c.momentum)
         _check(c.weight_decay >= 0, "weight_decay", "a number >= 0", c.weight_decay)
-        if m.when == "during":
-            W.check_schedule(c.prune_start, c.prune_end, c.prune_every, c.mom_beta,
-                             c.alloc_alpha)
-        if m.when == "phases":
-            _check_elsa(c)
+        m.check(c)
         return c
-
-
-ELSA_SPARSIFIERS = ("snip", "grad", "random", "weightmom", "gmp")
-"""How ELSA chooses its sparsest level: a one-shot score at initialisation (snip, grad, random),
-then trained pruned; or gradual pruning during the first phase (weightmom, gmp)."""
-
-JOIN_SCORES = ("grad", "random")
-"""How ELSA chooses the weights that join at each later level: |g| of the current network on one
-batch (the weights outside the network are 0, so |theta * g| would score them all 0), or random."""
-
-JOIN_INITS = ("zero", "theta0")
-"""What a joining weight starts from: 0, where it sat in the sparser network (the network's
-function is unchanged when a phase starts), or its theta0 value."""
-
-
-def _check_elsa(c: TrainConfig) -> None:
-    q = c.levels
-    _check(len(q) >= 1 and all(0 < v < 1 for v in q) and all(a > b for a, b in zip(q, q[1:])),
-           "levels", "rates in (0, 1), strictly decreasing (sparsest first)", list(q))
-    _check(c.sparsifier in ELSA_SPARSIFIERS, "sparsifier",
-           f"one of {', '.join(ELSA_SPARSIFIERS)}", c.sparsifier)
-    _check(c.join_score in JOIN_SCORES, "join_score", f"one of {', '.join(JOIN_SCORES)}",
-           c.join_score)
-    _check(c.join_init in JOIN_INITS, "join_init", f"one of {', '.join(JOIN_INITS)}", c.join_init)
-    _check(c.phase_epochs is None or (len(c.phase_epochs) == len(q) + 1 and
-                                      min(c.phase_epochs) >= 1),
-           "phase_epochs", f"None or {len(q) + 1} whole numbers >= 1 (one per level, then dense)",
-           c.phase_epochs)
-    if c.sparsifier in ("weightmom", "gmp"):
-        W.check_schedule(c.prune_start, c.prune_end, c.prune_every, c.mom_beta, c.alloc_alpha)
 
 
 PROTOCOLS: dict[str, dict] = {
@@ -347,26 +281,17 @@ def checkpoint_meta(c: TrainConfig) -> dict:
             "include_biases": c.include_biases, "config": dataclasses.asdict(c)}
 
 
-def saliency_batch(data: Dataset, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """n training examples drawn without replacement by a generator keyed on (seed, 1)."""
-    idx = np.random.default_rng([seed, 1]).choice(len(data.y_train), size=min(n, len(data.y_train)),
-                                                 replace=False)
-    return data.x_train[idx], data.y_train[idx]
-
-
 def prepare(config: TrainConfig, data: Dataset) -> Setup:
-    """theta0 from the seed, then for a one-shot method scores on one batch, masks, and the
-    frozen or pruned starting params. Dense and gradual methods start from theta0, unmasked."""
+    """theta0 from the seed, then the method's selection (`Method.select`: for a one-shot
+    method scores on one batch and masks) and the frozen or pruned starting params. Dense and
+    gradual methods select nothing and start from theta0, unmasked."""
     c = config.resolved()
     model = models.get_model(c.model, **c.model_kwargs)
     theta0 = init.init_params(model, c.seed, c.init)
     buffers = model.init_buffers()
-    if METHODS[c.method].when != "init":
+    scores, masks = methods.get(c.method).select(model, theta0, data, c, buffers)
+    if masks is None:
         return Setup(model, theta0, None, M.apply_mode(theta0, None, "freeze"), buffers)
-    x, y = saliency_batch(data, c.saliency_batch, c.seed)
-    scores = S.saliency(model, theta0, x, y, score=c.score, include_biases=c.include_biases,
-                        seed=[c.seed, 3], buffers=buffers)
-    masks = M.select_topk(scores, c.rate, scope=c.scope)
     return Setup(model, theta0, masks, M.apply_mode(theta0, masks, c.mode), buffers, scores)
 
 
@@ -417,7 +342,7 @@ def config_trainer(c: TrainConfig, setup: Setup):
     return make_trainer(setup.model, setup.params, setup.masks, setup.buffers,
                         momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.nesterov,
                         shards=c.shards, sparse_compute=c.sparse_compute,
-                        pruned=c.mode == "prune" and METHODS[c.method].when == "init")
+                        pruned=c.mode == "prune" and setup.masks is not None)
 
 
 def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: bool | None = None,
@@ -513,21 +438,21 @@ def best_of_checkpoints(checkpoints) -> float | None:
 
 
 def method_hooks(config: TrainConfig, model: models.Model) -> list:
-    """The hooks a method trains with: gradual pruning for weightmom and gmp, none otherwise."""
+    """The hooks a method trains with (`Method.hooks`: gradual pruning for weightmom and gmp)."""
     c = config.resolved()
-    if METHODS[c.method].when == "during":
-        return [W.GradualPruning.from_config(c, model)]
-    return []
+    return methods.get(c.method).hooks(c, model)
 
 
 def train(config: TrainConfig, data: Dataset, *, progress: bool | None = None,
           on_epoch=None, on_step=None, hooks=()) -> TrainResult:
     """prepare + train_steps (with the method's own hooks first): one configuration, whole.
 
-    ELSA trains in phases and has its own driver, `elsa.train`."""
+    A method that trains by itself (ELSA's phases) is refused: `methods.get(name).run`."""
     c = config.resolved()
-    if METHODS[c.method].when == "phases":
-        raise ValueError("method elsa trains in phases: call minifreeze.elsa.train(config, data)")
+    m = methods.get(c.method)
+    if m.trains_itself:
+        raise ValueError(f"method {c.method} trains by itself: call "
+                         f"minifreeze.methods.get({c.method!r}).run(config, data)")
     t0 = time.perf_counter()
     setup = prepare(c, data)
     own = method_hooks(c, setup.model)

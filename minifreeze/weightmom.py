@@ -64,10 +64,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from minifreeze import masks as M
+from minifreeze import masks as M, methods
 from minifreeze.saliency import scored_names
 from minifreeze.trainer import Hook
 
@@ -221,13 +223,15 @@ class GradualPruning(Hook):
 
     @classmethod
     def from_config(cls, config, model) -> "GradualPruning":
-        """The hook of a resolved `TrainConfig` whose method is weightmom or gmp."""
-        gmp = config.method == "gmp"
+        """The hook of a resolved `TrainConfig` whose method is gradual (weightmom or gmp)."""
+        method = methods.get(config.method)
+        if not isinstance(method, Gradual):
+            raise ValueError(f"GradualPruning: expected a gradual method "
+                             f"({', '.join(GRADUAL)}), got {config.method!r}")
         return cls(scored_names(model, config.include_biases), config.rate,
                    start=config.prune_start, end=config.prune_end, every=config.prune_every,
-                   beta=config.mom_beta, alpha=config.alloc_alpha,
-                   rank="magnitude" if gmp else "momentum",
-                   allocation="global" if gmp else "layer")
+                   beta=config.mom_beta, alpha=config.alloc_alpha, rank=method.rank,
+                   allocation=method.allocation)
 
     def start(self, trainer, total_steps: int) -> None:
         params = trainer.params
@@ -269,3 +273,34 @@ class GradualPruning(Hook):
         kept = sum(int(self.masks.index(k).flat.size) for k in self.names)
         row["rate"] = 1 - kept / self.n
         row["layer_density"] = {k: self.masks.index(k).density for k in self.names}
+
+
+# --- the methods ---------------------------------------------------------------------------------
+
+SCHEDULE_FIELDS = ("prune_start", "prune_end", "prune_every", "mom_beta", "alloc_alpha")
+"""The TrainConfig fields of a gradual schedule."""
+
+
+@dataclass(frozen=True)
+class Gradual(methods.Method):
+    """Pruned during training (`GradualPruning`): a round every prune_every steps ranks the kept
+    weights by `rank` and shares the cut by `allocation`."""
+    rank: str = "momentum"
+    allocation: str = "layer"
+    option_fields: ClassVar[tuple[str, ...]] = SCHEDULE_FIELDS
+
+    def check(self, config) -> None:
+        check_schedule(config.prune_start, config.prune_end, config.prune_every, config.mom_beta,
+                       config.alloc_alpha)
+
+    def hooks(self, config, model) -> list:
+        return [GradualPruning.from_config(config, model)]
+
+
+methods.register(Gradual("weightmom", "WeightMom (our reading): pruned during training by a "
+                         "moving average of |w|", "prune", rank="momentum", allocation="layer"))
+methods.register(Gradual("gmp", "gradual magnitude pruning (Zhu and Gupta 2017): the same "
+                         "schedule, a global threshold on |w|", "prune", rank="magnitude",
+                         allocation="global"))
+GRADUAL = ("weightmom", "gmp")
+"""The gradual methods registered here."""

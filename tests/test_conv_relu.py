@@ -59,13 +59,14 @@ def test_report_keeps_caffes_network_and_the_conv_relu_one_apart():
 
 def test_report_says_when_runs_come_from_several_environments():
     env = environment.environment(shards=1, backend="numba")
+    arch = "Prescott" if "Prescott" not in str(env["blas"]) else "Haswell"  # not this machine's
     other = {**env, "blas": [{"internal_api": "openblas", "version": "0.3.21",
-                              "architecture": "SkylakeX", "threading_layer": "pthreads"}]}
+                              "architecture": arch, "threading_layer": "pthreads"}]}
     one = [_run({}, "snip", 0, 0.9, env), _run({}, "snip", 1, 0.9, env)]
     assert "environments" not in report.environments_markdown(one)
     assert report.environments_markdown(one).startswith("- 2 runs: ")
     text = report.environments_markdown(one + [_run({}, "snip", 2, 0.9, other)])
-    assert "come from 2 environments" in text and "SkylakeX" in text
+    assert "come from 2 environments" in text and arch in text
     assert report.environments([_run({}, "snip", 0, 0.9)]) == {"unrecorded": 1}
     assert env["shards"] == 1 and env["numpy"] == np.__version__ and env["blas"]
 

@@ -1,0 +1,127 @@
+"""The registry: every method is one object there, the pipeline names none, and a new method or
+score is one module and one registry line (SynFlow and GraSP are the proof; a toy score here)."""
+
+import ast
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minifreeze import methods, report, storage, sweep
+from minifreeze.data import limit_train, load_dataset
+from minifreeze.train import METHODS, TrainConfig, prepare, train
+
+PACKAGE = Path(__file__).resolve().parent.parent / "minifreeze"
+METHOD_FREE = ("train", "runs", "sweep", "trainer", "parallel", "__main__")
+"""Modules that must not compare anything with a method's name."""
+
+
+@pytest.fixture(scope="module")
+def small():
+    mnist = load_dataset("mnist")
+    return replace(limit_train(mnist, 300), x_test=mnist.x_test[:200], y_test=mnist.y_test[:200])
+
+
+def test_registry_holds_every_method_in_table_order():
+    assert METHODS is methods.REGISTRY
+    assert list(METHODS)[:10] == ["dense", "freezenet", "snip", "grad_freeze", "grad_prune",
+                                  "random_freeze", "random_prune", "weightmom", "gmp", "elsa"]
+    assert {"synflow_freeze", "synflow_prune", "grasp_freeze", "grasp_prune"} <= set(METHODS)
+    for name, m in METHODS.items():
+        assert m.name == name
+        c = TrainConfig(method=name, rate=0.99).resolved()  # every method resolves its defaults
+        assert c.mode in ("freeze", "prune")
+        assert (c.rate == 0.99) == m.uses_rate
+
+
+def test_unknown_names_are_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="unknown method 'snipp'; expected one of dense, "):
+        TrainConfig(method="snipp").resolved()
+    with pytest.raises(ValueError, match="score: expected one of snip, grad, random"):
+        TrainConfig(method="freezenet", score="hessian").resolved()
+    with pytest.raises(ValueError, match="registered already"):
+        methods.register(methods.Dense("dense", "again"))
+
+
+def test_a_method_without_a_score_refuses_one():
+    with pytest.raises(ValueError, match="method weightmom has no one-shot score"):
+        TrainConfig(method="weightmom", score="grad").resolved()
+
+
+def test_options_a_method_does_not_read_take_their_defaults():
+    d = TrainConfig()
+    c = TrainConfig(method="freezenet", levels=(0.9,), prune_every=7, mom_beta=0.5).resolved()
+    assert (c.levels, c.prune_every, c.mom_beta) == (d.levels, d.prune_every, d.mom_beta)
+    g = TrainConfig(method="gmp", prune_every=7, levels=(0.9,)).resolved()
+    assert (g.prune_every, g.levels) == (7, d.levels)
+    e = TrainConfig(method="elsa", levels=(0.9,), prune_every=7).resolved()
+    assert (e.levels, e.prune_every) == ((0.9,), d.prune_every)  # snip sparsifier: no schedule
+    e = TrainConfig(method="elsa", levels=(0.9,), sparsifier="gmp", prune_every=7).resolved()
+    assert e.prune_every == 7
+
+
+def _compared_strings(module: str) -> list[str]:
+    """String literals compared with == / != / in inside `module`'s source."""
+    out = []
+    for node in ast.walk(ast.parse((PACKAGE / f"{module}.py").read_text())):
+        if isinstance(node, ast.Compare):
+            for part in [node.left, *node.comparators]:
+                for sub in ast.walk(part):
+                    if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+                        out.append(sub.value)
+    return out
+
+
+@pytest.mark.parametrize("module", METHOD_FREE)
+def test_the_pipeline_names_no_method(module):
+    named = sorted(set(_compared_strings(module)) & (set(METHODS) - {"dense"}))
+    assert not named, f"{module}.py compares with method names {named}: ask the registry"
+
+
+@pytest.mark.parametrize("score", ["synflow", "grasp"])
+def test_new_scores_train_frozen_and_pruned_with_the_same_mask(small, score):
+    """The new scores land as one module and one registry line: each trains end to end,
+    frozen weights bit for bit theta0, pruned weights 0, both from one mask."""
+    base = TrainConfig(model="lenet5", rate=0.99, epochs=1, seed=4, lr=0.05)
+    frozen = train(replace(base, method=f"{score}_freeze"), small, progress=False)
+    pruned = train(replace(base, method=f"{score}_prune"), small, progress=False)
+    n = sum(m.size for m in frozen.masks.values())
+    assert sum(int(m.sum()) for m in frozen.masks.values()) == round(0.01 * n)
+    for k, m in frozen.masks.items():
+        assert np.array_equal(m, pruned.masks[k])
+        off = m == 0
+        assert np.array_equal(frozen.params[k][off].view(np.uint32),
+                              frozen.theta0[k][off].view(np.uint32))
+        assert (pruned.params[k][off] == 0).all()
+    assert frozen.history[0]["test_accuracy"] > 0.1  # it learned something in one epoch
+
+
+def test_a_toy_score_is_one_registry_line(small, tmp_path, monkeypatch):
+    """A score registered from outside the package (here: the largest |theta0| in each layer's
+    first half) trains, sweeps, is stored and is reported, and nothing else had to change."""
+    monkeypatch.setattr(methods, "REGISTRY", dict(methods.REGISTRY))
+    monkeypatch.setattr(methods, "SCORES", dict(methods.SCORES))
+    import minifreeze.report as R
+    import minifreeze.train as T
+    monkeypatch.setattr(T, "METHODS", methods.REGISTRY)
+    monkeypatch.setattr(R, "REGISTRY", methods.REGISTRY)
+
+    def select(model, theta0, data, config, buffers):
+        s = {k: np.abs(theta0[k]) for k in model.weight_names()}
+        return s, methods.M.select_topk(s, config.rate, scope=config.scope)
+
+    methods.register_score(methods.Score("toy", select, "|theta0| selects"))
+    assert methods.get("toy_prune").pruned and not methods.get("toy_freeze").pruned
+    base = TrainConfig(model="lenet300", epochs=1, lr=0.05, shards=1)
+    result = sweep.sweep(sweep.expand_grid(["lenet300"], ["toy_freeze", "toy_prune"], [0.9], [0],
+                                           base=base, limit_train=300, limit_test=200),
+                         tmp_path, progress=False)  # a thread of this process: sees the registry
+    assert result.ran == 3 and not result.failed
+    runs = report.load_runs(tmp_path)
+    assert [r["method"] for r in runs] == ["dense", "toy_freeze", "toy_prune"]
+    back = storage.load(next(tmp_path.glob("lenet300-toy_prune-*")) / "model.mfz")
+    assert back.mode == "prune"
+    assert report.method_style("toy_freeze")["color"] == report.method_style("toy_prune")["color"]
+    setup = prepare(replace(base, method="toy_freeze", rate=0.9), small)
+    assert setup.scores is not None and setup.masks is not None
