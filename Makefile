@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lab test test-cuda-sim notebooks mnist study study-full paper conv-relu-table clean
+.PHONY: install lab test test-cuda-sim notebooks mnist study study-full collapse paper conv-relu-table clean
 
 install: $(STAMP)
 
@@ -76,7 +76,9 @@ mnist: install
 # LeNet-5 with conv ReLU (reported apart as lenet5_relu); WeightMom and GMP
 # at q = 0.99 and 0.995 and ELSA (levels 0.995 / 0.99 / 0.9 / dense; first phase SNIP, then GMP)
 # on LeNet-5-Caffe; last the
-# |g| mask frozen and pruned (FreezeNet's other reading). Resumable: run it again after a kill and
+# |g| mask frozen and pruned (FreezeNet's other reading), and SynFlow and GraSP frozen and
+# pruned on both models (`make collapse` runs those alone, with FreezeNet and SNIP beside them).
+# Resumable: run it again after a kill and
 # only unfinished runs are redone. STUDY_ARGS reaches every sweep (e.g. --workers 4, or
 # --executor dask --scheduler tcp://HOST:8786). Writes runs/study/ and its report.
 STUDY_OUT    ?= runs/study
@@ -86,6 +88,7 @@ STUDY_EPOCHS_LENET5   ?= 8
 STUDY_EPOCHS_LENET300 ?= 20
 STUDY_METHODS ?= freezenet snip random_freeze random_prune
 STUDY_GRAD    ?= grad_freeze grad_prune
+STUDY_COLLAPSE ?= synflow_freeze synflow_prune grasp_freeze grasp_prune
 STUDY_ARGS ?=
 SWEEP = $(BIN)/python -m minifreeze sweep --seeds $(STUDY_SEEDS) --out $(STUDY_OUT) $(STUDY_ARGS)
 LENET5   = --models lenet5 --epochs $(STUDY_EPOCHS_LENET5)
@@ -100,7 +103,23 @@ study: install
 	$(SWEEP) $(LENET5) --methods elsa --levels 0.995 0.99 0.9 --sparsifier gmp
 	$(SWEEP) $(LENET5) --methods $(STUDY_GRAD) --rates $(STUDY_RATES)
 	$(SWEEP) $(LENET300) --methods $(STUDY_GRAD) --rates $(STUDY_RATES)
+	$(SWEEP) $(LENET300) --methods $(STUDY_COLLAPSE) --rates $(STUDY_RATES)
+	$(SWEEP) $(LENET5) --methods $(STUDY_COLLAPSE) --rates $(STUDY_RATES)
 	$(BIN)/python -m minifreeze report $(STUDY_OUT)
+
+# Is freezing about layer collapse? FreezeNet and SNIP against SynFlow (designed not to collapse a
+# layer) and GraSP (designed to keep gradient flow), each frozen and pruned, with the study's
+# hyperparameters: LeNet-300-100 (20 epochs) first, all rates, then LeNet-5-Caffe (8 epochs),
+# the extreme rates first, seed by seed. About 75 runs of 30 s and 75 of 3 minutes on 2 cores
+# (about 2 hours); resumable. Writes runs/collapse/ and its report; publish it with
+# `python -m minifreeze publish runs/collapse notebooks/results/collapse`.
+COLLAPSE_OUT ?= runs/collapse
+COLLAPSE = $(BIN)/python -m minifreeze sweep --seeds $(STUDY_SEEDS) --out $(COLLAPSE_OUT) --order seed $(STUDY_ARGS) --methods freezenet snip $(STUDY_COLLAPSE)
+collapse: install
+	$(COLLAPSE) $(LENET300) --rates $(STUDY_RATES)
+	$(COLLAPSE) $(LENET5) --rates 0.999 0.995
+	$(COLLAPSE) $(LENET5) --rates 0.99 0.9
+	$(BIN)/python -m minifreeze report $(COLLAPSE_OUT)
 
 # The full grid of the study (two models, six methods and dense, seven rates, three seeds: 258
 # runs, about 3 hours on 2 cores by make study's run times): for a bigger machine
