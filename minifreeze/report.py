@@ -124,7 +124,7 @@ def markdown_table(rows: list[dict], columns=SUMMARY_COLUMNS) -> str:
     """A Markdown table of `rows`: accuracies in percent, counts with thousands separators.
     Cells that are already strings (`format_rows`) are shown as they are."""
     right = [k not in ("model", "network", "method", "backend", "verdict", "seeds", "score", "mode",
-                       "alone_method")
+                       "alone_method", "a", "b")
              for k in columns]
     head = "| " + " | ".join(k.replace("_", " ") for k in columns) + " |"
     rule = "| " + " | ".join("---:" if r else "---" for r in right) + " |"
@@ -268,13 +268,18 @@ DIR relative to the page's folder, KIND one of `page_tables`' keys."""
 
 def page_tables(runs: list[dict]) -> dict[str, str]:
     """The tables a page may embed, by kind, from one results folder's runs: `pivot` (accuracy
-    by method and rate, one table per network), `groups` (mean and std per group) and
-    `checkpoints` (final epoch and SNIP's rule against dense)."""
+    by method and rate, one table per network), `groups` (mean and std per group),
+    `checkpoints` (final epoch and SNIP's rule against dense), `frozen_pruned` (each mask
+    frozen against pruned), `against_pruned` (FreezeNet against every pruned method) and
+    `layers` (weights kept per layer: layer collapse)."""
     groups = aggregate(expand_levels(runs))
     return {"pivot": "\n\n".join(pivot_markdown(groups, m)
                                  for m in sorted({g["model"] for g in groups})),
             "groups": markdown_table(format_rows(groups, AGGREGATE_COLUMNS), AGGREGATE_COLUMNS),
-            "checkpoints": checkpoint_table(groups)}
+            "checkpoints": checkpoint_table(groups),
+            "frozen_pruned": pairs_table(pair_rows(groups, freeze_prune_pairs(groups))),
+            "against_pruned": pairs_table(pair_rows(groups, against_pruned_pairs(groups))),
+            "layers": layers_markdown(layer_rows(runs))}
 
 
 def fill_page(text: str, folder) -> str:
@@ -312,6 +317,89 @@ def compare(groups: list[dict], a: str = "freezenet", b: str = "snip") -> list[d
                      f"{b}_std": gb["std_accuracy"], "difference": diff, "spread": spread,
                      "seeds": seeds, "verdict": verdict})
     return rows
+
+
+def pair_rows(groups: list[dict], pairs) -> list[dict]:
+    """`compare` for several (a, b) pairs in one table: columns a and b name the methods, mean_a
+    and mean_b their means (same verdict rule: the difference against the spread)."""
+    rows = []
+    for a, b in pairs:
+        for r in compare(groups, a, b):
+            rows.append({"model": r["model"], "rate": r["rate"], "a": a, "b": b,
+                         "seeds": r["seeds"], "mean_a": r[a], "std_a": r[f"{a}_std"],
+                         "mean_b": r[b], "std_b": r[f"{b}_std"], "difference": r["difference"],
+                         "spread": r["spread"], "verdict": r["verdict"].replace(a, "a")})
+    return sorted(rows, key=lambda r: (r["model"], -r["rate"], _method_rank(r["a"]),
+                                       _method_rank(r["b"])))
+
+
+def freeze_prune_pairs(groups: list[dict]) -> list[tuple[str, str]]:
+    """(frozen, pruned) for every mask in the registry whose two methods both ran: the same mask,
+    frozen against pruned (FreezeNet against SNIP, synflow_freeze against synflow_prune, ...)."""
+    ran = {g["method"] for g in groups}
+    by_mask: dict[str, dict[str, str]] = {}
+    for m in REGISTRY.values():
+        if m.uses_rate and m.name in ran:
+            by_mask.setdefault(m.mask_key, {})[m.mode] = m.name
+    return [(d["freeze"], d["prune"]) for d in by_mask.values() if len(d) == 2]
+
+
+def against_pruned_pairs(groups: list[dict], frozen: str = "freezenet") -> list[tuple[str, str]]:
+    """(frozen, every pruned method that ran): FreezeNet against each way of pruning."""
+    ran = {g["method"] for g in groups}
+    if frozen not in ran:
+        return []
+    return [(frozen, m.name) for m in REGISTRY.values() if m.pruned and m.name in ran]
+
+
+PAIR_COLUMNS = ("model", "rate", "seeds", "a", "mean_a", "std_a", "b", "mean_b", "std_b",
+                "difference", "spread", "verdict")
+
+
+def pairs_table(rows: list[dict]) -> str:
+    return markdown_table(format_rows(rows, PAIR_COLUMNS, percent=("mean_a", "std_a", "mean_b",
+                                                                   "std_b")), PAIR_COLUMNS)
+
+
+def layer_rows(runs: list[dict]) -> list[dict]:
+    """Per (network, method, rate) of runs with masks: the weights kept in each masked layer
+    (mean over seeds) and the fewest in any seed; `emptied` names the layers some seed left
+    with no trainable weight (pruned, such a layer cuts the network: layer collapse)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        if r.get("density") and any(d["masked"] for d in r["density"]) and "elsa_level" not in r:
+            groups.setdefault((network_of(r), method_of(r), r["rate"]), []).append(r)
+    rows = []
+    for (model, method, rate), rs in groups.items():
+        names = [d["name"] for d in rs[0]["density"] if d["masked"]]
+        kept = {n: [next(d["trained"] for d in r["density"] if d["name"] == n) for r in rs]
+                for n in names}
+        rows.append({"model": model, "method": method, "rate": rate,
+                     "seeds": sorted(r.get("seed", 0) for r in rs),
+                     "kept": {n: float(np.mean(v)) for n, v in kept.items()},
+                     "fewest": {n: int(min(v)) for n, v in kept.items()},
+                     "emptied": [n for n, v in kept.items() if min(v) == 0]})
+    return sorted(rows, key=lambda r: (r["model"], -r["rate"], _method_rank(r["method"]),
+                                       r["method"]))
+
+
+def layers_markdown(rows: list[dict]) -> str:
+    """`layer_rows` as one Markdown table per network: a column per masked layer, cells
+    "mean kept (fewest)"; an emptied layer is marked 0!."""
+    parts = []
+    for model in sorted({r["model"] for r in rows}):
+        mine = [r for r in rows if r["model"] == model]
+        names = list(mine[0]["kept"])
+        head = ["method", "rate", "seeds", *names]
+        body = []
+        for r in mine:
+            cells = [f"{r['kept'][n]:.0f} ({r['fewest'][n]}{'!' if r['fewest'][n] == 0 else ''})"
+                     for n in names]
+            body.append({"method": r["method"], "rate": repr(r["rate"]),
+                         "seeds": len(r["seeds"]), **dict(zip(names, cells))})
+        parts.append(f"{model}: weights kept per layer, mean over seeds (fewest in any seed; "
+                     f"0! = a layer emptied)\n\n" + markdown_table(body, head))
+    return "\n\n".join(parts)
 
 
 def _fmt(key: str, value, percent=()) -> str:
@@ -425,9 +513,12 @@ RUN_COLUMNS = ("network", "method", "rate", "seed", "test_accuracy", "trained_pa
 
 
 def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict],
-                    compare=("freezenet", "snip"), elsa=(), elsa_cost=()) -> str:
+                    compare=("freezenet", "snip"), elsa=(), elsa_cost=(), frozen_pruned=(),
+                    against_pruned=(), layers=()) -> str:
     """The report as Markdown: accuracy by method and rate, mean +- std per group, the
-    comparison, ELSA's levels against each level trained alone, one row per run."""
+    comparison, each mask frozen against pruned and FreezeNet against every pruned method (when
+    there is more than the one comparison), the weights kept per layer, ELSA's levels against
+    each level trained alone, one row per run."""
     a, b = compare
     diverged = [r for r in runs if "diverged" in r]
     parts = ["## Test accuracy (%) by method and rate: mean +- std over seeds"]
@@ -445,6 +536,15 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
         parts += ["", f"## {a} against {b} (difference of means in points; spread = "
                       f"sqrt(std_{a}^2 + std_{b}^2))", "",
                   markdown_table(format_rows(comparison, cols, percent=(a, b)), cols)]
+    if len({(r["a"], r["b"]) for r in frozen_pruned}) > 1:
+        parts += ["", "## The same mask, frozen (a) against pruned (b), for each score "
+                      "(difference of means in points; spread = sqrt(std_a^2 + std_b^2))", "",
+                  pairs_table(list(frozen_pruned))]
+    if len({(r["a"], r["b"]) for r in against_pruned}) > 1:
+        parts += ["", "## FreezeNet (a) against each pruned method (b)", "",
+                  pairs_table(list(against_pruned))]
+    if layers:
+        parts += ["", "## Weights kept per layer", "", layers_markdown(list(layers))]
     if elsa:
         cols = ("model", "method", "rate", "elsa_seeds", "elsa", "elsa_std", "alone_method",
                 "alone", "alone_std", "freezenet", "freezenet_std")
@@ -510,14 +610,19 @@ def write_report(runs: list[dict], root, *, pair=("freezenet", "snip")) -> dict:
     comparison = compare(groups, *pair)
     elsa = elsa_comparison(runs, groups)
     elsa_cost = elsa_costs(original, elsa)
-    text = report_markdown(runs, groups, comparison, pair, elsa, elsa_cost)
+    frozen_pruned = pair_rows(groups, freeze_prune_pairs(groups))
+    against_pruned = pair_rows(groups, against_pruned_pairs(groups))
+    layers = layer_rows(runs)
+    text = report_markdown(runs, groups, comparison, pair, elsa, elsa_cost, frozen_pruned,
+                           against_pruned, layers)
     files = ["summary.md", "summary.csv", "runs.csv", "results.json"]
     write_atomic(root / "summary.md", (text + "\n").encode())
     write_csv(root / "summary.csv", groups, ("diverged",) + AGGREGATE_COLUMNS)
     write_csv(root / "runs.csv", [r for r in runs if "diverged" not in r], RUN_COLUMNS)
     write_atomic(root / "results.json", (json.dumps(
         {"runs": summary_rows(runs, RUN_COLUMNS), "groups": groups, "comparison": comparison,
-         "elsa": elsa, "elsa_costs": elsa_cost}, indent=2) + "\n").encode())
+         "elsa": elsa, "elsa_costs": elsa_cost, "frozen_pruned": frozen_pruned,
+         "against_pruned": against_pruned, "layers": layers}, indent=2) + "\n").encode())
     figures = []
     curves = [r for r in runs if "history" in r and "test_accuracy" in r
               and "elsa_level" not in r]

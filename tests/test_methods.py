@@ -125,3 +125,40 @@ def test_a_toy_score_is_one_registry_line(small, tmp_path, monkeypatch):
     assert report.method_style("toy_freeze")["color"] == report.method_style("toy_prune")["color"]
     setup = prepare(replace(base, method="toy_freeze", rate=0.9), small)
     assert setup.scores is not None and setup.masks is not None
+
+
+def _run(method, seed, acc, kept):
+    """A run's metrics as the report reads them: `kept` weights per masked layer of 100."""
+    density = [{"name": n, "shape": [100], "total": 100, "trained": k, "density": k / 100,
+                "rate": 1 - k / 100, "masked": True} for n, k in kept.items()]
+    return {"model": "lenet300", "method": method, "rate": 0.99, "seed": seed,
+            "test_accuracy": acc, "trained_params": 10, "compression": 2.0, "file_bytes": 100,
+            "epochs": 1, "train_seconds": 1.0, "run": f"{method}-{seed}", "config": {},
+            "density": density}
+
+
+def test_report_pairs_every_mask_frozen_against_pruned_and_counts_emptied_layers():
+    runs = [_run(m, s, acc + 0.01 * s, {"fc1.w": k, "fc2.w": 5})
+            for m, acc, k in (("freezenet", 0.9, 3), ("snip", 0.5, 3), ("synflow_freeze", 0.8, 2),
+                              ("synflow_prune", 0.7, 2), ("grasp_prune", 0.6, 0))
+            for s in (0, 1)]
+    groups = report.aggregate(runs)
+    assert report.freeze_prune_pairs(groups) == [("freezenet", "snip"),
+                                                 ("synflow_freeze", "synflow_prune")]
+    assert report.against_pruned_pairs(groups) == [("freezenet", "snip"),
+                                                   ("freezenet", "synflow_prune"),
+                                                   ("freezenet", "grasp_prune")]
+    rows = report.pair_rows(groups, report.freeze_prune_pairs(groups))
+    assert [(r["a"], r["b"]) for r in rows] == [("freezenet", "snip"),
+                                                ("synflow_freeze", "synflow_prune")]
+    assert rows[1]["difference"] == pytest.approx(0.1) and rows[1]["verdict"] == "a above"
+    layers = {r["method"]: r for r in report.layer_rows(runs)}
+    assert layers["grasp_prune"]["emptied"] == ["fc1.w"] and not layers["snip"]["emptied"]
+    assert layers["freezenet"]["kept"] == {"fc1.w": 3.0, "fc2.w": 5.0}
+    text = report.layers_markdown(report.layer_rows(runs))
+    assert "| grasp_prune | 0.99 | 2 | 0 (0!) | 5 (5) |" in text
+    md = report.report_markdown(runs, groups, [], frozen_pruned=rows,
+                                against_pruned=report.pair_rows(
+                                    groups, report.against_pruned_pairs(groups)),
+                                layers=report.layer_rows(runs))
+    assert "frozen (a) against pruned (b)" in md and "FreezeNet (a) against each pruned" in md
