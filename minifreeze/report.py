@@ -493,6 +493,67 @@ def plot_rates(groups: list[dict], path=None):
     return _figure(groups, path, draw)
 
 
+def plot_gap(groups: list[dict], path=None, *, reference: float | None = 0.992):
+    """The gap to dense in points (dense's mean - the method's, log axis) against the trained
+    share 1 - q (log axis), one line per method with a band of +- one std; `reference` draws
+    the gap a method at that fraction of dense would have (FreezeNet's "99.2% of the baseline").
+    On a log axis a small gap (q = 0.9) and a collapse (q = 0.999) are both readable, and a
+    method above dense shows as a missing point, said in the legend. Returns the figure."""
+    def draw(ax, model, lines):
+        dense = lines.get("dense")
+        if not dense:
+            return
+        d = 100 * dense[0]["mean_accuracy"]
+        floor = 0.01  # points: a gap below it (or a method above dense) is drawn at the floor
+        for method, rows in lines.items():
+            if method == "dense":
+                continue
+            x = [1 - g["rate"] for g in rows]
+            gap = [d - 100 * g["mean_accuracy"] for g in rows]
+            std = [100 * g["std_accuracy"] for g in rows]
+            style = method_style(method)
+            above = sum(v <= 0 for v in gap)
+            label = method + (f" ({above} rate{'s' if above > 1 else ''} at or above dense)"
+                              if above else "")
+            ax.plot(x, [max(v, floor) for v in gap], marker="o", label=label, **style)
+            ax.fill_between(x, [max(v - s, floor) for v, s in zip(gap, std)],
+                            [max(v + s, floor) for v, s in zip(gap, std)], color=style["color"],
+                            alpha=0.15)
+        if reference is not None:
+            ax.axhline((1 - reference) * d, color="grey", lw=1, ls=":",
+                       label=f"{reference:.1%} of dense")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel("trained share of the weights, 1 - q (log)")
+        ax.set_ylabel("dense - method, test accuracy points (log)")
+    return _figure(groups, path, draw)
+
+
+def read_summary(path) -> list[dict]:
+    """The groups of a committed `summary.csv` (as `aggregate` gave them): numbers as numbers,
+    seeds as a list. For pages and notebooks that read a report whose run files are not there."""
+    ints = ("diverged", "trained_params", "file_bytes", "epochs")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        g = {}
+        for k, v in r.items():
+            if v in (None, ""):
+                continue
+            if k in ("model", "method"):
+                g[k] = v
+            elif k == "seeds":
+                g[k] = [int(s) for s in v.split()]
+            elif k in ints:
+                g[k] = int(float(v))
+            else:
+                g[k] = float(v)
+        out.append(g)
+    return out
+
+
 def plot_bytes(groups: list[dict], path=None):
     """Test accuracy against the bytes of the stored model (log axis), one line per method."""
     def draw(ax, model, lines):
