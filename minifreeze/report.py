@@ -442,6 +442,9 @@ def _lines(groups, model):
     return {m: sorted(v, key=lambda g: g["rate"]) for m, v in out.items()}
 
 
+MARKERS = "osDv^<>pPX*h"
+
+
 def method_style(method: str) -> dict:
     """Colour by mask (FreezeNet and SNIP alike: `Method.mask_key`, numbered in the registry's
     order after dense), a dashed line for a pruned method; a name outside the registry gets a
@@ -452,7 +455,9 @@ def method_style(method: str) -> dict:
     m = REGISTRY.get(method)
     i = keys.index(m.mask_key) if m is not None else len(keys) + sum(map(ord, method)) % 4
     pruned = m is not None and m.pruned
-    return {"color": colours[i % len(colours)], "ls": "--" if pruned else "-"}
+    j = list(REGISTRY).index(method) if m is not None else sum(map(ord, method))
+    return {"color": colours[i % len(colours)], "ls": "--" if pruned else "-",
+            "marker": MARKERS[j % len(MARKERS)]}  # a marker per method: none hides another
 
 
 def _figure(groups, path, draw):
@@ -483,9 +488,10 @@ def plot_rates(groups: list[dict], path=None):
                 continue
             x = [1 - g["rate"] for g in rows]
             style = method_style(method)
-            ax.plot(x, mean, marker="o", label=method, **style)
-            ax.fill_between(x, [m - s for m, s in zip(mean, std)],
-                            [m + s for m, s in zip(mean, std)], color=style["color"], alpha=0.15)
+            ax.plot(x, mean, label=method, **style)
+            ax.fill_between(x, [max(m - s, 0) for m, s in zip(mean, std)],  # accuracy in [0, 100]
+                            [min(m + s, 100) for m, s in zip(mean, std)], color=style["color"],
+                            alpha=0.15)
         ax.set_xscale("log")
         ax.invert_xaxis()
         ax.set_xlabel("trained share of the weights, 1 - q (log)")
@@ -515,7 +521,7 @@ def plot_gap(groups: list[dict], path=None, *, reference: float | None = 0.992):
             above = sum(v <= 0 for v in gap)
             label = method + (f" ({above} rate{'s' if above > 1 else ''} at or above dense)"
                               if above else "")
-            ax.plot(x, [max(v, floor) for v in gap], marker="o", label=label, **style)
+            ax.plot(x, [max(v, floor) for v in gap], label=label, **style)
             ax.fill_between(x, [max(v - s, floor) for v, s in zip(gap, std)],
                             [max(v + s, floor) for v, s in zip(gap, std)], color=style["color"],
                             alpha=0.15)
@@ -561,8 +567,9 @@ def plot_bytes(groups: list[dict], path=None):
             x = [g["file_bytes"] for g in rows]
             mean = [100 * g["mean_accuracy"] for g in rows]
             std = [100 * g["std_accuracy"] for g in rows]
-            style = method_style(method) if method != "dense" else {"color": "black", "ls": "none"}
-            ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=method, **style)
+            style = method_style(method) if method != "dense" else {"color": "black", "ls": "none",
+                                                                    "marker": "o"}
+            ax.errorbar(x, mean, yerr=std, capsize=3, label=method, **style)
         ax.set_xscale("log")
         ax.set_xlabel("bytes on disk (.mfz, log)")
         ax.set_ylabel("test accuracy (%)")
@@ -801,12 +808,11 @@ def plot_gradual(runs: list[dict], path=None, *, model: str = "lenet5", rate: fl
         epochs = [h["epoch"] for h in rs[0]["history"]]
         q = [h.get("rate", rate) for h in rs[0]["history"]]
         ax_q.plot([0] + epochs, [0.0 if "rate" in rs[0]["history"][0] else rate] + q,
-                  marker="o", label=method, **style)
+                  label=method, **style)
         acc = np.array([[100 * h["test_accuracy"] for h in r["history"]] for r in rs])
         n = len(rs)
         mean, std = acc.mean(axis=0), acc.std(axis=0, ddof=1) if n > 1 else 0 * acc[0]
-        ax_a.plot(epochs, mean, marker="o", label=f"{method} ({n} seed{'' if n == 1 else 's'})",
-                  **style)
+        ax_a.plot(epochs, mean, label=f"{method} ({n} seed{'' if n == 1 else 's'})", **style)
         ax_a.fill_between(epochs, mean - std, mean + std, color=style["color"], alpha=0.15)
     ax_q.set_xlabel("epoch")
     ax_q.set_ylabel("rate q reached (share of weights pruned or frozen)")
