@@ -266,19 +266,34 @@ BLOCK = re.compile(r"(<!-- table: (?P<dir>\S+) (?P<kind>\w+) -->\n)(?P<body>.*?)
 DIR relative to the page's folder, KIND one of `page_tables`' keys."""
 
 
-def page_tables(runs: list[dict]) -> dict[str, str]:
-    """The tables a page may embed, by kind, from one results folder's runs: `pivot` (accuracy
-    by method and rate, one table per network), `groups` (mean and std per group),
-    `checkpoints` (final epoch and SNIP's rule against dense), `frozen_pruned` (each mask
-    frozen against pruned), `against_pruned` (FreezeNet against every pruned method) and
-    `layers` (weights kept per layer: layer collapse)."""
-    groups = aggregate(expand_levels(runs))
+def folder_tables(root) -> dict[str, str]:
+    """`page_tables` of a results folder: from its runs, or, where only a report was committed
+    (no run files), from its `summary.csv` (then the kinds that need runs are absent)."""
+    root = Path(root)
+    if not any(root.glob("*/metrics.json")) and (root / "summary.csv").is_file():
+        return group_tables(read_summary(root / "summary.csv"))
+    return page_tables(load_runs(root))
+
+
+def group_tables(groups: list[dict]) -> dict[str, str]:
+    """The page tables that need only the groups (mean and std per network, method, rate)."""
     return {"pivot": "\n\n".join(pivot_markdown(groups, m)
                                  for m in sorted({g["model"] for g in groups})),
             "groups": markdown_table(format_rows(groups, AGGREGATE_COLUMNS), AGGREGATE_COLUMNS),
             "checkpoints": checkpoint_table(groups),
+            "compare": compare_markdown(groups),
             "frozen_pruned": pairs_table(pair_rows(groups, freeze_prune_pairs(groups))),
-            "against_pruned": pairs_table(pair_rows(groups, against_pruned_pairs(groups))),
+            "against_pruned": pairs_table(pair_rows(groups, against_pruned_pairs(groups)))}
+
+
+def page_tables(runs: list[dict]) -> dict[str, str]:
+    """The tables a page may embed, by kind, from one results folder's runs: `pivot` (accuracy
+    by method and rate, one table per network), `groups` (mean and std per group),
+    `checkpoints` (final epoch and SNIP's rule against dense), `compare` (FreezeNet - SNIP per
+    network and rate), `frozen_pruned` (each mask frozen against pruned), `against_pruned`
+    (FreezeNet against every pruned method) and `layers` (weights kept per layer: layer
+    collapse)."""
+    return {**group_tables(aggregate(expand_levels(runs))),
             "layers": layers_markdown(layer_rows(runs))}
 
 
@@ -290,7 +305,7 @@ def fill_page(text: str, folder) -> str:
     def table(m):
         root = (folder / m["dir"]).resolve()
         if root not in cache:
-            cache[root] = page_tables(load_runs(root))
+            cache[root] = folder_tables(root)
         if m["kind"] not in cache[root]:
             raise ReportError(f"<!-- table: {m['dir']} {m['kind']} -->: unknown kind; expected "
                               f"one of {', '.join(cache[root])}")
@@ -400,6 +415,27 @@ def layers_markdown(rows: list[dict]) -> str:
         parts.append(f"{model}: weights kept per layer, mean over seeds (fewest in any seed; "
                      f"0! = a layer emptied)\n\n" + markdown_table(body, head))
     return "\n\n".join(parts)
+
+
+def compare_markdown(groups: list[dict], a: str = "freezenet", b: str = "snip") -> str:
+    """`compare` as one compact table: a row per network, a column per rate, cells "difference
+    +- spread (verdict)" in points."""
+    rows = compare(groups, a, b)
+    if not rows:
+        return f"no rate where both {a} and {b} ran"
+    rates = sorted({r["rate"] for r in rows})
+    short = {"within the spread": "within", f"{a} above": "above", f"{a} below": "below"}
+    out = [f"| {a} - {b} | " + " | ".join(f"q = {q!r}" for q in rates) + " |",
+           "| --- | " + " | ".join("---:" for _ in rates) + " |"]
+    for model in sorted({r["model"] for r in rows}):
+        cells = []
+        for q in rates:
+            r = next((r for r in rows if r["model"] == model and r["rate"] == q), None)
+            cells.append("" if r is None else
+                         f"{100 * r['difference']:+.2f} +- {100 * r['spread']:.2f} "
+                         f"({short.get(r['verdict'], 'one seed')})")
+        out.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def _fmt(key: str, value, percent=()) -> str:
@@ -711,7 +747,8 @@ def write_report(runs: list[dict], root, *, pair=("freezenet", "snip")) -> dict:
 
 def pivot_markdown(groups: list[dict], model: str, methods=None) -> str:
     """One model's groups as a Markdown table: a row per method, a column per rate, cells
-    "mean +- std" test accuracy in percent (n seeds in the header); dense gets its own row."""
+    "mean +- std" test accuracy in percent (the most seeds of a cell in the header; a cell of one
+    seed says which); dense gets its own row."""
     rows = [g for g in groups if g["model"] == model and "mean_accuracy" in g]
     if not rows:
         return f"{model}: no run finished (see Diverged below)"
@@ -727,6 +764,8 @@ def pivot_markdown(groups: list[dict], model: str, methods=None) -> str:
         for q in rates:
             g = next((g for g in rows if g["method"] == method and g["rate"] == q), None)
             cells.append("" if g is None else
+                         f"{100 * g['mean_accuracy']:.2f} (seed {g['seeds'][0]})"
+                         if len(g["seeds"]) == 1 else
                          f"{100 * g['mean_accuracy']:.2f} +- {100 * g['std_accuracy']:.2f}")
         out.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(out)

@@ -86,3 +86,19 @@ def test_fill_page_rewrites_only_between_its_markers(tmp_path):
     assert report.fill_page(new, tmp_path) == new
     with pytest.raises(report.ReportError, match="unknown kind"):
         report.fill_page(page.replace("pivot", "nonsense"), tmp_path)
+
+
+def test_a_report_without_its_runs_still_feeds_pages(tmp_path):
+    """A folder that holds only a committed summary.csv (the study's runs were not committed)
+    gives the tables that need only the groups, read back with the numbers `aggregate` gave."""
+    groups = report.read_summary(RESULTS / "study" / "summary.csv")
+    (tmp_path / "res").mkdir()
+    report.write_csv(tmp_path / "res" / "summary.csv", groups,
+                     ("diverged",) + report.AGGREGATE_COLUMNS)
+    assert report.read_summary(tmp_path / "res" / "summary.csv") == groups
+    tables = report.folder_tables(tmp_path / "res")
+    assert "layers" not in tables and "(seed 0)" in tables["pivot"]
+    assert "| lenet5 | -0.08 +- 0.08 (within) |" in tables["compare"]
+    page = "<!-- table: res compare -->\n<!-- /table -->\n"
+    assert report.fill_page(page, tmp_path) == page.replace("\n<!--", "\n" + tables["compare"] +
+                                                           "\n<!--")
