@@ -6,6 +6,7 @@ Adding a notebook is adding a file to notebooks/ (or to notebooks/solutions/, th
 exercises a student implements): every check here picks it up.
 """
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -82,3 +83,32 @@ def test_figures_render_whatever_mplbackend_says(notebook):
             head = cell.source.split("import matplotlib.pyplot")[0]
             assert "%matplotlib inline" in head, \
                 f"{name}: put '%matplotlib inline' before importing pyplot"
+
+
+def _check_functions(path: Path) -> dict[str, str]:
+    """The source of every top-level `def check_*` in a notebook's code cells."""
+    import ast
+    out = {}
+    for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        code = "".join(cell["source"])
+        lines = [ln for ln in code.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+        tree = ast.parse("\n".join(lines))
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("check_"):
+                out[node.name] = ast.get_source_segment("\n".join(lines), node)
+    return out
+
+
+@pytest.mark.parametrize("solution", sorted(NOTEBOOK_DIR.glob("solutions/*.ipynb")),
+                         ids=lambda p: p.name)
+def test_each_stub_is_checked_exactly_as_its_solution(solution):
+    """A stub's check and its solution's are the same code, so passing the solution's proves the
+    course's check accepts the right answer (and CI runs the solution)."""
+    course = _check_functions(NOTEBOOK_DIR / solution.name)
+    answer = _check_functions(solution)
+    assert answer, f"{solution.name}: the solution defines no check_* function"
+    for name, code in answer.items():
+        assert name in course, f"{solution.name}: {name} is not in the course notebook"
+        assert course[name] == code, f"{solution.name}: {name} differs from the course notebook's"
