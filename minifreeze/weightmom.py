@@ -248,9 +248,8 @@ class GradualPruning(Hook):
         return cubic_rate(t, self.q, self.t0, self.t1)
 
     def after_step(self, t: int, trainer) -> None:
-        params = trainer.params
-        if self.rank == "momentum":
-            ema_update(self.m, params, self.beta)
+        if self.rank == "momentum":  # a trainer's params are copies: read them only when needed
+            ema_update(self.m, trainer.params, self.beta)
         if t not in self.when:
             return
         q_t = self.rate_at(t)
@@ -258,8 +257,8 @@ class GradualPruning(Hook):
         kept = {k: int(self.masks.index(k).flat.size) for k in self.names}
         total = sum(kept.values()) - keep
         if total > 0:
-            scores = self.m if self.rank == "momentum" else \
-                {k: np.abs(params[k]) for k in self.names}
+            params = None if self.rank == "momentum" else trainer.params
+            scores = self.m if params is None else {k: np.abs(params[k]) for k in self.names}
             if self.allocation == "global":
                 self.masks = prune_global(self.masks, scores, keep)
             else:
