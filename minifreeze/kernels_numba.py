@@ -1,8 +1,8 @@
 """The NumPy reference kernels rewritten as Numba loops: same signatures, same results.
 
-Every function here has a twin in `im2col.py` (or, for the optimiser step, `optim.py`) and the
-tests check each pair for equality over drawn shapes, strides, paddings, windows and memory
-layouts, in float32 and float64. What changes is only *how* the loops run:
+Every function here has a twin in `im2col.py` (or, for the optimiser step, `optim.py`; for the
+Winograd transforms, `winograd.py`) and the tests check each pair for equality over drawn shapes,
+strides, paddings, windows and memory layouts, in float32 and float64. What changes is only *how* the loops run:
 
 - im2col and col2im are one loop (`_patches`), the same index map run both ways: gather pixels
   into columns, or scatter-add columns back onto pixels (the adjoint). It walks the columns in
@@ -403,3 +403,73 @@ def sparse_conv_backward(dout: np.ndarray, x: np.ndarray, vals: np.ndarray, rows
     _sparse_conv(_channel_major(x).astype(dt, copy=False), _channel_major(dout).astype(dt, copy=False),
                  vals.astype(dt), rows, *filter_positions(cidx, w_shape), stride, pad, 1, dw, dxc)
     return (dxc.transpose(1, 0, 2, 3) if need_dx else None), dw
+
+
+# --- Winograd F(2x2, 3x3): the transforms of winograd.py as loops --------------------------------
+
+@njit(**_jit)
+def _winograd_input(x, pad, th, tw, v):
+    n_img, n_ch, h, w = x.shape
+    d = np.zeros((4, 4), dtype=x.dtype)
+    for c in range(n_ch):
+        for n in range(n_img):
+            for ti in range(th):
+                for tj in range(tw):
+                    for a in range(4):  # the 4x4 tile, zeros outside the image
+                        r = 2 * ti + a - pad
+                        for b in range(4):
+                            q = 2 * tj + b - pad
+                            d[a, b] = x[n, c, r, q] if 0 <= r < h and 0 <= q < w else 0.0
+                    p = (n * th + ti) * tw + tj
+                    for b in range(4):  # B^T d: the rows combined
+                        u0, u1 = d[0, b] - d[2, b], d[1, b] + d[2, b]
+                        u2, u3 = d[2, b] - d[1, b], d[1, b] - d[3, b]
+                        d[0, b], d[1, b], d[2, b], d[3, b] = u0, u1, u2, u3
+                    for a in range(4):  # (B^T d) B: the columns combined
+                        v[4 * a + 0, c, p] = d[a, 0] - d[a, 2]
+                        v[4 * a + 1, c, p] = d[a, 1] + d[a, 2]
+                        v[4 * a + 2, c, p] = d[a, 2] - d[a, 1]
+                        v[4 * a + 3, c, p] = d[a, 1] - d[a, 3]
+
+
+def winograd_input_transform(x: np.ndarray, pad: int, th: int, tw: int) -> np.ndarray:
+    """V = B^T d B for every (channel, tile): (16, C, P), P = N * TH * TW (`winograd.input_transform`
+    reshaped, without the padded copy and the tile copies)."""
+    v = np.empty((16, x.shape[1], x.shape[0] * th * tw), dtype=x.dtype)
+    _winograd_input(np.ascontiguousarray(x), pad, th, tw, v)
+    return v
+
+
+@njit(**_jit)
+def _winograd_output(m, n_img, th, tw, oh, ow, out):
+    n_f = m.shape[1]
+    for f in range(n_f):
+        for n in range(n_img):
+            for ti in range(th):
+                for tj in range(tw):
+                    p = (n * th + ti) * tw + tj
+                    r0 = m[0, f, p] + m[4, f, p] + m[8, f, p]  # A^T M: the rows combined
+                    r1 = m[1, f, p] + m[5, f, p] + m[9, f, p]
+                    r2 = m[2, f, p] + m[6, f, p] + m[10, f, p]
+                    r3 = m[3, f, p] + m[7, f, p] + m[11, f, p]
+                    s0 = m[4, f, p] - m[8, f, p] - m[12, f, p]
+                    s1 = m[5, f, p] - m[9, f, p] - m[13, f, p]
+                    s2 = m[6, f, p] - m[10, f, p] - m[14, f, p]
+                    s3 = m[7, f, p] - m[11, f, p] - m[15, f, p]
+                    i, j = 2 * ti, 2 * tj  # (A^T M) A: the columns combined
+                    out[n, f, i, j] = r0 + r1 + r2
+                    if j + 1 < ow:
+                        out[n, f, i, j + 1] = r1 - r2 - r3
+                    if i + 1 < oh:
+                        out[n, f, i + 1, j] = s0 + s1 + s2
+                        if j + 1 < ow:
+                            out[n, f, i + 1, j + 1] = s1 - s2 - s3
+
+
+def winograd_output_transform(m: np.ndarray, n: int, th: int, tw: int, oh: int,
+                              ow: int) -> np.ndarray:
+    """Y = A^T M A for every (filter, tile) of m (16, F, P), assembled into (N, F, OH, OW)
+    (`winograd.output_transform`)."""
+    out = np.empty((n, m.shape[1], oh, ow), dtype=m.dtype)
+    _winograd_output(np.ascontiguousarray(m), n, th, tw, oh, ow, out)
+    return out

@@ -25,6 +25,9 @@ reference measured 0.6e-7 to 1.4e-7 (im2col's: 0.4e-7 to 2.6e-7), for layers of 
 
     out = conv_forward(x, w, b, pad=1)            # x (N, C, H, W), w (F, C, 3, 3)
     dx, dw, db = conv_backward(dout, x, w, pad=1)
+
+This is the reference: `kernels_numba.winograd_input_transform` and `winograd_output_transform`
+are its transforms as compiled loops; no backend uses them in training yet.
 """
 
 from __future__ import annotations
@@ -76,6 +79,11 @@ def filter_transform(w: np.ndarray) -> np.ndarray:
     return np.einsum("ik,fckl,jl->ijfc", g, w, g, optimize=True)
 
 
+def tiles_for(x_shape, w_shape, pad: int) -> tuple[int, int, int, int]:
+    """(OH, OW, TH, TW) of a convolution F(2x2, 3x3) can compute (ValueError otherwise)."""
+    return _check(x_shape, w_shape, pad)
+
+
 def input_transform(x: np.ndarray, pad: int, th: int, tw: int) -> np.ndarray:
     """V = B^T d B for every (channel, tile): (4, 4, C, P), P = N * TH * TW (image-major)."""
     bt = BT.astype(x.dtype)
@@ -91,11 +99,18 @@ def conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int = 0) -> n
     n, f = x.shape[0], w.shape[0]
     u = filter_transform(w).reshape(16, f, -1)  # (16, F, C)
     v = input_transform(x, pad, th, tw).reshape(16, x.shape[1], -1)  # (16, C, P)
-    m = np.matmul(u, v).reshape(4, 4, f, n, th, tw)  # the 16 GEMMs: (4, 4, F, N, TH, TW)
-    at = AT.astype(x.dtype)
-    y = np.einsum("ik,klfntu,jl->nftiuj", at, m, at, optimize=True)  # (N, F, TH, 2, TW, 2)
-    out = y.reshape(n, f, 2 * th, 2 * tw)[:, :, :oh, :ow]
-    return out + b.reshape(1, -1, 1, 1)
+    m = np.matmul(u, v)  # the 16 GEMMs: (16, F, P)
+    return output_transform(m, n, th, tw, oh, ow) + b.reshape(1, -1, 1, 1)
+
+
+def output_transform(m: np.ndarray, n: int, th: int, tw: int, oh: int, ow: int) -> np.ndarray:
+    """Y = A^T M A for every (filter, tile) of the 16 products m (16, F, P), assembled into the
+    output (N, F, OH, OW) (an odd size's extra row or column cropped)."""
+    f = m.shape[1]
+    at = AT.astype(m.dtype)
+    y = np.einsum("ik,klfntu,jl->nftiuj", at, m.reshape(4, 4, f, n, th, tw), at,
+                  optimize=True)  # (N, F, TH, 2, TW, 2)
+    return y.reshape(n, f, 2 * th, 2 * tw)[:, :, :oh, :ow]
 
 
 def conv_backward(dout: np.ndarray, x: np.ndarray, w: np.ndarray, pad: int = 0):

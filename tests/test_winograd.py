@@ -83,3 +83,18 @@ def test_what_it_fits_and_clear_errors():
     # 16 multiplications per 2x2 tile against 36: 2.25x fewer for even output sizes
     wino, im2col = W.multiplications((1, 8, 18, 18), (8, 8, 3, 3), 1)
     assert im2col / wino == 2.25
+
+
+@settings(deadline=None)
+@given(seeds, shapes, st.sampled_from([np.float32, np.float64]))
+def test_numba_transforms_equal_the_reference(seed, shape, dtype):
+    """The Numba loops compute the same transforms as the NumPy reference, bit for bit (each
+    output is the same few additions in the same order)."""
+    from minifreeze import kernels_numba as K
+    x, w, _, pad = _case(seed, shape, dtype)
+    oh, ow, th, tw = W.tiles_for(x.shape, w.shape, pad)
+    v = W.input_transform(x, pad, th, tw).reshape(16, x.shape[1], -1)
+    assert np.array_equal(K.winograd_input_transform(x, pad, th, tw), v)
+    m = rng_from(seed + 3).standard_normal((16, w.shape[0], x.shape[0] * th * tw)).astype(dtype)
+    out = K.winograd_output_transform(m, x.shape[0], th, tw, oh, ow)
+    assert out.dtype == dtype and np.array_equal(out, W.output_transform(m, x.shape[0], th, tw, oh, ow))
