@@ -185,7 +185,7 @@ def test_report_mean_and_std_are_the_hand_computed_ones():
     assert report.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
     table = report.pivot_markdown(groups, "lenet5").splitlines()
     assert table[0] == "| lenet5 (3 seeds) | q = 0 (dense) | q = 0.99 |"
-    assert table[2] == "| dense | 99.30 +- 0.00 |  |"
+    assert table[2] == "| dense | 99.30 (seed 0) |  |"  # one seed: no spread, and which one
     assert table[3] == "| freezenet |  | 98.00 +- 1.00 |"
 
 
