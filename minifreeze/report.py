@@ -260,19 +260,28 @@ def checkpoint_table(groups: list[dict]) -> str:
 
 # --- tables in pages (README.md, docs/) ---------------------------------------------------------
 
-BLOCK = re.compile(r"(<!-- table: (?P<dir>\S+) (?P<kind>\w+) -->\n)(?P<body>.*?)(<!-- /table -->)",
-                   re.S)
+BLOCK = re.compile(r"(?P<head><!-- table: (?P<dir>\S+) (?P<kind>\w+)(?P<args>(?: [\w.]+)*) -->\n)"
+                   r"(?P<body>.*?)(?P<end><!-- /table -->)", re.S)
 """A generated table in a Markdown page: `<!-- table: DIR KIND -->`, the table, `<!-- /table -->`;
-DIR relative to the page's folder, KIND one of `page_tables`' keys."""
+DIR relative to the page's folder, KIND one of `page_tables`' keys; `compare A B` compares two
+other methods than FreezeNet and SNIP."""
+
+
+def folder_groups(root) -> tuple[list[dict], list[dict] | None]:
+    """(groups, runs) of a results folder: from its runs, or, where only a report was committed
+    (no run files), from its `summary.csv` (runs None)."""
+    root = Path(root)
+    if not any(root.glob("*/metrics.json")) and (root / "summary.csv").is_file():
+        return read_summary(root / "summary.csv"), None
+    runs = load_runs(root)
+    return aggregate(expand_levels(runs)), runs
 
 
 def folder_tables(root) -> dict[str, str]:
-    """`page_tables` of a results folder: from its runs, or, where only a report was committed
-    (no run files), from its `summary.csv` (then the kinds that need runs are absent)."""
-    root = Path(root)
-    if not any(root.glob("*/metrics.json")) and (root / "summary.csv").is_file():
-        return group_tables(read_summary(root / "summary.csv"))
-    return page_tables(load_runs(root))
+    """`page_tables` of a results folder (`folder_groups`; without runs, the kinds that need them
+    are absent)."""
+    groups, runs = folder_groups(root)
+    return group_tables(groups) if runs is None else page_tables(runs)
 
 
 def group_tables(groups: list[dict]) -> dict[str, str]:
@@ -305,11 +314,18 @@ def fill_page(text: str, folder) -> str:
     def table(m):
         root = (folder / m["dir"]).resolve()
         if root not in cache:
-            cache[root] = folder_tables(root)
-        if m["kind"] not in cache[root]:
+            groups, runs = folder_groups(root)
+            cache[root] = (groups, group_tables(groups) if runs is None else page_tables(runs))
+        groups, tables = cache[root]
+        args = m["args"].split()
+        if m["kind"] not in tables:
             raise ReportError(f"<!-- table: {m['dir']} {m['kind']} -->: unknown kind; expected "
-                              f"one of {', '.join(cache[root])}")
-        return m[1] + cache[root][m["kind"]] + "\n" + m[5]
+                              f"one of {', '.join(tables)}")
+        if args and (m["kind"] != "compare" or len(args) != 2):
+            raise ReportError(f"<!-- table: {m['dir']} {m['kind']}{m['args']} -->: only compare "
+                              f"takes arguments, two method names")
+        body = compare_markdown(groups, *args) if args else tables[m["kind"]]
+        return m["head"] + body + "\n" + m["end"]
     return BLOCK.sub(table, text)
 
 

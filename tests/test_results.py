@@ -102,3 +102,11 @@ def test_a_report_without_its_runs_still_feeds_pages(tmp_path):
     page = "<!-- table: res compare -->\n<!-- /table -->\n"
     assert report.fill_page(page, tmp_path) == page.replace("\n<!--", "\n" + tables["compare"] +
                                                            "\n<!--")
+
+
+def test_a_page_compares_any_two_methods():
+    page = "<!-- table: study compare freezenet random_freeze -->\nold\n<!-- /table -->\n"
+    new = report.fill_page(page, RESULTS)
+    assert "| freezenet - random_freeze | q = 0.9 |" in new and "old" not in new
+    with pytest.raises(report.ReportError, match="only compare takes arguments"):
+        report.fill_page(page.replace("compare", "pivot"), RESULTS)
