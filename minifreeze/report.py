@@ -720,7 +720,8 @@ def environments_markdown(runs: list[dict]) -> str:
 def write_report(runs: list[dict], root, *, pair=("freezenet", "snip")) -> dict:
     """Write the report of `runs` into folder `root`: summary.md, summary.csv (one row per
     group), runs.csv, results.json, and figures: accuracy.png (per epoch, up to 12 runs),
-    rates.png and bytes.png (when some method ran at two rates or more). Returns
+    rates.png, bytes.png and gap.png (the gap to dense; when some method ran at two rates or
+    more). Returns
     {"markdown": the Markdown text, "files": the names written}."""
     import matplotlib.pyplot as plt
     from minifreeze.storage import write_atomic
@@ -751,6 +752,8 @@ def write_report(runs: list[dict], root, *, pair=("freezenet", "snip")) -> dict:
     rates = {(g["model"], g["method"]) for g in groups if g["method"] != "dense"}
     if any(sum(1 for g in groups if (g["model"], g["method"]) == k) > 1 for k in rates):
         figures += [("rates.png", plot_rates(groups)), ("bytes.png", plot_bytes(groups))]
+        if any(g["method"] == "dense" for g in groups):
+            figures.append(("gap.png", plot_gap(groups)))
     for model in sorted({network_of(r) for r in runs if r["method"] == "weightmom"
                          and "history" in r and "test_accuracy" in r}):
         figures.append((f"gradual_{model}.png", plot_gradual(original, model=model)))
