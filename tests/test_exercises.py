@@ -13,6 +13,7 @@ EXERCISES = [
     ("05_freeze_vs_prune.ipynb", {"LR": 0.2}),                            # 05.3: a larger step
     ("05_freeze_vs_prune.ipynb", {"SEED": 1}),                            # 05.4: another seed
     ("07_study.ipynb", {"METHODS": ["freezenet", "snip"], "SEEDS": [0, 1, 2]}),  # 07.2
+    ("10_layer_collapse.ipynb", {"RATE": 0.995}),                         # 10.1: a milder rate
 ]
 
 
