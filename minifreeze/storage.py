@@ -372,6 +372,23 @@ def validate_header(header, payload_bytes: int) -> models.Model:
     """Check every header field against its type and range and every tensor entry against the
     model, before anything is allocated; returns the model. `payload_bytes`: the bytes between
     the header and the checksum. Raises StorageError naming the first field that lies."""
+    model = _check_fields(header)
+    levels = header.get("levels")
+    tensors = header["tensors"]
+    _field(isinstance(tensors, list), "tensors", "a list", type(tensors).__name__)
+    params, buffers = model.param_shapes(), model.buffer_shapes()
+    want = [(k, "param") for k in params] + [(k, "buffer") for k in buffers]
+    total = sum(_tensor_bytes(i, e, want, {**params, **buffers}, levels)
+                for i, e in enumerate(tensors))
+    _field(len(tensors) == len(want), "tensors", f"{len(want)} entries", len(tensors))
+    _field(total == payload_bytes, "tensors", f"byte lengths adding up to the {payload_bytes} "
+           f"payload bytes in the file", total)
+    _check_rates(header, tensors)
+    return model
+
+
+def _check_fields(header) -> models.Model:
+    """The header's own fields (everything but the tensor entries); returns the model."""
     _field(isinstance(header, dict), "header", "a JSON object", type(header).__name__)
     for key in ("model", "init", "seed", "mode", "tensors"):
         _field(key in header, key, "present", None)
@@ -426,68 +443,63 @@ def validate_header(header, payload_bytes: int) -> models.Model:
                and all(0 <= q < 1 for q in levels) and levels[-1] == 0
                and all(a > b for a, b in zip(levels, levels[1:])), "levels",
                "rates in [0, 1), strictly decreasing, the last 0 (dense)", levels)
-    tensors = header["tensors"]
-    _field(isinstance(tensors, list), "tensors", "a list", type(tensors).__name__)
-    params, buffers = model.param_shapes(), model.buffer_shapes()
-    want = [(k, "param") for k in params] + [(k, "buffer") for k in buffers]
-    total = 0
-    for i, e in enumerate(tensors):
-        where = f"tensors[{i}]"
-        _field(isinstance(e, dict) and isinstance(e.get("name"), str), f"{where}.name",
-               "a tensor name", e.get("name") if isinstance(e, dict) else e)
-        where = f"tensors[{i}] ({e['name']})"
-        _field(i < len(want) and (e["name"], e.get("group")) == want[i], f"{where}",
-               f"{want[i][1]} {want[i][0]!r}" if i < len(want) else "no more tensors",
-               [e["name"], e.get("group")])
-        shape = params.get(e["name"]) or buffers.get(e["name"])
-        _field(e.get("shape") == list(shape), f"{where}.shape", list(shape), e.get("shape"))
-        n = int(np.prod(shape))
-        kind = e.get("kind")
-        _field(kind in ("dense", "masked", "leveled"), f"{where}.kind",
-               "dense, masked or leveled", kind)
-        _field(_is_int(e.get("value_bytes")), f"{where}.value_bytes", "a whole number",
-               e.get("value_bytes"))
-        if kind == "dense":
-            _field(e["value_bytes"] == 4 * n, f"{where}.value_bytes", 4 * n, e["value_bytes"])
-            total += 4 * n
-        elif kind == "masked":
-            _field(e.get("encoding") in ("bitmap", "delta"), f"{where}.encoding",
-                   "bitmap or delta", e.get("encoding"))
-            count = e.get("count")
-            _field(_is_int(count) and 0 <= count <= n, f"{where}.count", f"0 to {n}", count)
-            _field(e["value_bytes"] == 4 * count, f"{where}.value_bytes", 4 * count,
-                   e["value_bytes"])
-            mb = e.get("mask_bytes")
-            if e["encoding"] == "bitmap":
-                _field(mb == (n + 7) // 8, f"{where}.mask_bytes", (n + 7) // 8, mb)
-            else:
-                _field(_is_int(mb) and count <= mb <= 10 * count, f"{where}.mask_bytes",
-                       f"{count} to {10 * count} (1 to 10 bytes per kept index)", mb)
-            total += mb + 4 * count
-        else:
-            _field(levels is not None and e["group"] == "param", f"{where}.kind",
-                   "leveled only for a parameter of a file with levels", kind)
-            _field(e["value_bytes"] == 4 * n, f"{where}.value_bytes", 4 * n, e["value_bytes"])
-            counts = e.get("level_counts")
-            _field(isinstance(counts, list) and len(counts) == len(levels) - 1
-                   and all(_is_int(c) and c >= 0 for c in counts) and sum(counts) <= n,
-                   f"{where}.level_counts", f"{len(levels) - 1} counts adding up to at most {n}",
-                   counts)
-            lb = e.get("level_bytes")
-            enc = e.get("encoding")
-            _field(enc in ("nested", "packed"), f"{where}.encoding", "nested or packed", enc)
-            if enc == "packed":
-                want_b = (n * _level_bits(len(levels)) + 7) // 8
-                _field(lb == want_b, f"{where}.level_bytes", want_b, lb)
-            else:
-                _field(_is_int(lb) and sum(counts) <= lb <= 10 * sum(counts),
-                       f"{where}.level_bytes", "1 to 10 bytes per listed index", lb)
-            total += lb + 4 * n
-    _field(len(tensors) == len(want), "tensors", f"{len(want)} entries", len(tensors))
-    _field(total == payload_bytes, "tensors", f"byte lengths adding up to the {payload_bytes} "
-           f"payload bytes in the file", total)
-    _check_rates(header, tensors)
     return model
+
+
+def _tensor_bytes(i: int, e, want: list, shapes: dict, levels) -> int:
+    """Check tensor entry i against the model (`want`: (name, group) in file order, `shapes`:
+    every tensor's shape); returns the payload bytes it claims."""
+    where = f"tensors[{i}]"
+    _field(isinstance(e, dict) and isinstance(e.get("name"), str), f"{where}.name",
+           "a tensor name", e.get("name") if isinstance(e, dict) else e)
+    where = f"tensors[{i}] ({e['name']})"
+    _field(i < len(want) and (e["name"], e.get("group")) == want[i], f"{where}",
+           f"{want[i][1]} {want[i][0]!r}" if i < len(want) else "no more tensors",
+           [e["name"], e.get("group")])
+    shape = shapes[e["name"]]
+    _field(e.get("shape") == list(shape), f"{where}.shape", list(shape), e.get("shape"))
+    n = int(np.prod(shape))
+    kind = e.get("kind")
+    _field(kind in ("dense", "masked", "leveled"), f"{where}.kind",
+           "dense, masked or leveled", kind)
+    _field(_is_int(e.get("value_bytes")), f"{where}.value_bytes", "a whole number",
+           e.get("value_bytes"))
+    if kind == "dense":
+        _field(e["value_bytes"] == 4 * n, f"{where}.value_bytes", 4 * n, e["value_bytes"])
+        return 4 * n
+    elif kind == "masked":
+        _field(e.get("encoding") in ("bitmap", "delta"), f"{where}.encoding",
+               "bitmap or delta", e.get("encoding"))
+        count = e.get("count")
+        _field(_is_int(count) and 0 <= count <= n, f"{where}.count", f"0 to {n}", count)
+        _field(e["value_bytes"] == 4 * count, f"{where}.value_bytes", 4 * count,
+               e["value_bytes"])
+        mb = e.get("mask_bytes")
+        if e["encoding"] == "bitmap":
+            _field(mb == (n + 7) // 8, f"{where}.mask_bytes", (n + 7) // 8, mb)
+        else:
+            _field(_is_int(mb) and count <= mb <= 10 * count, f"{where}.mask_bytes",
+                   f"{count} to {10 * count} (1 to 10 bytes per kept index)", mb)
+        return mb + 4 * count
+    else:
+        _field(levels is not None and e["group"] == "param", f"{where}.kind",
+               "leveled only for a parameter of a file with levels", kind)
+        _field(e["value_bytes"] == 4 * n, f"{where}.value_bytes", 4 * n, e["value_bytes"])
+        counts = e.get("level_counts")
+        _field(isinstance(counts, list) and len(counts) == len(levels) - 1
+               and all(_is_int(c) and c >= 0 for c in counts) and sum(counts) <= n,
+               f"{where}.level_counts", f"{len(levels) - 1} counts adding up to at most {n}",
+               counts)
+        lb = e.get("level_bytes")
+        enc = e.get("encoding")
+        _field(enc in ("nested", "packed"), f"{where}.encoding", "nested or packed", enc)
+        if enc == "packed":
+            want_b = (n * _level_bits(len(levels)) + 7) // 8
+            _field(lb == want_b, f"{where}.level_bytes", want_b, lb)
+        else:
+            _field(_is_int(lb) and sum(counts) <= lb <= 10 * sum(counts),
+                   f"{where}.level_bytes", "1 to 10 bytes per listed index", lb)
+        return lb + 4 * n
 
 
 def _check_rates(header, tensors) -> None:
