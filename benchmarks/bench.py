@@ -20,6 +20,11 @@ measured step time and the bytes the model stores. When `torch` is importable th
 candidates are timed in interleaved rounds so machine noise hits them alike, and the median round
 is reported with the ratio to PyTorch. PyTorch is never a dependency of minifreeze.
 
+Against the machine's own limit: the same run measures the float32 GEMM rate (a 2048 x 2048
+product per thread count, `gemm_rate`), and each row's "of GEMM" is the share of that rate its
+step reaches: multiply-adds per image times images per second, over the rate. 100% would be a step
+that does nothing but its products, at BLAS's best speed.
+
 Both sides run under the same malloc settings: `parallel.kept_freed_memory()`, which the command
 line opts into too, is process-wide. Each figure is images per second. Peak resident memory and the kernel compile time (cold numba
 cache, then warm) are measured in fresh child processes so that one candidate's memory does not
@@ -254,6 +259,24 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def gemm_rate(threads: int, n: int = 2048, repeats: int = 3) -> float:
+    """The machine's float32 matrix-product rate with `threads` BLAS threads: multiply-adds per
+    second of the best of `repeats` (n, n) @ (n, n) products. The limit a training step's
+    products can reach; a step's multiply-adds divided by it give the shortest step possible."""
+    from threadpoolctl import threadpool_limits
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)  # (n, n)
+    b = rng.standard_normal((n, n), dtype=np.float32)  # (n, n)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        a @ b  # warm-up: thread start, page faults
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+    return n ** 3 / best
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", choices=MODELS, default=None)
@@ -318,6 +341,14 @@ def run(ns):
         return next((r[key] for r in rows if (r["model"], r["regime"], r["impl"]) ==
                      (model, regime, impl)), None)
 
+    threads = sorted({min(r.shards, os.cpu_count() or 1) for r in runners
+                      if isinstance(r, MinifreezeRunner)} | {1})
+    rates = {t: gemm_rate(t) for t in threads}  # the same run, so the same machine load
+    for r in rows:
+        shards = int(r["impl"].rsplit("x", 1)[1]) if r["impl"].startswith(tuple(backends)) else 0
+        if "total_macs" in r:  # the step's multiply-adds at the GEMM rate, over the step's time
+            rate = rates[min(shards, os.cpu_count() or 1)]
+            r["gemm_fraction"] = round(r["total_macs"] * r["train_img_s"] / rate, 3)
     for r in rows:
         t = get(r["model"], r["regime"], "torch")
         r["train_vs_torch"] = round(r["train_img_s"] / t, 2) if t else None
@@ -340,6 +371,7 @@ def run(ns):
     report = {"batch": ns.batch, "steps": steps, "rounds": rounds, "q": Q,
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "numpy": np.__version__,
+                          "gemm_gmacs": {t: round(v / 1e9, 2) for t, v in rates.items()},
                           "torch": None if torch is None else torch.__version__},
               "rows": rows, **extra}
     if ns.json:
@@ -357,14 +389,17 @@ def run(ns):
     print()
     print("What a step computes (multiply-adds per image, as minifreeze computes them) and what "
           "a model stores")
+    print("float32 GEMM rate of this machine, same run: " + ", ".join(
+        f"{t} thread{'s' if t > 1 else ''} {v / 1e9:.1f} G multiply-adds/s" for t, v in rates.items()))
     print(f"{'model':9s} {'regime':11s} {'impl':8s} {'forward':>9s} {'input grad':>11s} "
-          f"{'weight grad':>12s} {'total':>9s} {'step ms':>8s} {'stored B':>10s}")
+          f"{'weight grad':>12s} {'total':>9s} {'step ms':>8s} {'stored B':>10s} {'of GEMM':>8s}")
     for r in rows:
         if "total_macs" in r:
             m = lambda v: f"{v / 1e6:.3f}M"  # noqa: E731
             print(f"{r['model']:9s} {r['regime']:11s} {r['impl']:8s} {m(r['forward_macs']):>9s} "
                   f"{m(r['input_grad_macs']):>11s} {m(r['weight_grad_macs']):>12s} "
-                  f"{m(r['total_macs']):>9s} {r['step_ms']:>8.2f} {r['stored_bytes']:>10,}")
+                  f"{m(r['total_macs']):>9s} {r['step_ms']:>8.2f} {r['stored_bytes']:>10,} "
+                  f"{r['gemm_fraction']:>8.1%}")
     print("peak RSS training (fresh process, MB):",
           ", ".join(f"{k} {v}" for k, v in extra["peak_rss_mb"].items()))
     if extra["compile_s"]:
