@@ -53,6 +53,7 @@ from typing import ClassVar
 from minifreeze import masks as M, methods, models, saliency as S, storage
 from minifreeze import train as T
 from minifreeze.data import Dataset
+from minifreeze.methods import require
 from minifreeze.weightmom import GRADUAL, SCHEDULE_FIELDS, check_schedule
 
 SPARSIFIERS = {"snip": "snip", "grad": "grad_prune", "random": "random_prune",
@@ -73,11 +74,6 @@ OPTION_FIELDS = ("levels", "sparsifier", "join_score", "join_init", "phase_epoch
 """The TrainConfig fields of ELSA (and, with a gradual sparsifier, its schedule's)."""
 
 
-def _check(ok: bool, what: str, expected: str, got) -> None:
-    if not ok:
-        raise ValueError(f"{what}: expected {expected}, got {got!r}")
-
-
 @dataclass(frozen=True)
 class Elsa(methods.Method):
     """ELSA's method object: its options, their checks, and its own driver, `train`."""
@@ -90,19 +86,19 @@ class Elsa(methods.Method):
 
     def check(self, c) -> None:
         q = c.levels
-        _check(len(q) >= 1 and all(0 < v < 1 for v in q) and
-               all(a > b for a, b in zip(q, q[1:])),
-               "levels", "rates in (0, 1), strictly decreasing (sparsest first)", list(q))
-        _check(c.sparsifier in SPARSIFIERS, "sparsifier", f"one of {', '.join(SPARSIFIERS)}",
-               c.sparsifier)
-        _check(c.join_score in JOIN_SCORES, "join_score", f"one of {', '.join(JOIN_SCORES)}",
-               c.join_score)
-        _check(c.join_init in JOIN_INITS, "join_init", f"one of {', '.join(JOIN_INITS)}",
-               c.join_init)
-        _check(c.phase_epochs is None or (len(c.phase_epochs) == len(q) + 1 and
-                                          min(c.phase_epochs) >= 1),
-               "phase_epochs", f"None or {len(q) + 1} whole numbers >= 1 (one per level, then "
-               f"dense)", c.phase_epochs)
+        require(len(q) >= 1 and all(0 < v < 1 for v in q) and
+                all(a > b for a, b in zip(q, q[1:])),
+                "levels", "rates in (0, 1), strictly decreasing (sparsest first)", list(q))
+        require(c.sparsifier in SPARSIFIERS, "sparsifier", f"one of {', '.join(SPARSIFIERS)}",
+                c.sparsifier)
+        require(c.join_score in JOIN_SCORES, "join_score", f"one of {', '.join(JOIN_SCORES)}",
+                c.join_score)
+        require(c.join_init in JOIN_INITS, "join_init", f"one of {', '.join(JOIN_INITS)}",
+                c.join_init)
+        require(c.phase_epochs is None or (len(c.phase_epochs) == len(q) + 1 and
+                                           min(c.phase_epochs) >= 1),
+                "phase_epochs", f"None or {len(q) + 1} whole numbers >= 1 (one per level, then "
+                f"dense)", c.phase_epochs)
         if c.sparsifier in GRADUAL:
             check_schedule(c.prune_start, c.prune_end, c.prune_every, c.mom_beta, c.alloc_alpha)
 

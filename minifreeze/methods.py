@@ -26,8 +26,14 @@ from typing import Callable, ClassVar
 
 from minifreeze import masks as M, saliency as S
 
-__all__ = ["Dense", "Method", "OneShot", "REGISTRY", "SCORES", "Score", "get", "get_score",
-           "names", "option_fields", "register", "register_score"]
+__all__ = ["Dense", "Method", "OneShot", "REGISTRY", "SCORES", "Score", "get", "option_fields",
+           "register", "register_score", "require"]
+
+
+def require(ok: bool, what: str, expected: str, got) -> None:
+    """ValueError "what: expected ..., got ..." unless `ok`: how a config field is refused."""
+    if not ok:
+        raise ValueError(f"{what}: expected {expected}, got {got!r}")
 
 
 @dataclass(frozen=True)
@@ -105,10 +111,8 @@ class OneShot(Method):
     overridable: ClassVar[bool] = True
 
     def check(self, config) -> None:
-        if config.score not in SCORES:
-            raise ValueError(f"score: expected one of {', '.join(SCORES)}, got {config.score!r}")
-        if config.mode not in M.MODES:
-            raise ValueError(f"mode: expected one of {', '.join(M.MODES)}, got {config.mode!r}")
+        require(config.score in SCORES, "score", f"one of {', '.join(SCORES)}", config.score)
+        require(config.mode in M.MODES, "mode", f"one of {', '.join(M.MODES)}", config.mode)
 
     def select(self, model, theta0, data, config, buffers):
         return SCORES[config.score].select(model, theta0, data, config, buffers)
@@ -148,16 +152,6 @@ def get(name: str) -> Method:
     if name not in REGISTRY:
         raise ValueError(f"unknown method {name!r}; expected one of {', '.join(REGISTRY)}")
     return REGISTRY[name]
-
-
-def get_score(name: str) -> Score:
-    if name not in SCORES:
-        raise ValueError(f"unknown score {name!r}; expected one of {', '.join(SCORES)}")
-    return SCORES[name]
-
-
-def names() -> list[str]:
-    return list(REGISTRY)
 
 
 def option_fields() -> set[str]:

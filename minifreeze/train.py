@@ -64,7 +64,7 @@ import numpy as np
 from minifreeze import backend, init, masks as M, methods, models, parallel, storage
 from minifreeze.data import Dataset
 from minifreeze.losses import softmax_cross_entropy
-from minifreeze.methods import Method
+from minifreeze.methods import Method, require
 from minifreeze.optim import SCHEDULES, make_schedule
 from minifreeze.saliency import saliency_batch
 from minifreeze.trainer import Hook, HostTrainer, NonFiniteStep
@@ -90,11 +90,6 @@ class TrainingDiverged(RuntimeError):
         self.epoch, self.step, self.loss = epoch, step, loss
         self.params, self.history = params, history
         self.masks, self.buffers = masks, buffers or {}
-
-
-def _check(ok: bool, what: str, expected: str, got) -> None:
-    if not ok:
-        raise ValueError(f"{what}: expected {expected}, got {got!r}")
 
 
 @dataclass
@@ -184,7 +179,7 @@ class TrainConfig:
         d = TrainConfig()
         for name in methods.option_fields() - set(m.options(c)):
             setattr(c, name, getattr(d, name))
-        _check(c.model in models.MODELS, "model", f"one of {', '.join(models.MODELS)}", c.model)
+        require(c.model in models.MODELS, "model", f"one of {', '.join(models.MODELS)}", c.model)
         c.model_kwargs = models.check_kwargs(c.model, c.model_kwargs)
         if isinstance(c.model_kwargs.get("input_shape"), tuple):
             c.model_kwargs["input_shape"] = list(c.model_kwargs["input_shape"])  # as JSON has it
@@ -192,32 +187,32 @@ class TrainConfig:
             del c.model_kwargs["conv_relu"]  # the default: one config for one network
         init.check_seed(c.seed)
         parallel.check_shards(c.shards)
-        _check(c.init in init.SCHEMES, "init", f"one of {', '.join(init.SCHEMES)}", c.init)
-        _check(c.scope in M.SCOPES, "scope", f"one of {', '.join(M.SCOPES)}", c.scope)
-        _check(c.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}", c.schedule)
+        require(c.init in init.SCHEMES, "init", f"one of {', '.join(init.SCHEMES)}", c.init)
+        require(c.scope in M.SCOPES, "scope", f"one of {', '.join(M.SCOPES)}", c.scope)
+        require(c.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}", c.schedule)
         for name in ("epochs", "batch_size", "saliency_batch", "eval_batch"):
             v = getattr(c, name)
-            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name,
-                   "a whole number >= 1", v)
-        _check(c.checkpoint_every is None or (isinstance(c.checkpoint_every, int) and
-                                              not isinstance(c.checkpoint_every, bool) and
-                                              c.checkpoint_every >= 1),
-               "checkpoint_every", "None or a whole number >= 1", c.checkpoint_every)
-        _check(isinstance(c.checkpoint_last, int) and not isinstance(c.checkpoint_last, bool)
-               and c.checkpoint_last >= 1, "checkpoint_last", "a whole number >= 1",
-               c.checkpoint_last)
+            require(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name,
+                    "a whole number >= 1", v)
+        require(c.checkpoint_every is None or (isinstance(c.checkpoint_every, int) and
+                                               not isinstance(c.checkpoint_every, bool) and
+                                               c.checkpoint_every >= 1),
+                "checkpoint_every", "None or a whole number >= 1", c.checkpoint_every)
+        require(isinstance(c.checkpoint_last, int) and not isinstance(c.checkpoint_last, bool)
+                and c.checkpoint_last >= 1, "checkpoint_last", "a whole number >= 1",
+                c.checkpoint_last)
         if c.checkpoint_every is None:
             c.checkpoint_last = d.checkpoint_last  # unused: one config for one run
-        _check(isinstance(c.warmup_steps, int) and c.warmup_steps >= 0, "warmup_steps",
-               "a whole number >= 0", c.warmup_steps)
-        _check(c.lr_step_every is None or (isinstance(c.lr_step_every, int) and
-                                           c.lr_step_every >= 1),
-               "lr_step_every", "None or a whole number >= 1", c.lr_step_every)
-        _check(isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0, "lr",
-               "a number > 0", c.lr)
-        _check(0 < c.lr_gamma <= 1, "lr_gamma", "a number in (0, 1]", c.lr_gamma)
-        _check(0 <= c.momentum < 1, "momentum", "a number in [0, 1)", c.momentum)
-        _check(c.weight_decay >= 0, "weight_decay", "a number >= 0", c.weight_decay)
+        require(isinstance(c.warmup_steps, int) and c.warmup_steps >= 0, "warmup_steps",
+                "a whole number >= 0", c.warmup_steps)
+        require(c.lr_step_every is None or (isinstance(c.lr_step_every, int) and
+                                            c.lr_step_every >= 1),
+                "lr_step_every", "None or a whole number >= 1", c.lr_step_every)
+        require(isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0, "lr",
+                "a number > 0", c.lr)
+        require(0 < c.lr_gamma <= 1, "lr_gamma", "a number in (0, 1]", c.lr_gamma)
+        require(0 <= c.momentum < 1, "momentum", "a number in [0, 1)", c.momentum)
+        require(c.weight_decay >= 0, "weight_decay", "a number >= 0", c.weight_decay)
         m.check(c)
         return c
 
