@@ -278,32 +278,27 @@ def folder_groups(root) -> tuple[list[dict], list[dict] | None]:
 
 
 def folder_tables(root) -> dict[str, str]:
-    """`page_tables` of a results folder (`folder_groups`; without runs, the kinds that need them
-    are absent)."""
-    groups, runs = folder_groups(root)
-    return group_tables(groups) if runs is None else page_tables(runs)
+    """`page_tables` of a results folder (`folder_groups`)."""
+    return page_tables(*folder_groups(root))
 
 
-def group_tables(groups: list[dict]) -> dict[str, str]:
-    """The page tables that need only the groups (mean and std per network, method, rate)."""
-    return {"pivot": "\n\n".join(pivot_markdown(groups, m)
-                                 for m in sorted({g["model"] for g in groups})),
-            "groups": markdown_table(format_rows(groups, AGGREGATE_COLUMNS), AGGREGATE_COLUMNS),
-            "checkpoints": checkpoint_table(groups),
-            "compare": compare_markdown(groups),
-            "frozen_pruned": pairs_table(pair_rows(groups, freeze_prune_pairs(groups))),
-            "against_pruned": pairs_table(pair_rows(groups, against_pruned_pairs(groups)))}
-
-
-def page_tables(runs: list[dict]) -> dict[str, str]:
-    """The tables a page may embed, by kind, from one results folder's runs: `pivot` (accuracy
-    by method and rate, one table per network), `groups` (mean and std per group),
-    `checkpoints` (final epoch and SNIP's rule against dense), `compare` (FreezeNet - SNIP per
-    network and rate), `frozen_pruned` (each mask frozen against pruned), `against_pruned`
-    (FreezeNet against every pruned method) and `layers` (weights kept per layer: layer
-    collapse)."""
-    return {**group_tables(aggregate(expand_levels(runs))),
-            "layers": layers_markdown(layer_rows(runs))}
+def page_tables(groups: list[dict], runs: list[dict] | None = None) -> dict[str, str]:
+    """The tables a page may embed, by kind, from one results folder's groups (and runs, for the
+    kinds that need them): `pivot` (accuracy by method and rate, one table per network),
+    `groups` (mean and std per group), `checkpoints` (final epoch and SNIP's rule against
+    dense), `compare` (FreezeNet - SNIP per network and rate), `frozen_pruned` (each mask frozen
+    against pruned), `against_pruned` (FreezeNet against every pruned method) and, with runs,
+    `layers` (weights kept per layer: layer collapse)."""
+    tables = {"pivot": "\n\n".join(pivot_markdown(groups, m)
+                                   for m in sorted({g["model"] for g in groups})),
+              "groups": markdown_table(format_rows(groups, AGGREGATE_COLUMNS), AGGREGATE_COLUMNS),
+              "checkpoints": checkpoint_table(groups),
+              "compare": compare_markdown(groups),
+              "frozen_pruned": pairs_table(pair_rows(groups, freeze_prune_pairs(groups))),
+              "against_pruned": pairs_table(pair_rows(groups, against_pruned_pairs(groups)))}
+    if runs is not None:
+        tables["layers"] = layers_markdown(layer_rows(runs))
+    return tables
 
 
 def fill_page(text: str, folder) -> str:
@@ -315,7 +310,7 @@ def fill_page(text: str, folder) -> str:
         root = (folder / m["dir"]).resolve()
         if root not in cache:
             groups, runs = folder_groups(root)
-            cache[root] = (groups, group_tables(groups) if runs is None else page_tables(runs))
+            cache[root] = (groups, page_tables(groups, runs))
         groups, tables = cache[root]
         args = m["args"].split()
         if m["kind"] not in tables:

@@ -301,5 +301,5 @@ methods.register(Gradual("weightmom", "WeightMom (our reading): pruned during tr
 methods.register(Gradual("gmp", "gradual magnitude pruning (Zhu and Gupta 2017): the same "
                          "schedule, a global threshold on |w|", "prune", rank="magnitude",
                          allocation="global"))
-GRADUAL = ("weightmom", "gmp")
-"""The gradual methods registered here."""
+GRADUAL = tuple(m.name for m in methods.REGISTRY.values() if isinstance(m, Gradual))
+"""The gradual methods registered above, as the registry has them."""
