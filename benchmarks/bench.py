@@ -330,7 +330,7 @@ def run(ns):
                        "infer_img_s": None if inf is None else round(inf, 1)}
                 if isinstance(r, MinifreezeRunner):
                     row.update(cost(r.model, r.masks, r.mode, backend.require(r.backend)),
-                               stored_bytes=r.stored_bytes,
+                               shards=r.shards, stored_bytes=r.stored_bytes,
                                step_ms=round(1000 * ns.batch / tr, 2))
                 rows.append(row)
             log(f"{name:9s} {regime:11s} " + "  ".join(
@@ -341,14 +341,13 @@ def run(ns):
         return next((r[key] for r in rows if (r["model"], r["regime"], r["impl"]) ==
                      (model, regime, impl)), None)
 
-    threads = sorted({min(r.shards, os.cpu_count() or 1) for r in runners
-                      if isinstance(r, MinifreezeRunner)} | {1})
+    cpus = os.cpu_count() or 1
+    threads = sorted({min(r["shards"], cpus) for r in rows if "shards" in r})
     rates = {t: gemm_rate(t) for t in threads}  # the same run, so the same machine load
     for r in rows:
-        shards = int(r["impl"].rsplit("x", 1)[1]) if r["impl"].startswith(tuple(backends)) else 0
         if "total_macs" in r:  # the step's multiply-adds at the GEMM rate, over the step's time
-            rate = rates[min(shards, os.cpu_count() or 1)]
-            r["gemm_fraction"] = round(r["total_macs"] * r["train_img_s"] / rate, 3)
+            r["gemm_fraction"] = round(r["total_macs"] * r["train_img_s"] /
+                                       rates[min(r["shards"], cpus)], 3)
     for r in rows:
         t = get(r["model"], r["regime"], "torch")
         r["train_vs_torch"] = round(r["train_img_s"] / t, 2) if t else None
