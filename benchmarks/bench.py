@@ -97,9 +97,15 @@ def cost(model, masks, mode: str, kernels) -> dict:
             density = nnz / n_w
             sparse_products = mode == "prune" and density < kernels.sparse_compute_density
             product = (nnz if sparse_products else n_w) * positions
+            sampled_dw = (nnz if density < kernels.sparse_dw_density else n_w) * positions
+            if ly.args.get("algo") == "winograd" and not sparse_products:
+                # 16 per (F, C, 2x2 tile); dW always the dense transformed product, then masked
+                # (a pruned layer's sparse products skip Winograd: fast_layers' pruned path)
+                tiles = ((out[1] + 1) // 2) * ((out[2] + 1) // 2)
+                product = sampled_dw = n_w // 9 * 16 * tiles
             fwd += product
             dx += 0 if first else product
-            dw += (nnz if density < kernels.sparse_dw_density else n_w) * positions
+            dw += sampled_dw
             first = False
         shape = out
     return {"forward_macs": fwd, "input_grad_macs": dx, "weight_grad_macs": dw,
@@ -110,11 +116,15 @@ class MinifreezeRunner:
     """minifreeze's HostTrainer, the batch in `shards` shards (0: automatic, parallel.py),
     labelled e.g. "numba x2" for two shards on the numba backend."""
 
-    def __init__(self, name, backend_name, score, batch, seed=0, shards=0, mode="freeze"):
+    def __init__(self, name, backend_name, score, batch, seed=0, shards=0, mode="freeze",
+                 conv="im2col"):
         self.backend, self.mode = backend_name, mode
-        self.model = get_model(name) if name != "vgg" else get_model("vgg", input_shape=(3, 32, 32))
+        kwargs = {"input_shape": [3, 32, 32]} if name == "vgg" else {}
+        if conv != "im2col":
+            kwargs["conv"] = conv
+        self.model = get_model(name, **kwargs)
         self.shards = parallel.resolve_shards(self.model, shards, batch)
-        self.label = f"{backend_name} x{self.shards}"
+        self.label = f"{backend_name} x{self.shards}" + ("" if conv == "im2col" else f" {conv[:4]}")
         theta0 = init.init_params(self.model, seed, "xavier")  # float32
         rng = np.random.default_rng(seed + 1)
         self.x = rng.standard_normal((batch, *self.model.input_shape)).astype(np.float32)
@@ -129,7 +139,7 @@ class MinifreezeRunner:
                                        pruned=pruned, sparse_compute=pruned)
         self.stored_bytes = len(storage.to_bytes(storage.Checkpoint(
             self.model.name, self.params, masks=self.masks or {}, seed=seed, mode=mode,
-            model_kwargs={"input_shape": list(self.model.input_shape)} if name == "vgg" else {})))
+            model_kwargs=kwargs)))
 
     def train_steps(self, steps):
         with backend.use_backend(self.backend):
@@ -288,6 +298,8 @@ def main(argv=None):
                         "(default 0: one per CPU)")
     p.add_argument("--steps", type=int, default=None, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (median taken)")
+    p.add_argument("--conv", nargs="+", choices=("im2col", "winograd"), default=["im2col", "winograd"],
+                   help="how vgg computes its convolutions; one runner each (label suffix 'wino')")
     p.add_argument("--quick", action="store_true", help="LeNet-5 only, few steps")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -316,9 +328,12 @@ def run(ns):
             runners = []
             for b in backends:
                 for t in ns.shards:
-                    r = MinifreezeRunner(name, b, score, ns.batch, shards=t, mode=mode)
-                    if r.label not in [q.label for q in runners]:  # e.g. 0 and 2 on 2 CPUs
-                        runners.append(r)
+                    for conv in ns.conv if name == "vgg" else ["im2col"]:
+                        if conv != "im2col" and b == "cuda":
+                            continue  # the device trains by im2col only
+                        r = MinifreezeRunner(name, b, score, ns.batch, shards=t, mode=mode, conv=conv)
+                        if r.label not in [q.label for q in runners]:  # e.g. 0 and 2 on 2 CPUs
+                            runners.append(r)
             if torch is not None:
                 runners.append(TorchRunner(torch, runners[0]))
             train = interleaved(runners, "train_steps", steps, rounds, ns.batch)
@@ -378,11 +393,11 @@ def run(ns):
         return
     print()
     print(f"images/s, batch {ns.batch}, median of {rounds} interleaved rounds of {steps} steps")
-    print(f"{'model':9s} {'regime':11s} {'impl':8s} {'train':>8s} {'infer':>8s} "
+    print(f"{'model':9s} {'regime':11s} {'impl':13s} {'train':>8s} {'infer':>8s} "
           f"{'vs torch':>9s} {'vs dense':>9s}")
     for r in rows:
         f = lambda v, s="": "-" if v is None else f"{v:.2f}{s}"  # noqa: E731
-        print(f"{r['model']:9s} {r['regime']:11s} {r['impl']:8s} {r['train_img_s']:8.0f} "
+        print(f"{r['model']:9s} {r['regime']:11s} {r['impl']:13s} {r['train_img_s']:8.0f} "
               f"{'-' if r['infer_img_s'] is None else format(r['infer_img_s'], '8.0f'):>8s} "
               f"{f(r['train_vs_torch'], 'x'):>9s} {f(r['train_vs_own_dense'], 'x'):>9s}")
     print()
@@ -390,12 +405,12 @@ def run(ns):
           "a model stores")
     print("float32 GEMM rate of this machine, same run: " + ", ".join(
         f"{t} thread{'s' if t > 1 else ''} {v / 1e9:.1f} G multiply-adds/s" for t, v in rates.items()))
-    print(f"{'model':9s} {'regime':11s} {'impl':8s} {'forward':>9s} {'input grad':>11s} "
+    print(f"{'model':9s} {'regime':11s} {'impl':13s} {'forward':>9s} {'input grad':>11s} "
           f"{'weight grad':>12s} {'total':>9s} {'step ms':>8s} {'stored B':>10s} {'of GEMM':>8s}")
     for r in rows:
         if "total_macs" in r:
             m = lambda v: f"{v / 1e6:.3f}M"  # noqa: E731
-            print(f"{r['model']:9s} {r['regime']:11s} {r['impl']:8s} {m(r['forward_macs']):>9s} "
+            print(f"{r['model']:9s} {r['regime']:11s} {r['impl']:13s} {m(r['forward_macs']):>9s} "
                   f"{m(r['input_grad_macs']):>11s} {m(r['weight_grad_macs']):>12s} "
                   f"{m(r['total_macs']):>9s} {r['step_ms']:>8.2f} {r['stored_bytes']:>10,} "
                   f"{r['gemm_fraction']:>8.1%}")

@@ -63,6 +63,8 @@ def build_model(args) -> models.Model:
         if args.model != "lenet5":
             raise CLIError(f"--conv-relu applies to lenet5 only, not {args.model}")
         kwargs["conv_relu"] = True
+    if getattr(args, "conv", None) == "winograd":
+        kwargs["conv"] = "winograd"
     try:
         return models.get_model(args.model, **kwargs)
     except ValueError as err:
@@ -76,6 +78,14 @@ def add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> No
                    help="input shape for vgg: 3x32x32 (default) or 1x28x28")
     p.add_argument("--batch-norm", action="store_true", help="vgg with batch norm")
     add_conv_relu_argument(p)
+    add_conv_argument(p)
+
+
+def add_conv_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--conv", choices=models.CONV_ALGOS, default=None,
+                   help="how vgg and vgg_d compute their 3x3 convolutions: im2col (the default, "
+                        "the rounding of every committed result) or winograd (F(2x2, 3x3): fewer "
+                        "multiplications, rounding a little differently; recorded in the run)")
 
 
 def add_conv_relu_argument(p: argparse.ArgumentParser) -> None:
@@ -279,6 +289,8 @@ def config_from_args(args, *, resolve: bool = True, **fixed):
         model_kwargs["batch_norm"] = True
     if getattr(args, "conv_relu", False):
         model_kwargs["conv_relu"] = True
+    if getattr(args, "conv", None) == "winograd":
+        model_kwargs["conv"] = "winograd"
     config = _library_call(lambda: T.protocol_config(args.protocol, **given, **fixed,
                                                      model_kwargs=model_kwargs))
     return _library_call(config.resolved) if resolve else config
@@ -543,6 +555,7 @@ def add_pipeline_commands(sub) -> None:
                    help="run order: grid (model, method, rate, seed) or seed (every run of the "
                         "first seed first: a stopped sweep holds whole comparisons)")
     add_conv_relu_argument(p)
+    add_conv_argument(p)
     add_config_arguments(p, skip=("model", "method", "rate", "seed"))
     add_data_arguments(p)
     add_backend_argument(p)

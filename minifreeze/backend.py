@@ -42,7 +42,7 @@ class BackendUnavailable(RuntimeError):
 @dataclass(frozen=True, kw_only=True)
 class Kernels:
     """One backend's kernels, each with the signature of its NumPy reference (built by keyword:
-    nine callables of similar signatures must not be swapped silently)."""
+    thirteen callables of similar signatures must not be swapped silently)."""
     name: str
     im2col: Callable              # x (N, C, H, W) -> cols (C*KH*KW, N*OH*OW)
     col2im: Callable              # cols (C*KH*KW, N*OH*OW) -> dx (N, C, H, W)
@@ -53,6 +53,10 @@ class Kernels:
     sparse_matmul: Callable       # vals, rows, cols, n_rows, b -> W @ b over W's nonzeros
     sparse_conv_forward: Callable   # x, vals, rows, cols, w_shape, stride, pad -> out, no im2col
     sparse_conv_backward: Callable  # dout, x, vals, rows, cols, ... -> dx, dw at the nonzeros
+    winograd_input: Callable     # x, pad, TH, TW -> V = B^T d B per (channel, tile), (16, C, P)
+    winograd_output: Callable    # M (16, F, P), N, TH, TW, OH, OW -> Y = A^T M A, (N, F, OH, OW)
+    winograd_output_adjoint: Callable  # dY (N, F, OH, OW), TH, TW -> dM = A dY A^T, (16, F, P)
+    winograd_input_adjoint: Callable   # dV (16, C, P), x_shape, pad, TH, TW -> dx (N, C, H, W)
     sparse_dw_density: float
     """Below this mask density a layer's weight gradient is the sampled product at the mask's
     nonzeros, not the dense product (measured where the sampled loop stops beating BLAS)."""
@@ -67,6 +71,7 @@ class Kernels:
 
 def _numpy() -> Kernels:
     from minifreeze import im2col as ref
+    from minifreeze import winograd as wg
     from minifreeze.optim import masked_sgd_update
     # NumPy's gathers cost far more per multiply-add than BLAS: on LeNet-5's conv2 (50 x 500
     # weights, 3,200 positions) the sampled product took 1.10 ms at density 2% and 11 ms at 5%,
@@ -77,6 +82,8 @@ def _numpy() -> Kernels:
                    masked_sgd_update=masked_sgd_update, sparse_matmul=ref.sparse_matmul,
                    sparse_conv_forward=ref.sparse_conv_forward,
                    sparse_conv_backward=ref.sparse_conv_backward,
+                   winograd_input=wg.input_transform, winograd_output=wg.output_transform,
+                   winograd_output_adjoint=wg.output_adjoint, winograd_input_adjoint=wg.input_adjoint,
                    sparse_dw_density=0.02, sparse_compute_density=0.01)
 
 
@@ -95,6 +102,10 @@ def _numba() -> Kernels:
                    masked_sgd_update=nb.masked_sgd_update, sparse_matmul=nb.sparse_matmul,
                    sparse_conv_forward=nb.sparse_conv_forward,
                    sparse_conv_backward=nb.sparse_conv_backward,
+                   winograd_input=nb.winograd_input_transform,
+                   winograd_output=nb.winograd_output_transform,
+                   winograd_output_adjoint=nb.winograd_output_adjoint,
+                   winograd_input_adjoint=nb.winograd_input_adjoint,
                    sparse_dw_density=0.1, sparse_compute_density=0.05)
 
 
@@ -111,12 +122,15 @@ def _cuda() -> Kernels:
     if reason is not None:
         raise BackendUnavailable(f"cuda: {reason}")
     from minifreeze import im2col as ref  # no CUDA kernel for the sampled product: the reference
+    from minifreeze import winograd as wg  # nor for Winograd's transforms (DeviceTrainer refuses it)
     return Kernels(name="cuda", im2col=cu.im2col, col2im=cu.col2im,
                    maxpool_forward=cu.maxpool_forward, maxpool_backward=cu.maxpool_backward,
                    sampled_weight_grad=ref.sampled_weight_grad,
                    masked_sgd_update=cu.masked_sgd_update, sparse_matmul=ref.sparse_matmul,
                    sparse_conv_forward=ref.sparse_conv_forward,
                    sparse_conv_backward=ref.sparse_conv_backward,
+                   winograd_input=wg.input_transform, winograd_output=wg.output_transform,
+                   winograd_output_adjoint=wg.output_adjoint, winograd_input_adjoint=wg.input_adjoint,
                    sparse_dw_density=0.02, sparse_compute_density=0.01, device_resident=True)
 
 

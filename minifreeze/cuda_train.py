@@ -89,6 +89,11 @@ class DeviceTrainer:
                     f"cuda: layer {ly.name} ({ly.op}) is not implemented on the device; "
                     f"DeviceTrainer supports {', '.join(SUPPORTED_OPS)} (use the numpy backend "
                     f"for models with batch norm)")
+            if ly.args.get("algo", "im2col") != "im2col":
+                raise NotImplementedError(
+                    f"cuda: layer {ly.name} asks for the {ly.args['algo']} convolution, which runs "
+                    f"on the numba and numpy backends only; build the model with conv='im2col' "
+                    f"(no --conv) for the device")
         shapes = model.param_shapes()
         if set(params) != set(shapes):
             raise ValueError(f"{model.name}: expected parameters {sorted(shapes)}, "

@@ -35,6 +35,7 @@ import numpy as np
 
 from minifreeze import backend
 from minifreeze import layers as L
+from minifreeze import winograd
 from minifreeze.masks import MaskIndex
 
 
@@ -88,6 +89,12 @@ def _sparse_index(index):
     if index is None or index.density >= backend.kernels().sparse_compute_density:
         return None
     return index
+
+
+def computes_sparsely(index: MaskIndex | None) -> bool:
+    """Whether a pruned layer with these kept entries takes the sparse products here (below the
+    backend's `sparse_compute_density`) rather than the dense ones."""
+    return _sparse_index(index) is not None
 
 
 def _sparse_product(w2, b2, index, *, transpose: bool = False):
@@ -168,4 +175,45 @@ def conv_backward_masked(dout, cache, *, w_mask=None, w_index=None, need_dx: boo
         return dx, dw, db
     dw = _masked_dw(d2, cols, w.shape, w_mask, w_index, sparse_dw_density)  # (F, C, KH, KW)
     dx = L.conv_input_grad(d2, w, x_shape, stride, pad) if need_dx else None
+    return dx, dw, db
+
+
+# --- Winograd F(2x2, 3x3) -----------------------------------------------------------------------
+
+class WinogradConvCache(NamedTuple):
+    """A Winograd convolution's cache: the input, the weight, its transformed tiles V (what the
+    im2col layer's columns are to its backward pass), the padding and the layer's name."""
+    x: np.ndarray  # (N, C, H, W)
+    w: np.ndarray  # (F, C, 3, 3)
+    v: np.ndarray  # (16, C, P): B^T d B per (channel, 2x2 output tile)
+    pad: int
+    layer: str
+
+
+def conv_forward_winograd(x, w, b, stride: int = 1, pad: int = 0, *, layer: str = "conv"):
+    """`layers.conv_forward` for a 3x3 stride-1 convolution as Winograd's F(2x2, 3x3)
+    (`winograd.py`): 16 products per 2x2 output tile instead of 36, rounding differently (its
+    tests state by how much). The backend supplies the two tile transforms."""
+    L.check_conv(layer, x, w, b, stride, pad)
+    if not winograd.fits(w.shape, stride):
+        raise ValueError(f"{layer}: the Winograd convolution needs 3x3 filters at stride 1, got "
+                         f"{tuple(w.shape[2:])} at stride {stride}; build this layer with im2col")
+    k = backend.kernels()
+    out, v = winograd.conv_forward_v(x, w, b, pad, transforms=(k.winograd_input, k.winograd_output))
+    return out, WinogradConvCache(x, w, v, pad, layer)
+
+
+def conv_backward_winograd(dout, cache: WinogradConvCache, *, w_mask=None, w_index=None,
+                           need_dx: bool = True):
+    """-> dx (None if not need_dx), dw (exactly 0 where w_mask == 0), db: the adjoint of
+    `conv_forward_winograd`. `w_index` is accepted for the masked backward's signature; the
+    weight gradient is always the dense transformed product, then masked."""
+    x, w, v, pad, layer = cache
+    L.check_conv_dout(dout, x.shape, w.shape, 1, pad, layer)
+    L.check_mask(layer, w_mask, w.shape)
+    k = backend.kernels()
+    dx, dw, db = winograd.conv_backward(dout, x, w, pad, v=v, need_dx=need_dx, transforms=(
+        k.winograd_input, k.winograd_output_adjoint, k.winograd_input_adjoint))
+    if w_mask is not None:
+        dw *= w_mask
     return dx, dw, db

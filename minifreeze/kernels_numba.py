@@ -473,3 +473,75 @@ def winograd_output_transform(m: np.ndarray, n: int, th: int, tw: int, oh: int,
     out = np.empty((n, m.shape[1], oh, ow), dtype=m.dtype)
     _winograd_output(np.ascontiguousarray(m), n, th, tw, oh, ow, out)
     return out
+
+
+@njit(**_jit)
+def _winograd_output_adjoint(dout, th, tw, dm):
+    n_img, n_f, oh, ow = dout.shape
+    y = np.zeros((2, 2), dtype=dout.dtype)  # one 2x2 output tile, 0 beyond an odd edge
+    r = np.empty((4, 2), dtype=dout.dtype)
+    for f in range(n_f):
+        for n in range(n_img):
+            for ti in range(th):
+                for tj in range(tw):
+                    for i in range(2):
+                        for j in range(2):
+                            ii, jj = 2 * ti + i, 2 * tj + j
+                            y[i, j] = dout[n, f, ii, jj] if ii < oh and jj < ow else 0
+                    for j in range(2):  # A dY: the rows y0, y0 + y1, y0 - y1, -y1
+                        r[0, j], r[1, j] = y[0, j], y[0, j] + y[1, j]
+                        r[2, j], r[3, j] = y[0, j] - y[1, j], -y[1, j]
+                    p = (n * th + ti) * tw + tj
+                    for k in range(4):  # (A dY) A^T: each row (a, b) -> (a, a + b, a - b, -b)
+                        dm[4 * k + 0, f, p] = r[k, 0]
+                        dm[4 * k + 1, f, p] = r[k, 0] + r[k, 1]
+                        dm[4 * k + 2, f, p] = r[k, 0] - r[k, 1]
+                        dm[4 * k + 3, f, p] = -r[k, 1]
+
+
+def winograd_output_adjoint(dout: np.ndarray, th: int, tw: int) -> np.ndarray:
+    """dM = A dY A^T for every (filter, tile): (16, F, P) from dout (N, F, OH, OW)
+    (`winograd.output_adjoint`)."""
+    n, f = dout.shape[:2]
+    dm = np.empty((16, f, n * th * tw), dtype=dout.dtype)
+    _winograd_output_adjoint(np.ascontiguousarray(dout), th, tw, dm)
+    return dm
+
+
+@njit(**_jit)
+def _winograd_input_adjoint(dv, pad, th, tw, dx):
+    n_img, n_ch, h, w = dx.shape
+    t = np.empty((4, 4), dtype=dx.dtype)
+    for c in range(n_ch):
+        for n in range(n_img):
+            for ti in range(th):
+                for tj in range(tw):
+                    p = (n * th + ti) * tw + tj
+                    for a in range(4):  # dV B^T: each row (v0..v3) -> (v0, v1 - v2 + v3, v1 + v2 - v0, -v3)
+                        v0, v1 = dv[4 * a + 0, c, p], dv[4 * a + 1, c, p]
+                        v2, v3 = dv[4 * a + 2, c, p], dv[4 * a + 3, c, p]
+                        t[a, 0], t[a, 1], t[a, 2], t[a, 3] = v0, v1 - v2 + v3, v1 + v2 - v0, -v3
+                    for b in range(4):  # B (dV B^T): the rows combined the same way, added where read
+                        q = 2 * tj + b - pad
+                        if q < 0 or q >= w:
+                            continue
+                        for a in range(4):
+                            r = 2 * ti + a - pad
+                            if r < 0 or r >= h:
+                                continue
+                            if a == 0:
+                                dx[n, c, r, q] += t[0, b]
+                            elif a == 1:
+                                dx[n, c, r, q] += t[1, b] - t[2, b] + t[3, b]
+                            elif a == 2:
+                                dx[n, c, r, q] += t[1, b] + t[2, b] - t[0, b]
+                            else:
+                                dx[n, c, r, q] += -t[3, b]
+
+
+def winograd_input_adjoint(dv: np.ndarray, x_shape, pad: int, th: int, tw: int) -> np.ndarray:
+    """dx (N, C, H, W) = B dV B^T of every (channel, tile), added where the tile was read
+    (`winograd.input_adjoint`)."""
+    dx = np.zeros(tuple(x_shape), dtype=dv.dtype)
+    _winograd_input_adjoint(np.ascontiguousarray(dv.reshape(16, x_shape[1], -1)), pad, th, tw, dx)
+    return dx

@@ -81,8 +81,21 @@ class Layer:
         return shape
 
 
-def conv(name, c_in, c_out, k, stride=1, pad=0) -> Layer:
-    return Layer(name, "conv", {"in": c_in, "out": c_out, "k": k, "stride": stride, "pad": pad})
+def conv(name, c_in, c_out, k, stride=1, pad=0, algo: str = "im2col") -> Layer:
+    """A convolution computed by im2col, or by Winograd's F(2x2, 3x3) (`algo="winograd"`, 3x3
+    filters at stride 1 only). Only a non-default algorithm is recorded in the layer's arguments,
+    so an im2col model's fingerprint is the one it always had."""
+    if algo not in CONV_ALGOS:
+        raise ValueError(f"{name}: conv algorithm must be one of {', '.join(CONV_ALGOS)}, got {algo!r}")
+    if algo == "winograd" and (k != 3 or stride != 1):
+        raise ValueError(f"{name}: the Winograd convolution needs 3x3 filters at stride 1, got "
+                         f"{k}x{k} at stride {stride}")
+    args = {"in": c_in, "out": c_out, "k": k, "stride": stride, "pad": pad}
+    return Layer(name, "conv", args if algo == "im2col" else {**args, "algo": algo})
+
+
+CONV_ALGOS = ("im2col", "winograd")
+"""How a model may compute its convolutions (`conv=` of the VGG builders, `--conv`)."""
 
 
 def linear(name, d_in, d_out) -> Layer:
@@ -177,7 +190,11 @@ class Model:
         for ly in self.layers:
             a, w, b = ly.args, f"{ly.name}.w", f"{ly.name}.b"
             sparse = pruned.index(w) if pruned is not None and w in pruned else None
-            if ly.op == "conv" and sparse is not None:
+            winograd = ly.op == "conv" and a.get("algo") == "winograd"
+            if winograd and (sparse is None or not F.computes_sparsely(sparse)):
+                h, cache = F.conv_forward_winograd(h, params[w], params[b], a["stride"], a["pad"],
+                                                   layer=ly.name)
+            elif ly.op == "conv" and sparse is not None:
                 h, cache = F.conv_forward_pruned(h, params[w], params[b], a["stride"], a["pad"],
                                                  sparse, layer=ly.name)
             elif ly.op == "conv":
@@ -224,7 +241,10 @@ class Model:
             w, b = f"{ly.name}.w", f"{ly.name}.b"
             if ly.op in ("conv", "linear"):
                 masked = masks is not None and w in masks
-                if masked or isinstance(cache, (F.PrunedConvCache, F.PrunedLinearCache)):
+                if isinstance(cache, F.WinogradConvCache):
+                    d, grads[w], grads[b] = F.conv_backward_winograd(
+                        d, cache, w_mask=masks[w] if masked else None, need_dx=need_dx)
+                elif masked or isinstance(cache, (F.PrunedConvCache, F.PrunedLinearCache)):
                     backward = F.conv_backward_masked if ly.op == "conv" else \
                         F.linear_backward_masked
                     d, grads[w], grads[b] = backward(
@@ -280,10 +300,11 @@ VGG_D = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512
 
 
 def build_vgg(cfg=SMALL_VGG, fc=(256,), input_shape=(3, 32, 32), batch_norm: bool = False,
-              num_classes: int = 10, name: str = "vgg") -> Model:
+              num_classes: int = 10, name: str = "vgg", conv_algo: str = "im2col") -> Model:
     """VGG builder: cfg lists conv widths (3x3, padding 1) and "M" for 2x2 max-pools.
 
     A 28x28 input gets padding 3 in the first convolution (28 -> 32), so the pools divide evenly.
+    `conv_algo`: how every convolution is computed, "im2col" or "winograd" (all are 3x3, stride 1).
     """
     c, h, w = input_shape
     if (h, w) not in ((32, 32), (28, 28)):
@@ -298,7 +319,7 @@ def build_vgg(cfg=SMALL_VGG, fc=(256,), input_shape=(3, 32, 32), batch_norm: boo
             size //= 2
             continue
         i += 1
-        layers.append(conv(f"conv{i}", channels, v, 3, 1, pad_first if i == 1 else 1))
+        layers.append(conv(f"conv{i}", channels, v, 3, 1, pad_first if i == 1 else 1, conv_algo))
         if batch_norm:
             layers.append(batchnorm(f"bn{i}", v))
         layers.append(relu(f"relu{i}"))
@@ -312,14 +333,16 @@ def build_vgg(cfg=SMALL_VGG, fc=(256,), input_shape=(3, 32, 32), batch_norm: boo
     return Model(name, tuple(input_shape), tuple(layers))
 
 
-def vgg(input_shape=(3, 32, 32), batch_norm: bool = False, num_classes: int = 10) -> Model:
-    """The small teaching VGG: 32,32,M,64,64,M,128,128,M, then fc 256 -> fc classes."""
-    return build_vgg(SMALL_VGG, (256,), tuple(input_shape), batch_norm, num_classes, "vgg")
+def vgg(input_shape=(3, 32, 32), batch_norm: bool = False, num_classes: int = 10,
+        conv: str = "im2col") -> Model:
+    """The small teaching VGG: 32,32,M,64,64,M,128,128,M, then fc 256 -> fc classes. `conv`:
+    "im2col" (the default) or "winograd" for every convolution."""
+    return build_vgg(SMALL_VGG, (256,), tuple(input_shape), batch_norm, num_classes, "vgg", conv)
 
 
-def vgg_d(input_shape=(3, 32, 32), num_classes: int = 10) -> Model:
+def vgg_d(input_shape=(3, 32, 32), num_classes: int = 10, conv: str = "im2col") -> Model:
     """VGG-D as in SNIP/FreezeNet's CIFAR experiments: 13 convs with batch norm, fc 512-512-10."""
-    return build_vgg(VGG_D, (512, 512), tuple(input_shape), True, num_classes, "vgg_d")
+    return build_vgg(VGG_D, (512, 512), tuple(input_shape), True, num_classes, "vgg_d", conv)
 
 
 MODELS: dict[str, Callable[..., Model]] = {
@@ -329,8 +352,8 @@ MODELS: dict[str, Callable[..., Model]] = {
 MODEL_KWARGS = {
     "lenet300": ("num_classes",),
     "lenet5": ("num_classes", "conv_relu"),
-    "vgg": ("input_shape", "batch_norm", "num_classes"),
-    "vgg_d": ("input_shape", "num_classes"),
+    "vgg": ("input_shape", "batch_norm", "num_classes", "conv"),
+    "vgg_d": ("input_shape", "num_classes", "conv"),
 }
 """The keyword arguments each builder takes (what a `.mfz` header may record)."""
 
@@ -346,6 +369,9 @@ def check_kwargs(name: str, kwargs) -> dict:
         raise ValueError(f"{name}: expected keyword arguments as a mapping, got {kwargs!r}")
     out = dict(kwargs)
     for key, value in kwargs.items():
+        if key == "conv" and key not in MODEL_KWARGS[name] and value != "im2col":
+            raise ValueError(f"{name}: conv={value!r} needs 3x3 stride-1 convolutions, which only "
+                             f"vgg and vgg_d have; {name} computes its convolutions by im2col")
         if key not in MODEL_KWARGS[name]:
             raise ValueError(f"{name}: unknown keyword argument {key!r}; expected any of "
                              f"{', '.join(MODEL_KWARGS[name])}")
@@ -355,6 +381,8 @@ def check_kwargs(name: str, kwargs) -> dict:
                                      or not 2 <= value <= MAX_CLASSES):
             raise ValueError(f"{name}: num_classes must be a whole number in [2, {MAX_CLASSES}], "
                              f"got {value!r}")
+        if key == "conv" and value not in CONV_ALGOS:
+            raise ValueError(f"{name}: conv must be one of {', '.join(CONV_ALGOS)}, got {value!r}")
         if key == "input_shape":
             ok = (isinstance(value, (list, tuple)) and len(value) == 3
                   and all(isinstance(v, int) and not isinstance(v, bool) for v in value)

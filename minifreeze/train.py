@@ -102,7 +102,8 @@ class TrainConfig:
     Groups of fields:
     what to train: model, method, rate (q), score and mode (override a one-shot method's pair),
         scope, include_biases, init, seed, model_kwargs (the builder's keyword arguments, e.g.
-        {"conv_relu": True} for LeNet-5 with a ReLU after each convolution; checked);
+        {"conv_relu": True} for LeNet-5 with a ReLU after each convolution, {"conv": "winograd"}
+        for a VGG whose 3x3 convolutions are Winograd's F(2x2, 3x3); checked);
     how: epochs, batch_size, lr, momentum, nesterov, weight_decay, schedule (cosine, step,
         constant), lr_step_every and lr_gamma (the step schedule: lr * lr_gamma every
         lr_step_every steps; None: a third of the run), warmup_steps, saliency_batch,
@@ -185,6 +186,8 @@ class TrainConfig:
             c.model_kwargs["input_shape"] = list(c.model_kwargs["input_shape"])  # as JSON has it
         if c.model_kwargs.get("conv_relu") is False:
             del c.model_kwargs["conv_relu"]  # the default: one config for one network
+        if c.model_kwargs.get("conv") == "im2col":
+            del c.model_kwargs["conv"]  # the default, likewise
         init.check_seed(c.seed)
         parallel.check_shards(c.shards)
         require(c.init in init.SCHEMES, "init", f"one of {', '.join(init.SCHEMES)}", c.init)

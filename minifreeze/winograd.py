@@ -27,7 +27,10 @@ reference measured 0.6e-7 to 1.4e-7 (im2col's: 0.4e-7 to 2.6e-7), for layers of 
     dx, dw, db = conv_backward(dout, x, w, pad=1)
 
 This is the reference: `kernels_numba.winograd_input_transform` and `winograd_output_transform`
-are its transforms as compiled loops; no backend uses them in training yet.
+are its transforms as compiled loops, which the numba backend uses. A model runs its 3x3
+convolutions this way when built with `conv="winograd"` (`models.get_model("vgg",
+conv="winograd")`, `--conv winograd`; `fast_layers.conv_forward_winograd`); the default stays
+im2col, whose rounding every committed result was computed with.
 """
 
 from __future__ import annotations
@@ -92,15 +95,27 @@ def input_transform(x: np.ndarray, pad: int, th: int, tw: int) -> np.ndarray:
     return v.reshape(4, 4, x.shape[1], -1)
 
 
-def conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int = 0) -> np.ndarray:
+def conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int = 0, *,
+                 transforms=None) -> np.ndarray:
     """The 3x3 stride-1 convolution of x (N, C, H, W) with w (F, C, 3, 3) and bias b (F,):
     (N, F, OH, OW), as F(2x2, 3x3)."""
+    return conv_forward_v(x, w, b, pad, transforms=transforms)[0]
+
+
+def conv_forward_v(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int = 0, *,
+                   transforms=None) -> tuple[np.ndarray, np.ndarray]:
+    """(out, V): `conv_forward` and its transformed input tiles V (16, C, P), which the backward
+    pass needs again (a layer keeps them in its cache, as im2col's layer keeps its columns).
+    `transforms`: (input_transform, output_transform) with the signatures of the reference
+    functions below reshaped to (16, C, P) and from (16, F, P), e.g. the compiled loops of
+    `kernels_numba`; None: the reference."""
     oh, ow, th, tw = _check(x.shape, w.shape, pad)
     n, f = x.shape[0], w.shape[0]
+    fin, fout = transforms or (input_transform, output_transform)
     u = filter_transform(w).reshape(16, f, -1)  # (16, F, C)
-    v = input_transform(x, pad, th, tw).reshape(16, x.shape[1], -1)  # (16, C, P)
+    v = fin(x, pad, th, tw).reshape(16, x.shape[1], -1)  # (16, C, P)
     m = np.matmul(u, v)  # the 16 GEMMs: (16, F, P)
-    return output_transform(m, n, th, tw, oh, ow) + b.reshape(1, -1, 1, 1)
+    return fout(m, n, th, tw, oh, ow) + b.reshape(1, -1, 1, 1), v
 
 
 def output_transform(m: np.ndarray, n: int, th: int, tw: int, oh: int, ow: int) -> np.ndarray:
@@ -113,31 +128,57 @@ def output_transform(m: np.ndarray, n: int, th: int, tw: int, oh: int, ow: int) 
     return y.reshape(n, f, 2 * th, 2 * tw)[:, :, :oh, :ow]
 
 
-def conv_backward(dout: np.ndarray, x: np.ndarray, w: np.ndarray, pad: int = 0):
-    """(dx, dw, db) of `conv_forward`: each step's adjoint in reverse (see the module docstring)."""
-    oh, ow, th, tw = _check(x.shape, w.shape, pad)
-    n, c, h, wd = x.shape
-    f = w.shape[0]
-    if dout.shape != (n, f, oh, ow):
-        raise ValueError(f"winograd: dout expected {(n, f, oh, ow)}, got {dout.shape}")
+def output_adjoint(dout: np.ndarray, th: int, tw: int) -> np.ndarray:
+    """dM = A dY A^T for every (filter, tile): the adjoint of `output_transform`, from dout
+    (N, F, OH, OW) to (16, F, P) (an odd size's missing row or column read as 0)."""
+    n, f, oh, ow = dout.shape
     dy = np.zeros((n, f, th, 2, tw, 2), dtype=dout.dtype)  # the output tiles, odd sizes padded
     dy.reshape(n, f, 2 * th, 2 * tw)[:, :, :oh, :ow] = dout
     a = AT.T.astype(dout.dtype)  # (4, 2): A
-    dm = np.einsum("ik,nftkul,jl->ijfntu", a, dy, a, optimize=True).reshape(16, f, -1)  # (16, F, P)
-    v = input_transform(x, pad, th, tw).reshape(16, c, -1)  # (16, C, P)
-    du = np.matmul(dm, v.transpose(0, 2, 1)).reshape(4, 4, f, c)  # (4, 4, F, C)
-    g = G.astype(w.dtype)
-    dw = np.einsum("ki,klfc,lj->fcij", g, du, g, optimize=True)  # G^T dU G: (F, C, 3, 3)
-    u = filter_transform(w).reshape(16, f, c)  # (16, F, C)
-    dv = np.matmul(u.transpose(0, 2, 1), dm).reshape(4, 4, c, n, th, tw)  # U^T dM: (4, 4, C, ...)
-    bt = BT.astype(x.dtype)
-    dd = np.einsum("ki,klcntu,lj->ncijtu", bt, dv, bt, optimize=True)  # B dV B^T: (N, C, 4, 4, TH, TW)
-    dxp = np.zeros((n, c, 2 * th + 2, 2 * tw + 2), dtype=x.dtype)
-    for i in range(4):  # add each tile back where it was read (tiles overlap by 2): col2im's job
+    return np.einsum("ik,nftkul,jl->ijfntu", a, dy, a, optimize=True).reshape(16, f, -1)
+
+
+def input_adjoint(dv: np.ndarray, x_shape, pad: int, th: int, tw: int) -> np.ndarray:
+    """dd = B dV B^T for every (channel, tile), each 4x4 tile added back where it was read (the
+    tiles overlap by 2: col2im's job): the adjoint of `input_transform`, (16, C, P) -> dx
+    (N, C, H, W)."""
+    n, c, h, wd = x_shape
+    bt = BT.astype(dv.dtype)
+    dd = np.einsum("ki,klcntu,lj->ncijtu", bt, dv.reshape(4, 4, c, n, th, tw), bt,
+                   optimize=True)  # B dV B^T: (N, C, 4, 4, TH, TW)
+    dxp = np.zeros((n, c, 2 * th + 2, 2 * tw + 2), dtype=dv.dtype)
+    for i in range(4):
         for j in range(4):
             dxp[:, :, i:i + 2 * th:2, j:j + 2 * tw:2] += dd[:, :, i, j]
-    dx = dxp[:, :, pad:pad + h, pad:pad + wd]
-    return np.ascontiguousarray(dx), dw, dout.sum(axis=(0, 2, 3))
+    return np.ascontiguousarray(dxp[:, :, pad:pad + h, pad:pad + wd])
+
+
+def conv_backward(dout: np.ndarray, x: np.ndarray, w: np.ndarray, pad: int = 0, *,
+                  v: np.ndarray | None = None, need_dx: bool = True, transforms=None):
+    """(dx, dw, db) of `conv_forward`: each step's adjoint in reverse (see the module docstring).
+    `v`: the forward pass's transformed tiles (16, C, P) (`conv_forward_v`), else recomputed;
+    dx is None when not `need_dx` (the first layer's is never used). `transforms`:
+    (input_transform, output_adjoint, input_adjoint) with the reference signatures, e.g. the
+    compiled loops of `kernels_numba`; None: the reference."""
+    oh, ow, th, tw = _check(x.shape, w.shape, pad)
+    n, c = x.shape[:2]
+    f = w.shape[0]
+    if dout.shape != (n, f, oh, ow):
+        raise ValueError(f"winograd: dout expected {(n, f, oh, ow)}, got {dout.shape}")
+    fin, fout_adj, fin_adj = transforms or (input_transform, output_adjoint, input_adjoint)
+    dm = fout_adj(dout, th, tw)  # A dY A^T: (16, F, P)
+    if v is None:
+        v = fin(x, pad, th, tw)
+    v = v.reshape(16, c, -1)  # (16, C, P)
+    du = np.matmul(dm, v.transpose(0, 2, 1)).reshape(4, 4, f, c)  # dM V^T: (4, 4, F, C)
+    g = G.astype(w.dtype)
+    dw = np.einsum("ki,klfc,lj->fcij", g, du, g, optimize=True)  # G^T dU G: (F, C, 3, 3)
+    db = dout.sum(axis=(0, 2, 3))
+    if not need_dx:
+        return None, dw, db
+    u = filter_transform(w).reshape(16, f, c)  # (16, F, C)
+    dv = np.matmul(u.transpose(0, 2, 1), dm)  # U^T dM: (16, C, P)
+    return fin_adj(dv, x.shape, pad, th, tw), dw, db
 
 
 def multiplications(x_shape, w_shape, pad: int = 0) -> tuple[int, int]:

@@ -241,3 +241,10 @@ def test_train_steps_on_the_cuda_backend_matches_the_host_loop():
     for a, b in zip(dev.history, host.history):
         np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-4)
         assert a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_device_trainer_refuses_a_winograd_model():
+    from minifreeze import init
+    model = get_model("vgg", input_shape=(1, 28, 28), conv="winograd")
+    with pytest.raises(NotImplementedError, match="winograd convolution, which runs on the numba and numpy"):
+        DeviceTrainer(model, init.init_params(model, 0, "xavier"))

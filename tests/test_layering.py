@@ -14,7 +14,7 @@ from minifreeze.__main__ import make_parser
 from minifreeze.train import TrainConfig
 
 PACKAGE = Path(__file__).resolve().parent.parent / "minifreeze"
-KERNELS = {"im2col", "kernels_numba", "kernels_cuda"}
+KERNELS = {"im2col", "winograd", "kernels_numba", "kernels_cuda"}
 """The kernel modules: NumPy reference, Numba, CUDA."""
 
 

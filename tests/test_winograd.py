@@ -98,3 +98,99 @@ def test_numba_transforms_equal_the_reference(seed, shape, dtype):
     m = rng_from(seed + 3).standard_normal((16, w.shape[0], x.shape[0] * th * tw)).astype(dtype)
     out = K.winograd_output_transform(m, x.shape[0], th, tw, oh, ow)
     assert out.dtype == dtype and np.array_equal(out, W.output_transform(m, x.shape[0], th, tw, oh, ow))
+
+
+@settings(deadline=None)
+@given(seeds, shapes, st.sampled_from([np.float32, np.float64]))
+def test_numba_adjoint_transforms_equal_the_reference(seed, shape, dtype):
+    """dM = A dY A^T bit for bit (the same additions per entry); dx = B dV B^T added back onto
+    overlapping tiles to rounding only (the loop adds tile by tile, the reference offset by offset:
+    a different order of the same additions, at most 4 per entry of dx)."""
+    from minifreeze import kernels_numba as K
+    x, w, _, pad = _case(seed, shape, dtype)
+    oh, ow, th, tw = W.tiles_for(x.shape, w.shape, pad)
+    rng = rng_from(seed + 4)
+    dout = rng.standard_normal((x.shape[0], w.shape[0], oh, ow)).astype(dtype)
+    dm = K.winograd_output_adjoint(dout, th, tw)
+    assert dm.dtype == dtype and np.array_equal(dm, W.output_adjoint(dout, th, tw))
+    dv = rng.standard_normal((16, x.shape[1], x.shape[0] * th * tw)).astype(dtype)
+    dx, ref = K.winograd_input_adjoint(dv, x.shape, pad, th, tw), W.input_adjoint(dv, x.shape, pad, th, tw)
+    eps = np.finfo(dtype).eps
+    assert dx.dtype == dtype and np.all(np.abs(dx - ref) <= 16 * eps * (np.abs(ref) + np.abs(dv).max()))
+
+
+@settings(deadline=None)
+@given(seeds, shapes)
+def test_adjoint_transforms_are_transposes(seed, shape):
+    """<T(a), b> = <a, T*(b)> for the output transform and the input transform (float64)."""
+    x, w, _, pad = _case(seed, shape)
+    oh, ow, th, tw = W.tiles_for(x.shape, w.shape, pad)
+    rng = rng_from(seed + 5)
+    m = rng.standard_normal((16, w.shape[0], x.shape[0] * th * tw))
+    dy = rng.standard_normal((x.shape[0], w.shape[0], oh, ow))
+    y = W.output_transform(m, x.shape[0], th, tw, oh, ow)
+    assert abs(np.vdot(y, dy) - np.vdot(m, W.output_adjoint(dy, th, tw))) <= 1e-12 * np.linalg.norm(y) * np.linalg.norm(dy) * 4
+    dv = rng.standard_normal((16, x.shape[1], x.shape[0] * th * tw))
+    v = W.input_transform(x, pad, th, tw).reshape(dv.shape)
+    dx = W.input_adjoint(dv, x.shape, pad, th, tw)
+    assert abs(np.vdot(v, dv) - np.vdot(x, dx)) <= 1e-12 * np.linalg.norm(v) * np.linalg.norm(dv) * 4
+
+
+# --- a model that computes its convolutions this way ---------------------------------------------
+
+def _small_vgg(conv):
+    from minifreeze import models
+    return models.get_model("vgg", input_shape=(1, 28, 28), conv=conv)
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
+def test_a_winograd_vgg_computes_the_im2col_vgg_to_rounding(backend_name):
+    from minifreeze import backend, init
+    a, b = _small_vgg("im2col"), _small_vgg("winograd")
+    assert all(ly.args.get("algo") == "winograd" for ly in b.layers if ly.op == "conv")
+    assert a.fingerprint() != b.fingerprint() and a.param_shapes() == b.param_shapes()
+    params = init.init_params(a, 3, "kaiming")
+    rng = rng_from(11)
+    x = rng.standard_normal((4, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 4)
+    masks = {k: (rng.random(params[k].shape) < 0.2).astype(np.float32) for k in a.weight_names()}
+    with backend.use_backend(backend_name):
+        la, ga = a.loss_and_grads(params, x, y, masks=masks)
+        lb, gb = b.loss_and_grads(params, x, y, masks=masks)
+    assert abs(la - lb) <= 1e-5 * abs(la)
+    for k in ga:
+        assert gb[k].dtype == np.float32 and rel_error(gb[k].astype(np.float64), ga[k]) < 1e-4, k
+    for k, m in masks.items():  # masked semantics unchanged: exactly 0 where m == 0
+        assert not gb[k][m == 0].any(), k
+
+
+def test_training_a_winograd_vgg_keeps_frozen_weights_bit_for_bit_and_its_file_rebuilds_it(tmp_path):
+    from minifreeze import data, storage
+    from minifreeze.train import TrainConfig, train
+    rng = rng_from(5)
+    ds = data.Dataset("synthetic", rng.random((48, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 48),
+                      rng.random((16, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 16))
+    c = TrainConfig(model="vgg", method="freezenet", rate=0.9, epochs=1, batch_size=16, warmup_steps=0,
+                    saliency_batch=16, shards=1, model_kwargs={"input_shape": [1, 28, 28], "conv": "winograd"})
+    result = train(c, ds, progress=False)
+    assert result.config.model_kwargs["conv"] == "winograd"
+    for k, m in result.masks.items():
+        off = m == 0
+        assert np.array_equal(result.params[k][off].view(np.uint32), result.theta0[k][off].view(np.uint32)), k
+    storage.save(tmp_path / "m.mfz", result.checkpoint())
+    ckpt = storage.load(tmp_path / "m.mfz")
+    assert ckpt.model().fingerprint() == result.model.fingerprint()
+    assert np.array_equal(ckpt.model().predict(ckpt.params, ds.x_test), result.model.predict(result.params, ds.x_test))
+    im2col = TrainConfig(**{**c.__dict__, "model_kwargs": {"input_shape": [1, 28, 28], "conv": "im2col"}})
+    assert "conv" not in im2col.resolved().model_kwargs  # the default is not recorded: one config per run
+
+
+def test_winograd_is_refused_where_it_does_not_fit():
+    from minifreeze import models
+    with pytest.raises(ValueError, match="conv='winograd' needs 3x3 stride-1 convolutions"):
+        models.get_model("lenet5", conv="winograd")
+    with pytest.raises(ValueError, match="conv must be one of im2col, winograd"):
+        models.get_model("vgg", conv="fft")
+    with pytest.raises(ValueError, match="needs 3x3 filters at stride 1"):
+        models.conv("c", 1, 2, 5, algo="winograd")
+    assert "algo" not in models.conv("c", 1, 2, 3).args  # im2col: the fingerprint it always had
