@@ -11,7 +11,9 @@ number must print the same digests.
     diff before.txt after.txt
 
 Only public names that have existed since the first trainer (`train.TrainConfig`, `train.train`,
-`data.load_dataset`, `data.limit_train`, `data.limit_test`) are used, so an older checkout runs it.
+`data.load_dataset`, `data.limit_train`, `data.limit_test`) are used, so an older checkout runs it;
+the configs are written flat, as TrainConfig's fields were before each method's options were
+nested (`TrainConfig.from_dict` reads that form where it exists).
 """
 
 from __future__ import annotations
@@ -44,20 +46,25 @@ def digest(result) -> str:
     return h.hexdigest()
 
 
+def config(**fields) -> TrainConfig:
+    """A config from flat fields, on checkouts before and after options were nested."""
+    return TrainConfig.from_dict(fields) if hasattr(TrainConfig, "from_dict") else TrainConfig(**fields)
+
+
 def main() -> int:
     data = limit_test(limit_train(load_dataset("mnist"), 2000), 500)
     for model, method, rate, sparse in GRID:
-        c = TrainConfig(model=model, method=method, rate=rate, epochs=1, batch_size=100,
-                        warmup_steps=5, lr=0.05, seed=3, shards=2, prune_every=4,
-                        sparse_compute=sparse)
+        c = config(model=model, method=method, rate=rate, epochs=1, batch_size=100,
+                   warmup_steps=5, lr=0.05, seed=3, shards=2, prune_every=4,
+                   sparse_compute=sparse)
         r = train(c, data, progress=False)
         print(f"{model} {method} {rate} sparse={sparse} {r.history[-1]['test_accuracy']:.4f} "
               f"{digest(r)}", flush=True)
     from minifreeze import elsa  # ELSA's phases (elsa.train has existed since ELSA did)
     for sparsifier in ("snip", "grad", "gmp"):
-        c = TrainConfig(model="lenet300", method="elsa", levels=(0.99, 0.9), epochs=1,
-                        batch_size=100, warmup_steps=5, lr=0.05, seed=3, shards=2,
-                        prune_every=4, sparsifier=sparsifier)
+        c = config(model="lenet300", method="elsa", levels=(0.99, 0.9), epochs=1,
+                   batch_size=100, warmup_steps=5, lr=0.05, seed=3, shards=2,
+                   prune_every=4, sparsifier=sparsifier)
         r = elsa.train(c, data, progress=False)
         print(f"lenet300 elsa {sparsifier} {r.history[-1]['test_accuracy']:.4f} "
               f"{digest(r)}", flush=True)

@@ -252,26 +252,30 @@ def add_config_arguments(p: argparse.ArgumentParser, skip=()) -> None:
     p.add_argument("--protocol", choices=sorted(T.PROTOCOLS), default="short",
                    help="a named preset of the training fields (short: the defaults below; "
                         "paper: FreezeNet's supplement, 250 epochs); any flag overrides it")
-    for f in dataclasses.fields(T.TrainConfig):
-        if f.name in skip or f.name == "model_kwargs":
+    from minifreeze import methods
+    fields = []
+    for f in dataclasses.fields(T.TrainConfig):  # the methods' options, flat, in options' place
+        fields += list(methods.option_defaults().items()) if f.name == "options" else \
+            [(f.name, getattr(d, f.name))]
+    for name, default in fields:
+        if name in skip or name == "model_kwargs":
             continue
-        default = getattr(d, f.name)
-        kw = dict(default=argparse.SUPPRESS, help=f"{CONFIG_HELP[f.name]} (default {default})")
+        kw = dict(default=argparse.SUPPRESS, help=f"{CONFIG_HELP[name]} (default {default})")
         if isinstance(default, bool):
             kw["action"] = "store_true"
-        elif f.name in choices:
-            kw["choices"] = choices[f.name]
-        elif f.name == "levels":
+        elif name in choices:
+            kw["choices"] = choices[name]
+        elif name == "levels":
             kw.update(nargs="+", type=float, metavar="Q")
-        elif f.name == "phase_epochs":
+        elif name == "phase_epochs":
             kw.update(nargs="+", type=int, metavar="E")
-        elif f.name == "epochs":
+        elif name == "epochs":
             kw["type"] = _epochs
-        elif f.name in ("shards", "lr_step_every", "checkpoint_every"):
+        elif name in ("shards", "lr_step_every", "checkpoint_every"):
             kw.update(type=int, metavar="N")
         else:
             kw["type"] = type(default)
-        p.add_argument("--" + f.name.replace("_", "-"), **kw)
+        p.add_argument("--" + name.replace("_", "-"), **kw)
 
 
 def config_from_args(args, *, resolve: bool = True, **fixed):
@@ -280,8 +284,10 @@ def config_from_args(args, *, resolve: bool = True, **fixed):
     (a sweep's base: each method resolves it for itself, keeping the fields it uses)."""
     import dataclasses
     from minifreeze import train as T
+    from minifreeze import methods
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(T.TrainConfig)
              if hasattr(args, f.name) and f.name not in fixed}
+    options = {k: getattr(args, k) for k in methods.option_defaults() if hasattr(args, k)}
     model_kwargs = {}
     if getattr(args, "input_shape", None) is not None:
         model_kwargs["input_shape"] = list(args.input_shape)
@@ -291,6 +297,10 @@ def config_from_args(args, *, resolve: bool = True, **fixed):
         model_kwargs["conv_relu"] = True
     if getattr(args, "conv", None) == "winograd":
         model_kwargs["conv"] = "winograd"
+    if "method" in fixed:  # one method: its options from the flags it has
+        given["options"] = _library_call(lambda: methods.get(fixed["method"]).options_from(options))
+    elif options:  # a sweep's base: each method takes the flags it has (sweep.expand_grid)
+        given["options"] = options
     config = _library_call(lambda: T.protocol_config(args.protocol, **given, **fixed,
                                                      model_kwargs=model_kwargs))
     return _library_call(config.resolved) if resolve else config

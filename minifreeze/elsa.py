@@ -54,7 +54,7 @@ from minifreeze import masks as M, methods, models, saliency as S, storage
 from minifreeze import train as T
 from minifreeze.data import Dataset
 from minifreeze.methods import require
-from minifreeze.weightmom import GRADUAL, SCHEDULE_FIELDS, check_schedule
+from minifreeze.weightmom import GRADUAL, Schedule
 
 SPARSIFIERS = {"snip": "snip", "grad": "grad_prune", "random": "random_prune",
                "weightmom": "weightmom", "gmp": "gmp"}
@@ -70,21 +70,64 @@ JOIN_INITS = ("zero", "theta0")
 """What a joining weight starts from: 0, where it sat in the sparser network (the network's
 function is unchanged when a phase starts), or its theta0 value."""
 
-OPTION_FIELDS = ("levels", "sparsifier", "join_score", "join_init", "phase_epochs")
-"""The TrainConfig fields of ELSA (and, with a gradual sparsifier, its schedule's)."""
+@dataclass(frozen=True)
+class ElsaOptions(methods.Options):
+    """ELSA's options (`TrainConfig.options` of method elsa): the levels' rates, sparsest first;
+    the sparsifier of phase 1 and, when it is gradual, its schedule `gradual` (a `weightmom.Schedule`:
+    the defaults when not given, None for a one-shot sparsifier, so one run has one config); how
+    each later level's weights are chosen and start; the epochs of each phase (None: `epochs`
+    each)."""
+    levels: tuple = (0.995, 0.99, 0.9)
+    sparsifier: str = "snip"
+    join_score: str = "grad"
+    join_init: str = "zero"
+    phase_epochs: tuple | None = None
+    gradual: Schedule | None = None
+
+    def __post_init__(self):
+        set_ = object.__setattr__  # frozen: normalise once, here (JSON gives lists back)
+        set_(self, "levels", tuple(float(q) for q in self.levels))
+        if self.phase_epochs is not None:
+            set_(self, "phase_epochs", tuple(int(e) for e in self.phase_epochs))
+        if isinstance(self.gradual, dict):
+            set_(self, "gradual", Schedule.from_flat(self.gradual, strict=True))
+        gradual = self.sparsifier in GRADUAL
+        set_(self, "gradual", (self.gradual or Schedule()) if gradual else None)
+
+    @classmethod
+    def from_flat(cls, values, *, strict: bool = False) -> "ElsaOptions":
+        """From flat values: ELSA's own fields, and the schedule's fields spread out (as the
+        command line and runs recorded before options were nested have them) or as `gradual`."""
+        own = {k: values[k] for k in ("levels", "sparsifier", "join_score", "join_init",
+                                      "phase_epochs", "gradual") if k in values}
+        rest = {k: v for k, v in values.items() if k not in own}
+        if strict:
+            unknown = sorted(set(rest) - set(Schedule.flat_defaults()))
+            require(not unknown, "options", "fields of ElsaOptions (levels, sparsifier, join_score, "
+                    "join_init, phase_epochs, gradual) or of its Schedule", unknown)
+        if own.get("gradual") is None and any(k in rest for k in Schedule.flat_defaults()):
+            own["gradual"] = Schedule.from_flat(rest)
+        return cls(**own)
+
+    def flat(self) -> dict:
+        out = {k: getattr(self, k) for k in ("levels", "sparsifier", "join_score", "join_init",
+                                             "phase_epochs")}
+        return {**out, **(self.gradual.flat() if self.gradual is not None else {})}
+
+    @classmethod
+    def flat_defaults(cls) -> dict:
+        return {**cls().flat(), **Schedule.flat_defaults()}
 
 
 @dataclass(frozen=True)
 class Elsa(methods.Method):
     """ELSA's method object: its options, their checks, and its own driver, `train`."""
-    option_fields: ClassVar[tuple[str, ...]] = OPTION_FIELDS + SCHEDULE_FIELDS
+    Options: ClassVar[type] = ElsaOptions
     uses_rate: ClassVar[bool] = False
     trains_itself: ClassVar[bool] = True
 
-    def options(self, config) -> tuple[str, ...]:
-        return OPTION_FIELDS + (SCHEDULE_FIELDS if config.sparsifier in GRADUAL else ())
-
-    def check(self, c) -> None:
+    def check(self, config) -> None:
+        c = config.options
         q = c.levels
         require(len(q) >= 1 and all(0 < v < 1 for v in q) and
                 all(a > b for a, b in zip(q, q[1:])),
@@ -99,12 +142,13 @@ class Elsa(methods.Method):
                                            min(c.phase_epochs) >= 1),
                 "phase_epochs", f"None or {len(q) + 1} whole numbers >= 1 (one per level, then "
                 f"dense)", c.phase_epochs)
-        if c.sparsifier in GRADUAL:
-            check_schedule(c.prune_start, c.prune_end, c.prune_every, c.mom_beta, c.alloc_alpha)
+        if c.gradual is not None:
+            c.gradual.check()
 
     def group(self, config: dict) -> str:
-        """`elsa`, or `elsa_<sparsifier>` when phase 1 is not SNIP's: never averaged together."""
-        sparsifier = config.get("sparsifier", "snip")
+        """`elsa`, or `elsa_<sparsifier>` when phase 1 is not SNIP's: never averaged together.
+        (`config` as metrics.json records it: the options nested, or flat in earlier runs.)"""
+        sparsifier = (config.get("options") or config).get("sparsifier", "snip")
         return self.name if sparsifier == "snip" else f"{self.name}_{sparsifier}"
 
     def run(self, config, data, *, progress: bool | None = None) -> "ElsaResult":
@@ -131,7 +175,7 @@ class ElsaResult:
     @property
     def rates(self) -> list[float]:
         """The rate of each level, sparsest first; the dense level's is 0."""
-        return [*self.config.levels, 0.0]
+        return [*self.config.options.levels, 0.0]
 
     def level_masks(self, level: int) -> M.Masks:
         """The mask of level `level` (1-based): every weight that joined at it or before."""
@@ -161,15 +205,16 @@ def extract(params: dict[str, np.ndarray], level_map: dict[str, np.ndarray],
 
 def phase_epochs(config: T.TrainConfig) -> list[int]:
     """Epochs of each phase: config.phase_epochs, or config.epochs for every phase."""
-    c = config
-    return list(c.phase_epochs) if c.phase_epochs is not None else [c.epochs] * (len(c.levels) + 1)
+    c, o = config, config.options
+    return list(o.phase_epochs) if o.phase_epochs is not None else [c.epochs] * (len(o.levels) + 1)
 
 
 def first_phase(config: T.TrainConfig, data: Dataset, *, progress=None) -> T.TrainResult:
     """Phase 1: the sparsest level, trained pruned to levels[0] with the configured sparsifier."""
     c = config
-    c1 = dataclasses.replace(c, method=SPARSIFIERS[c.sparsifier], rate=c.levels[0],
-                             epochs=phase_epochs(c)[0], score=None, mode=None)
+    o = c.options
+    c1 = dataclasses.replace(c, method=SPARSIFIERS[o.sparsifier], rate=o.levels[0],
+                             epochs=phase_epochs(c)[0], score=None, mode=None, options=o.gradual)
     return T.train(c1, data, progress=progress)
 
 
@@ -233,7 +278,7 @@ def train(config: T.TrainConfig, data: Dataset, *, progress: bool | None = None)
                          f"phases would change; ELSA here needs a model without it")
     t_all = time.perf_counter()
     epochs = phase_epochs(c)
-    rates = [*c.levels, 0.0]
+    rates = [*c.options.levels, 0.0]
     t0 = time.perf_counter()
     r = first_phase(c, data, progress=progress)
     phase_seconds = [time.perf_counter() - t0]
@@ -246,12 +291,12 @@ def train(config: T.TrainConfig, data: Dataset, *, progress: bool | None = None)
     snapshots = [{k: v.copy() for k, v in params.items()}]
     for i in range(1, len(rates)):
         t0 = time.perf_counter()
-        scores = join_scores(model, params, masks, data, score=c.join_score, seed=[c.seed, 10 + i],
+        scores = join_scores(model, params, masks, data, score=c.options.join_score, seed=[c.seed, 10 + i],
                              batch=c.saliency_batch)
         new = next_level(masks, scores, rates[i])
         joining = {k: (new[k] - masks[k]).astype(np.float32) for k in names}  # (m_{i+1} - m_i)
         start = {k: v.copy() for k, v in params.items()}
-        if c.join_init == "theta0":
+        if c.options.join_init == "theta0":
             for k, j in joining.items():
                 start[k][j == 1] = theta0[k][j == 1]
         r = train_phase(c, data, model, theta0, start, buffers, M.Masks(joining), epochs[i],

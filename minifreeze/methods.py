@@ -1,7 +1,8 @@
 """The methods, by name: the one place that knows every method and every one-shot score.
 
-A method is an object that owns what only it knows: the `TrainConfig` fields it reads beyond the
-common ones (`option_fields`) and their checks, how it chooses its weights before training
+A method is an object that owns what only it knows: its own options (`Options`, a small
+dataclass held in `TrainConfig.options`, e.g. `weightmom.Schedule`, `elsa.ElsaOptions`) and their
+checks, how it chooses its weights before training
 (`select`), the hooks it trains with (`hooks`), whether it trains whole by itself (`run`, ELSA's
 phases) and how it is recorded (`mode`, `uses_rate`). The pipeline
 (`train.py`), the runs, the sweep and the report ask this registry; none of them names a method.
@@ -21,12 +22,14 @@ method module so that the registry is whole whichever module a program imports f
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Mapping
 
 from minifreeze import masks as M, saliency as S
 
-__all__ = ["Dense", "Method", "OneShot", "REGISTRY", "SCORES", "Score", "get", "option_fields",
+__all__ = ["Dense", "Method", "OneShot", "Options", "REGISTRY", "SCORES", "Score", "get",
+           "option_defaults", "option_fields",
            "register", "register_score", "require"]
 
 
@@ -53,16 +56,37 @@ class Method:
     mode: str = "freeze"     # freeze (m == 0 held at theta0) or prune (m == 0 set to 0)
     score: str | None = None  # the one-shot score, if the method has one
 
-    option_fields: ClassVar[tuple[str, ...]] = ()
-    """The TrainConfig fields this kind of method may read beyond the common ones."""
+    Options: ClassVar[type | None] = None
+    """The dataclass of this kind of method's own options (an `Options` subclass), held in
+    `TrainConfig.options`; None: the method has none beyond the common fields."""
     uses_rate: ClassVar[bool] = True
     """Whether config.rate means something (a run name carries it; a sweep runs every rate)."""
     overridable: ClassVar[bool] = False
     """Whether config.score and config.mode may override the method's own pair."""
 
-    def options(self, config) -> tuple[str, ...]:
-        """The option fields this config reads (the others are reset to their defaults)."""
-        return self.option_fields
+    def options_from(self, values: Mapping | None, *, strict: bool = False):
+        """This method's options from flat values by field name (the command line's flags, or
+        the config of a run recorded before options were nested), each missing one at its
+        default; None for a method without options. `strict`: a name the options do not have
+        is an error, not ignored."""
+        return None if self.Options is None else self.Options.from_flat(values or {}, strict=strict)
+
+    def resolve_options(self, options):
+        """The options a config of this method runs with: `options` as given (an instance of
+        `Options`, or a mapping of its fields), the defaults for None; ValueError for a method
+        without options given some, or options of another method."""
+        if self.Options is None:
+            require(options is None or options == {}, "options",
+                    f"none (method {self.name} has no options of its own)", options)
+            return None
+        if options is None:
+            return self.Options()
+        if isinstance(options, Mapping):
+            return self.Options.from_flat(options, strict=True)
+        require(isinstance(options, self.Options), "options",
+                f"{self.Options.__name__} (method {self.name}'s), or a mapping of its fields",
+                type(options).__name__)
+        return options
 
     def check(self, config) -> None:
         """Raise ValueError naming a bad option of a resolved config."""
@@ -154,9 +178,45 @@ def get(name: str) -> Method:
     return REGISTRY[name]
 
 
+def option_defaults() -> dict:
+    """Every option some method has, flat (by field name, a nested option's fields spread out),
+    at its default, in registry order: the command line's option flags, and the fields a run's
+    name hashes (`TrainConfig.flat`)."""
+    out: dict = {}
+    for m in REGISTRY.values():
+        if m.Options is not None:
+            for k, v in m.Options.flat_defaults().items():
+                out.setdefault(k, v)
+    return out
+
+
 def option_fields() -> set[str]:
-    """Every field some method owns: a method's config resets the ones it does not read."""
-    return {f for m in REGISTRY.values() for f in type(m).option_fields}
+    """The names of `option_defaults`."""
+    return set(option_defaults())
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base of a method's options: a small frozen dataclass nested in `TrainConfig.options`.
+    `flat()` spreads it into {field: value} (nested options' fields too); `from_flat` reads
+    that form back, ignoring other names unless `strict`."""
+
+    @classmethod
+    def from_flat(cls, values: Mapping, *, strict: bool = False) -> "Options":
+        names = [f.name for f in dataclasses.fields(cls)]
+        if strict:
+            unknown = sorted(set(values) - set(names) - set(cls.flat_defaults()))
+            require(not unknown, "options", f"fields of {cls.__name__} ({', '.join(names)})",
+                    unknown)
+        return cls(**{k: values[k] for k in names if k in values})
+
+    def flat(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def flat_defaults(cls) -> dict:
+        """Every flat field this kind of options may have, at its default."""
+        return cls().flat()
 
 
 # --- the methods of SNIP and FreezeNet: saliency scores from saliency.py -------------------------

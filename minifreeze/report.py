@@ -288,7 +288,8 @@ def page_tables(groups: list[dict], runs: list[dict] | None = None) -> dict[str,
     `groups` (mean and std per group), `checkpoints` (final epoch and SNIP's rule against
     dense), `compare` (FreezeNet - SNIP per network and rate), `frozen_pruned` (each mask frozen
     against pruned), `against_pruned` (FreezeNet against every pruned method) and, with runs,
-    `layers` (weights kept per layer: layer collapse)."""
+    `layers` (weights kept per layer: layer collapse) and `runs` (one row per run: accuracy,
+    trained parameters, compression, bytes on disk, epochs, training seconds)."""
     tables = {"pivot": "\n\n".join(pivot_markdown(groups, m)
                                    for m in sorted({g["model"] for g in groups})),
               "groups": markdown_table(format_rows(groups, AGGREGATE_COLUMNS), AGGREGATE_COLUMNS),
@@ -298,6 +299,7 @@ def page_tables(groups: list[dict], runs: list[dict] | None = None) -> dict[str,
               "against_pruned": pairs_table(pair_rows(groups, against_pruned_pairs(groups)))}
     if runs is not None:
         tables["layers"] = layers_markdown(layer_rows(runs))
+        tables["runs"] = markdown_table(summary_rows(runs), SUMMARY_COLUMNS)
     return tables
 
 

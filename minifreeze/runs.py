@@ -54,10 +54,10 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
-        """The spec of `to_dict`; config fields it does not name take TrainConfig's defaults (a
-        field added later, whose default keeps the old behaviour, leaves old runs finished)."""
-        known = {f.name for f in dataclasses.fields(T.TrainConfig)}
-        config = T.TrainConfig(**{k: v for k, v in d["config"].items() if k in known})
+        """The spec of `to_dict` (or of an earlier version: `TrainConfig.from_dict` reads flat
+        options too); config fields it does not name take TrainConfig's defaults (a field added
+        later, whose default keeps the old behaviour, leaves old runs finished)."""
+        config = T.TrainConfig.from_dict(d["config"])
         return cls(config.resolved(), d["dataset"], d["limit_train"], d["limit_test"],
                    d["val_fraction"])
 
@@ -65,13 +65,13 @@ class RunSpec:
     def name(self) -> str:
         """`model-method[-q<rate>]-s<seed>-<hash>`: readable, and unique per spec. The hash
         covers the data fields and the config fields that differ from TrainConfig's defaults
-        (resolved), so adding a field with a default renames no finished run."""
+        (resolved), in the flat form (`TrainConfig.flat`: options spread out), so adding a field
+        with a default, or nesting options, renames no finished run."""
         c = self.config
         rate = f"-q{c.rate!r}" if methods.get(c.method).uses_rate else ""
         d = self.to_dict()
-        defaults = _jsonable(dataclasses.asdict(T.TrainConfig(model=c.model,
-                                                              method=c.method).resolved()))
-        d["config"] = {k: v for k, v in d["config"].items() if defaults.get(k) != v}
+        defaults = _jsonable(T.TrainConfig(model=c.model, method=c.method).resolved().flat())
+        d["config"] = {k: v for k, v in _jsonable(c.flat()).items() if defaults.get(k) != v}
         net = models.network_name(c.model, c.model_kwargs)
         return f"{net}-{c.method}{rate}-s{c.seed}-{_digest(d)[:8]}"
 

@@ -30,7 +30,7 @@ import multiprocessing
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from minifreeze import backend, masks as M, models, parallel
 from minifreeze import train as T
@@ -66,14 +66,29 @@ def work(spec_dict: dict, out: str, backend_name: str | None = None) -> dict:
 
 # --- a grid -------------------------------------------------------------------------------------
 
+def _options(method: str, base: T.TrainConfig, flat: Mapping | None):
+    """The options of `method` in a grid: from the flat values if any, else base's when they are
+    this method's kind (a mapping, flat: each method takes the fields it has), else None (its
+    defaults)."""
+    m = T.METHODS[method]
+    o = flat or base.options
+    if m.Options is None or o is None:
+        return None
+    if isinstance(o, Mapping):
+        return m.options_from(o)
+    return o if isinstance(o, m.Options) else None
+
+
 def expand_grid(models, methods, rates, seeds, *, base: T.TrainConfig | None = None,
                 dataset: str = "mnist", limit_train: int | None = None,
                 limit_test: int | None = None, val_fraction: float = 0.0,
-                order: str = "grid") -> list[RunSpec]:
+                order: str = "grid", options: Mapping | None = None) -> list[RunSpec]:
     """Every combination as a RunSpec, in a fixed order (model, method, rate, seed; with
     `order="seed"` seed first, so that a sweep stopped half-way holds whole comparisons of the
     first seeds); dense is always included; rate-free methods (dense, elsa) once per model and
-    seed. `base` gives every other field (default: the short protocol, one shard per run).
+    seed. `base` gives every other field (default: the short protocol, one shard per run; its
+    `options` go to the methods they belong to). `options`: flat option values by field name
+    (`methods.option_defaults`), each method taking the ones it has (the command line's flags).
     Raises SweepError on a bad grid, before anything runs."""
     if order not in ORDERS:
         raise SweepError(f"unknown order {order!r}; expected one of {', '.join(ORDERS)}")
@@ -100,7 +115,8 @@ def expand_grid(models, methods, rates, seeds, *, base: T.TrainConfig | None = N
                 for seed in seeds:
                     try:
                         c = dataclasses.replace(base, model=model, method=method, rate=q,
-                                                seed=seed).resolved()
+                                                seed=seed, options=_options(method, base, options)
+                                                ).resolved()
                     except ValueError as err:
                         raise SweepError(f"{model} {method} rate {q} seed {seed}: {err}") from None
                     spec = RunSpec(c, dataset, limit_train, limit_test, val_fraction)

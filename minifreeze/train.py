@@ -58,6 +58,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -111,12 +112,9 @@ class TrainConfig:
         shard count, so a run that must reproduce elsewhere fixes it), sparse_compute (pruned
         layers compute over their kept weights only: faster, equal to float rounding, so off by
         default to keep results bit for bit those of the dense products);
-    gradual pruning (weightmom, gmp; see weightmom.py): prune_start and prune_end (fractions of
-        the run's steps), prune_every (steps between rounds), mom_beta (the moving average's
-        beta), alloc_alpha (the per-layer share's exponent);
-    ELSA (see elsa.py): levels (rates, sparsest first), sparsifier (how the sparsest level is
-        chosen), join_score (how each later level's weights are chosen), join_init (what a
-        joining weight starts from), phase_epochs (one count per phase; None: `epochs` each);
+    the method's own options: `options`, the small dataclass its method object names
+        (`methods.Method.Options`: `weightmom.Schedule` for weightmom and gmp, `elsa.ElsaOptions`
+        for elsa; None for the others), or a mapping of its fields; None: its defaults;
     SNIP's reporting rule: checkpoint_every (None: off; else the test set is also evaluated
         every so many steps) and checkpoint_last (only the last so many such checkpoints; SNIP
         reports the best of its last 5, one every 1,000 steps: `TrainResult.checkpoints`).
@@ -144,24 +142,15 @@ class TrainConfig:
     eval_batch: int = 1000
     shards: int | None = None
     sparse_compute: bool = False
-    prune_start: float = 0.1
-    prune_end: float = 0.6
-    prune_every: int = 100
-    mom_beta: float = 0.99
-    alloc_alpha: float = 0.0
-    levels: tuple = (0.995, 0.99, 0.9)
-    sparsifier: str = "snip"
-    join_score: str = "grad"
-    join_init: str = "zero"
-    phase_epochs: tuple | None = None
+    options: Any = None
     checkpoint_every: int | None = None
     checkpoint_last: int = 5
     model_kwargs: dict = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
-        """A copy with score and mode filled in from the method, the option fields the method
-        does not read reset to their defaults (so that the same run has one config), every field
-        checked (the method checks its own options)."""
+        """A copy with score and mode filled in from the method, its options those of the method
+        (the defaults when not given; so that the same run has one config), every field checked
+        (the method checks its own options)."""
         m = methods.get(self.method)
         if not m.overridable and (self.score is not None or self.mode is not None) and \
                 (self.score, self.mode) != (m.score, m.mode):
@@ -169,17 +158,13 @@ class TrainConfig:
                              f"they cannot be overridden (got score {self.score!r}, mode "
                              f"{self.mode!r})")
         c = dataclasses.replace(self, score=self.score or m.score, mode=self.mode or m.mode,
-                                levels=tuple(float(q) for q in self.levels),
-                                phase_epochs=None if self.phase_epochs is None
-                                else tuple(int(e) for e in self.phase_epochs),
+                                options=m.resolve_options(self.options),
                                 model_kwargs=dict(self.model_kwargs))
         if m.uses_rate:
             c.rate = M.check_rate(c.rate)
         else:
             c.rate, c.score, c.mode = 0.0, None, m.mode  # elsa: the final network is dense
         d = TrainConfig()
-        for name in methods.option_fields() - set(m.options(c)):
-            setattr(c, name, getattr(d, name))
         require(c.model in models.MODELS, "model", f"one of {', '.join(models.MODELS)}", c.model)
         c.model_kwargs = models.check_kwargs(c.model, c.model_kwargs)
         if isinstance(c.model_kwargs.get("input_shape"), tuple):
@@ -218,6 +203,27 @@ class TrainConfig:
         require(c.weight_decay >= 0, "weight_decay", "a number >= 0", c.weight_decay)
         m.check(c)
         return c
+
+    def flat(self) -> dict:
+        """The fields as one flat mapping: the options spread out by field name and every option
+        some method has at its default otherwise (`methods.option_defaults`). The form a run's
+        name hashes, so names stay what they were before options were nested, and the form
+        earlier runs recorded."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
+        opts = self.options.flat() if isinstance(self.options, methods.Options) else dict(self.options or {})
+        return {**d, **methods.option_defaults(), **opts}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "TrainConfig":
+        """A config from its recorded form: `dataclasses.asdict` of one (the options nested), or
+        the flat form of runs recorded before options were nested (`flat`); fields it does not
+        name take their defaults, names no config has are ignored (a field added later, whose
+        default keeps the old behaviour, leaves old runs readable). Not resolved."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        fields_ = {k: v for k, v in d.items() if k in known}
+        if "options" not in d:
+            fields_["options"] = methods.get(d.get("method", cls.method)).options_from(d)
+        return cls(**fields_)
 
 
 PROTOCOLS: dict[str, dict] = {

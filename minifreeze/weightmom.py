@@ -228,9 +228,10 @@ class GradualPruning(Hook):
         if not isinstance(method, Gradual):
             raise ValueError(f"GradualPruning: expected a gradual method "
                              f"({', '.join(GRADUAL)}), got {config.method!r}")
+        o = config.options
         return cls(scored_names(model, config.include_biases), config.rate,
-                   start=config.prune_start, end=config.prune_end, every=config.prune_every,
-                   beta=config.mom_beta, alpha=config.alloc_alpha, rank=method.rank,
+                   start=o.prune_start, end=o.prune_end, every=o.prune_every,
+                   beta=o.mom_beta, alpha=o.alloc_alpha, rank=method.rank,
                    allocation=method.allocation)
 
     def start(self, trainer, total_steps: int) -> None:
@@ -276,8 +277,21 @@ class GradualPruning(Hook):
 
 # --- the methods ---------------------------------------------------------------------------------
 
-SCHEDULE_FIELDS = ("prune_start", "prune_end", "prune_every", "mom_beta", "alloc_alpha")
-"""The TrainConfig fields of a gradual schedule."""
+@dataclass(frozen=True)
+class Schedule(methods.Options):
+    """A gradual method's options (`TrainConfig.options` of weightmom and gmp, and of ELSA's
+    first phase when it is gradual): the rounds run from prune_start to prune_end (shares of the
+    run's steps), one every prune_every steps; mom_beta is the moving average's beta, alloc_alpha
+    the per-layer share's exponent (see the module docstring)."""
+    prune_start: float = 0.1
+    prune_end: float = 0.6
+    prune_every: int = 100
+    mom_beta: float = 0.99
+    alloc_alpha: float = 0.0
+
+    def check(self) -> None:
+        check_schedule(self.prune_start, self.prune_end, self.prune_every, self.mom_beta,
+                       self.alloc_alpha)
 
 
 @dataclass(frozen=True)
@@ -286,11 +300,10 @@ class Gradual(methods.Method):
     weights by `rank` and shares the cut by `allocation`."""
     rank: str = "momentum"
     allocation: str = "layer"
-    option_fields: ClassVar[tuple[str, ...]] = SCHEDULE_FIELDS
+    Options: ClassVar[type] = Schedule
 
     def check(self, config) -> None:
-        check_schedule(config.prune_start, config.prune_end, config.prune_every, config.mom_beta,
-                       config.alloc_alpha)
+        config.options.check()
 
     def hooks(self, config, model) -> list:
         return [GradualPruning.from_config(config, model)]

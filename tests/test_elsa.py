@@ -35,9 +35,10 @@ levels_st = st.lists(st.sampled_from([0.99, 0.95, 0.9, 0.8, 0.5]), min_size=1, m
        join_init=st.sampled_from(["zero", "theta0"]))
 def test_levels_nest_and_extract_exactly(levels, seed, sparsifier, join_init):
     data = _data(seed % 7)
-    config = TrainConfig(model="lenet300", method="elsa", levels=levels, sparsifier=sparsifier,
-                         join_init=join_init, epochs=1, batch_size=40, lr=0.05, warmup_steps=0,
-                         prune_every=1, seed=seed)
+    config = TrainConfig(model="lenet300", method="elsa", epochs=1, batch_size=40, lr=0.05,
+                         warmup_steps=0, seed=seed,
+                         options={"levels": levels, "sparsifier": sparsifier, "join_init": join_init,
+                                  "prune_every": 1})
     for name in BACKENDS:
         with backend.use_backend(name):
             r = elsa.train(config, data, progress=False)

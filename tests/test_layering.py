@@ -100,9 +100,11 @@ def test_every_config_field_has_its_flag():
     from minifreeze.__main__ import config_from_args
     train = _subcommand("train")
     flags = {o for a in train._actions for o in a.option_strings}
-    fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "model_kwargs"]
+    from minifreeze import methods
+    fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("model_kwargs", "options")]
+    fields += list(methods.option_defaults())  # every method's options, one flat flag each
     missing = [f for f in fields if "--" + f.replace("_", "-") not in flags]
-    assert not missing, f"TrainConfig fields without a flag of the same name: {missing}"
+    assert not missing, f"TrainConfig fields and options without a flag of the same name: {missing}"
     sweep_flags = {o for a in _subcommand("sweep")._actions for o in a.option_strings}
     plural = {"model": "--models", "method": "--methods", "rate": "--rates", "seed": "--seeds"}
     missing = [f for f in fields if plural.get(f, "--" + f.replace("_", "-")) not in sweep_flags]

@@ -49,16 +49,39 @@ def test_a_method_without_a_score_refuses_one():
         TrainConfig(method="weightmom", score="grad").resolved()
 
 
-def test_options_a_method_does_not_read_take_their_defaults():
-    d = TrainConfig()
-    c = TrainConfig(method="freezenet", levels=(0.9,), prune_every=7, mom_beta=0.5).resolved()
-    assert (c.levels, c.prune_every, c.mom_beta) == (d.levels, d.prune_every, d.mom_beta)
-    g = TrainConfig(method="gmp", prune_every=7, levels=(0.9,)).resolved()
-    assert (g.prune_every, g.levels) == (7, d.levels)
-    e = TrainConfig(method="elsa", levels=(0.9,), prune_every=7).resolved()
-    assert (e.levels, e.prune_every) == ((0.9,), d.prune_every)  # snip sparsifier: no schedule
-    e = TrainConfig(method="elsa", levels=(0.9,), sparsifier="gmp", prune_every=7).resolved()
-    assert e.prune_every == 7
+def test_each_method_owns_its_options_nested_in_the_config():
+    from minifreeze.elsa import ElsaOptions
+    from minifreeze.weightmom import Schedule
+    assert TrainConfig(method="freezenet").resolved().options is None
+    with pytest.raises(ValueError, match="options: expected none \\(method freezenet has no options"):
+        TrainConfig(method="freezenet", options={"prune_every": 7}).resolved()
+    g = TrainConfig(method="gmp", options={"prune_every": 7}).resolved()
+    assert g.options == Schedule(prune_every=7)
+    with pytest.raises(ValueError, match="options: expected fields of Schedule"):
+        TrainConfig(method="gmp", options={"levels": (0.9,)}).resolved()
+    with pytest.raises(ValueError, match="options: expected ElsaOptions"):
+        TrainConfig(method="elsa", options=Schedule()).resolved()
+    e = TrainConfig(method="elsa", options=ElsaOptions(levels=(0.9,), gradual=Schedule(prune_every=7))).resolved()
+    assert e.options.levels == (0.9,) and e.options.gradual is None  # snip sparsifier: no schedule
+    e = TrainConfig(method="elsa", options={"levels": [0.9], "sparsifier": "gmp", "prune_every": 7}).resolved()
+    assert e.options == ElsaOptions(levels=(0.9,), sparsifier="gmp", gradual=Schedule(prune_every=7))
+
+
+def test_a_config_reads_back_from_both_its_recorded_forms():
+    """Nested (`dataclasses.asdict`, as runs record it now) and flat (`TrainConfig.flat`, as runs
+    recorded before options were nested): the same config, and the same run name."""
+    import dataclasses
+    import json
+    from minifreeze.runs import RunSpec
+    for c in (TrainConfig(method="elsa", options={"levels": [0.99, 0.9], "sparsifier": "gmp",
+                                                  "mom_beta": 0.5}),
+              TrainConfig(method="weightmom", options={"prune_every": 3}),
+              TrainConfig(method="snip", rate=0.99)):
+        c = c.resolved()
+        for form in (dataclasses.asdict(c), c.flat()):
+            back = TrainConfig.from_dict(json.loads(json.dumps(form))).resolved()
+            assert back == c and RunSpec(back).name == RunSpec(c).name
+    assert "prune_every" in TrainConfig().flat() and "levels" in TrainConfig().flat()
 
 
 def _compared_strings(module: str) -> list[str]:

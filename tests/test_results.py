@@ -97,7 +97,7 @@ def test_a_report_without_its_runs_still_feeds_pages(tmp_path):
                      ("diverged",) + report.AGGREGATE_COLUMNS)
     assert report.read_summary(tmp_path / "res" / "summary.csv") == groups
     tables = report.folder_tables(tmp_path / "res")
-    assert "layers" not in tables and "(seed 0)" in tables["pivot"]
+    assert "layers" not in tables and "runs" not in tables and "(seed 0)" in tables["pivot"]
     assert "| lenet5 | -0.08 +- 0.08 (within) |" in tables["compare"]
     page = "<!-- table: res compare -->\n<!-- /table -->\n"
     assert report.fill_page(page, tmp_path) == page.replace("\n<!--", "\n" + tables["compare"] +
@@ -110,3 +110,9 @@ def test_a_page_compares_any_two_methods():
     assert "| freezenet - random_freeze | q = 0.9 |" in new and "old" not in new
     with pytest.raises(report.ReportError, match="only compare takes arguments"):
         report.fill_page(page.replace("compare", "pivot"), RESULTS)
+
+
+def test_a_page_lists_a_folders_runs():
+    page = "<!-- table: paper runs -->\n<!-- /table -->\n"
+    new = report.fill_page(page, RESULTS)
+    assert "| method | rate | test accuracy |" in new and "| freezenet | 0.995 |" in new

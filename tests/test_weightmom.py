@@ -96,8 +96,9 @@ def test_a_round_prunes_the_lowest_and_never_revives(seed, n):
     (dict(alloc_alpha=-1.0), "alloc_alpha: expected a number >= 0"),
 ])
 def test_bad_schedule_parameters_are_clear_errors(kwargs, message):
+    rate = {"rate": kwargs.pop("rate")} if "rate" in kwargs else {}
     with pytest.raises(ValueError, match=message):
-        TrainConfig(method="weightmom", **kwargs).resolved()
+        TrainConfig(method="weightmom", options=kwargs, **rate).resolved()
 
 
 def _tiny_data(seed=0, n=120):
@@ -138,8 +139,8 @@ class Recorder:
 def test_a_gradual_run_ends_at_exactly_the_rate_and_pruned_stays_zero(name, method):
     data = _tiny_data()
     config = TrainConfig(model="lenet300", method=method, rate=0.95, epochs=3, batch_size=20,
-                         lr=0.05, warmup_steps=0, prune_start=0.2, prune_end=0.7, prune_every=2,
-                         seed=1)
+                         lr=0.05, warmup_steps=0, seed=1,
+                         options={"prune_start": 0.2, "prune_end": 0.7, "prune_every": 2})
     with backend.use_backend(name):
         setup = prepare(config, data)
         rec = Recorder()
@@ -157,7 +158,7 @@ def test_a_gradual_run_ends_at_exactly_the_rate_and_pruned_stays_zero(name, meth
 def test_weightmom_and_gmp_choose_differently_and_reproduce():
     data = _tiny_data(2)
     kw = dict(model="lenet300", rate=0.9, epochs=2, batch_size=20, lr=0.05, warmup_steps=0,
-              prune_every=3, seed=4)
+              options={"prune_every": 3}, seed=4)
     a = train(TrainConfig(method="weightmom", **kw), data, progress=False)
     b = train(TrainConfig(method="gmp", **kw), data, progress=False)
     again = train(TrainConfig(method="weightmom", **kw), data, progress=False)
@@ -172,10 +173,11 @@ def test_cli_weightmom_writes_an_ordinary_pruned_mfz(tmp_path, capsys):
                  "--prune-every", "1", "--mom-beta", "0.9", "--out", str(out)]) == 0
     capsys.readouterr()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["config"]["mom_beta"] == 0.9 and metrics["config"]["prune_every"] == 1
+    assert metrics["config"]["options"] == {"prune_start": 0.1, "prune_end": 0.6, "prune_every": 1,
+                                            "mom_beta": 0.9, "alloc_alpha": 0.0}
     header = storage.read_header(out / "model.mfz")
     assert header["mode"] == "prune" and header["method"] == "weightmom"
-    assert header["config"]["prune_start"] == 0.1
+    assert header["config"]["options"]["prune_start"] == 0.1
     back = storage.load(out / "model.mfz")
     assert sum(int(m.sum()) for m in back.masks.values()) == M.keep_count(266_200, 0.99)
     assert main(["evaluate", str(out / "model.mfz"), "--json"]) == 0
@@ -229,7 +231,7 @@ def test_weightmom_without_memory_or_correction_is_gmp():
     masks and the weights are then GMP's, bit for bit."""
     data = _tiny_data(3)
     kw = dict(model="lenet300", rate=0.95, epochs=2, batch_size=20, lr=0.05, warmup_steps=0,
-              prune_every=2, seed=6, mom_beta=0.0, alloc_alpha=0.0)
+              options={"prune_every": 2, "mom_beta": 0.0, "alloc_alpha": 0.0}, seed=6)
     a = train(TrainConfig(method="weightmom", **kw), data, progress=False)
     b = train(TrainConfig(method="gmp", **kw), data, progress=False)
     assert all(np.array_equal(a.masks[k], b.masks[k]) for k in a.masks)
