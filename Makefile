@@ -160,3 +160,11 @@ clean:
 .PHONY: bench
 bench: install
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+# The course to read without running it: every notebook and solution executed in full mode with
+# papermill, the executed copies (figures, printed numbers, seconds, where it ran) written to
+# docs/course/. About 30 minutes on 2 cores; `make course COURSE=05` renders only 05.
+COURSE ?=
+.PHONY: course
+course: install
+	$(BIN)/python notebooks/render.py $(COURSE)

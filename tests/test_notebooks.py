@@ -7,6 +7,7 @@ exercises a student implements): every check here picks it up.
 """
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -112,3 +113,22 @@ def test_each_stub_is_checked_exactly_as_its_solution(solution):
     for name, code in answer.items():
         assert name in course, f"{solution.name}: {name} is not in the course notebook"
         assert course[name] == code, f"{solution.name}: {name} differs from the course notebook's"
+
+
+QUESTION = re.compile(r"^\*\*Question (\d\d\.[A-Z])\*\*", re.MULTILINE)
+
+
+def test_every_inline_question_has_its_answer_and_no_answer_is_orphaned():
+    asked = {}
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+        for cell in nb.cells:
+            for key in QUESTION.findall(cell.source) if cell.cell_type == "markdown" else ():
+                assert key[:2] == path.name[:2], f"{_name(path)} asks question {key}: number it {path.name[:2]}.X"
+                assert key not in asked, f"question {key} is asked twice"
+                asked[key] = _name(path)
+    answers = set(re.findall(r"^## (\d\d\.[A-Z])\s*$", (NOTEBOOK_DIR / "solutions" / "questions.md")
+                             .read_text(encoding="utf-8"), re.MULTILINE))
+    assert asked, "no notebook asks an inline question (a markdown cell starting **Question NN.A**)"
+    assert not set(asked) - answers, f"solutions/questions.md does not answer {sorted(set(asked) - answers)}"
+    assert not answers - set(asked), f"solutions/questions.md answers {sorted(answers - set(asked))}, which no notebook asks"

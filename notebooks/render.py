@@ -1,0 +1,136 @@
+"""Render the course for reading: execute every notebook in full mode and keep the executed copies.
+
+    python notebooks/render.py                 # all of them, into docs/course/ (`make course`)
+    python notebooks/render.py 05 solutions/05 # only the notebooks whose path starts so
+    python notebooks/render.py --fast --out /tmp/course   # fast mode, e.g. to try the script
+
+Each notebook runs in a fresh kernel with papermill, from notebooks/ (where the committed results
+are), with MINIFREEZE_FAST=0 (or 1 with --fast) and one OpenBLAS thread. The executed copy, with its
+figures, is written to a temporary name and renamed when the notebook has run to the end, so a
+failed notebook leaves its previous copy in place. Its metadata records the mode, the seconds it
+took and where it ran; the out folder's README.md lists them. tests/test_course.py checks that
+every rendered copy's cells are the source notebook's, so a change to a notebook without
+re-rendering fails `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+NOTEBOOKS = Path(__file__).resolve().parent
+ROOT = NOTEBOOKS.parent
+OUT = ROOT / "docs" / "course"
+
+
+def sources() -> list[Path]:
+    """The course notebooks, then the solutions, as notebooks/README.md lists them."""
+    return sorted(NOTEBOOKS.glob("*.ipynb")) + sorted(NOTEBOOKS.glob("solutions/*.ipynb"))
+
+
+def where() -> dict:
+    """Where a rendering ran: the same record a training run keeps."""
+    from minifreeze.environment import environment
+    return environment()
+
+
+def rendered(out: Path) -> list[Path]:
+    """The executed copies in `out`, in the order of `sources()` (a hidden name is a partial copy)."""
+    return [p for p in sorted(out.glob("*.ipynb")) + sorted(out.glob("solutions/*.ipynb"))
+            if not p.name.startswith(".")]
+
+
+def render(path: Path, out: Path, fast: bool) -> dict:
+    """Execute `path` into `out` (written under a temporary name, then renamed); its record."""
+    import nbformat
+    import papermill
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.stem}.partial.ipynb")  # hidden: not listed, not tested
+    start = time.perf_counter()
+    papermill.execute_notebook(str(path), str(partial), cwd=str(NOTEBOOKS), kernel_name="python3",
+                               progress_bar=False)
+    seconds = round(time.perf_counter() - start, 1)
+    nb = nbformat.read(partial, as_version=nbformat.NO_CONVERT)
+    record = {"source": path.relative_to(NOTEBOOKS).as_posix(), "mode": "fast" if fast else "full",
+              "seconds": seconds, "environment": where()}
+    nb.metadata["minifreeze"] = record
+    nbformat.write(nb, partial)
+    os.replace(partial, out)
+    return record
+
+
+def index(out: Path) -> str:
+    """The out folder's README.md: every rendered notebook, its mode and time, and where it ran."""
+    import nbformat
+
+    rows, machines, modes = [], set(), set()
+    for path in rendered(out):
+        rec = nbformat.read(path, as_version=nbformat.NO_CONVERT).metadata.get("minifreeze", {})
+        modes.add(rec.get("mode", "?"))
+        env = rec.get("environment", {})
+        machines.add(f"{env.get('cpu', '?')}, {env.get('cpus', '?')} cores, NumPy {env.get('numpy', '?')}, "
+                     f"Numba {env.get('numba', '?')}")
+        name = path.relative_to(out).as_posix()
+        rows.append(f"| [`{name}`]({name}) | {rec.get('mode', '?')} | {rec.get('seconds', float('nan')):.0f} |")
+    return "\n".join([
+        "# The course, executed",
+        "",
+        "Every notebook of `notebooks/`, run once " + ("in full mode (all 60,000 training images, the sizes a"
+                                                      if modes == {"full"} else
+                                                      "(some in FAST MODE, a smoke run: smaller sizes than a"),
+        "student gets in Jupyter) with its figures and printed numbers, to read without running",
+        "anything. Made by `make course` (`notebooks/render.py`); `tests/test_course.py` fails when a",
+        "copy's cells differ from its source notebook's, so these are the notebooks as committed. The",
+        "committed notebooks themselves carry no outputs. Times are wall-clock seconds on the machine",
+        "below (other jobs may have shared its cores: upper bounds).",
+        "",
+        "| notebook | mode | seconds |",
+        "| --- | --- | ---: |",
+        *rows,
+        "",
+        "Ran on: " + "; ".join(sorted(machines)) + ".",
+        "",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("only", nargs="*", metavar="PREFIX",
+                        help="render only the notebooks whose path in notebooks/ starts with one of these")
+    parser.add_argument("--fast", action="store_true", help="fast mode (MINIFREEZE_FAST=1) instead of full")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"where the copies go (default {OUT.relative_to(ROOT)})")
+    args = parser.parse_args(argv)
+
+    chosen = [p for p in sources()
+              if not args.only or any(p.relative_to(NOTEBOOKS).as_posix().startswith(s) for s in args.only)]
+    if not chosen:
+        parser.error(f"no notebook in notebooks/ starts with {args.only}; "
+                     f"expected one of {[p.relative_to(NOTEBOOKS).as_posix() for p in sources()]}")
+    os.environ["MINIFREEZE_FAST"] = "1" if args.fast else "0"
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    failed = []
+    for path in chosen:
+        name = path.relative_to(NOTEBOOKS).as_posix()
+        print(f"{name} ...", flush=True)
+        try:
+            rec = render(path, args.out / name, args.fast)
+        except Exception as err:  # papermill's PapermillExecutionError names the cell; go on with the rest
+            why = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
+            print(f"{name} FAILED in cell {getattr(err, 'exec_count', '?')}, its previous copy is kept: {why}")
+            failed.append(name)
+            continue
+        print(f"{name}: {rec['seconds']:.0f} s", flush=True)
+    (args.out / "README.md").write_text(index(args.out), encoding="utf-8")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
