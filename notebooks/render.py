@@ -58,6 +58,9 @@ def render(path: Path, out: Path, fast: bool) -> dict:
     nb = nbformat.read(partial, as_version=nbformat.NO_CONVERT)
     record = {"source": path.relative_to(NOTEBOOKS).as_posix(), "mode": "fast" if fast else "full",
               "seconds": seconds, "environment": where()}
+    pm = nb.metadata.get("papermill", {})  # papermill records absolute paths: keep them relative
+    pm.update(input_path=f"notebooks/{record['source']}",
+              output_path=out.relative_to(ROOT).as_posix() if out.is_relative_to(ROOT) else out.name)
     nb.metadata["minifreeze"] = record
     nbformat.write(nb, partial)
     os.replace(partial, out)

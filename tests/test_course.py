@@ -77,3 +77,10 @@ def test_renderer_refuses_an_unknown_notebook(tmp_path, capsys):
     with pytest.raises(SystemExit):
         render.main(["99_nothing", "--out", str(tmp_path)])
     assert "no notebook in notebooks/ starts with ['99_nothing']" in capsys.readouterr().err
+
+
+def test_rendered_copies_name_no_machine_path():
+    import re
+    for path in render.rendered(render.OUT):
+        found = re.findall(r'"(/(?:home|root|tmp|work|Users)/[^"]{0,60})', path.read_text(encoding="utf-8"))
+        assert not found, f"docs/course/{path.relative_to(render.OUT)} names machine paths: {found[:3]}"
