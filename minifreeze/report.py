@@ -218,9 +218,11 @@ def aggregate(runs: list[dict]) -> list[dict]:
                 row[key] = mean_std([r[key] for r in ok])[0]
             for key in ("trained_params", "file_bytes", "epochs"):
                 row[key] = int(round(row[key]))
+            row["by_seed"] = {r.get("seed", 0): r["test_accuracy"] for r in ok}
             best = [r.get("best_of_checkpoints") for r in ok]
             if all(b is not None for b in best):  # SNIP's rule: the best of the last checkpoints
                 row["mean_best_of_checkpoints"], row["std_best_of_checkpoints"] = mean_std(best)
+                row["best_by_seed"] = {r.get("seed", 0): r["best_of_checkpoints"] for r in ok}
         rows.append(row)
     return sorted(rows, key=lambda r: (r["model"], _method_rank(r["method"]), r["method"],
                                        r["rate"]))
@@ -228,22 +230,33 @@ def aggregate(runs: list[dict]) -> list[dict]:
 
 def checkpoint_rows(groups: list[dict]) -> list[dict]:
     """The groups that recorded checkpoints (`checkpoint_every`): the final epoch's and SNIP's
-    rule's mean and std, each also divided by dense's mean on the same network (FreezeNet's
-    "99.2% of the baseline" is such a ratio: 0.992)."""
+    rule's mean and std, each also divided by dense's mean on the same network over the same
+    seeds (FreezeNet's "99.2% of the baseline" is such a ratio: 0.992; matching the seeds keeps a
+    method's ratio from mixing in a dense seed it has no run for, e.g. one that did not train).
+    Groups read back from a summary.csv have no per-seed values: then dense's mean over all its
+    seeds."""
     dense = {g["model"]: g for g in groups if g["method"] == "dense" and "mean_accuracy" in g}
+
+    def dense_mean(d, seeds, key, by_key):
+        by = d.get(by_key) or {}
+        if seeds and all(s in by for s in seeds):
+            return sum(by[s] for s in seeds) / len(seeds)
+        return d.get(key)
+
     rows = []
     for g in groups:
         if "mean_best_of_checkpoints" not in g:
             continue
         d = dense.get(g["model"])
+        final = dense_mean(d, g["seeds"], "mean_accuracy", "by_seed") if d else None
+        best = dense_mean(d, g["seeds"], "mean_best_of_checkpoints", "best_by_seed") if d else None
         rows.append({"model": g["model"], "method": g["method"], "rate": g["rate"],
                      "seeds": g["seeds"], "final": g["mean_accuracy"],
                      "final_std": g["std_accuracy"],
-                     "final_of_dense": g["mean_accuracy"] / d["mean_accuracy"] if d else None,
+                     "final_of_dense": g["mean_accuracy"] / final if final else None,
                      "best_of_last": g["mean_best_of_checkpoints"],
                      "best_of_last_std": g["std_best_of_checkpoints"],
-                     "best_of_last_of_dense": g["mean_best_of_checkpoints"] /
-                     d["mean_best_of_checkpoints"] if d and "mean_best_of_checkpoints" in d
+                     "best_of_last_of_dense": g["mean_best_of_checkpoints"] / best if best
                      else None})
     return rows
 
@@ -645,7 +658,7 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
               markdown_table(format_rows(groups, AGGREGATE_COLUMNS), AGGREGATE_COLUMNS)]
     if checkpoint_rows(groups):
         parts += ["", "## Final epoch and SNIP's rule (the best of the last checkpoints), each "
-                      "also as a fraction of dense's mean on the same network", "",
+                      "also as a fraction of dense's mean on the same network and seeds", "",
                   checkpoint_table(groups)]
     if comparison:
         cols = ("model", "rate", "seeds", a, f"{a}_std", b, f"{b}_std", "difference", "spread",

@@ -120,6 +120,11 @@ def test_snips_rule_and_the_fraction_of_dense_are_reported():
     assert "SNIP's rule" in text and "| 0.9899 |" in text  # 0.982 / 0.992
     # runs without checkpoints have no such table
     assert report.checkpoint_rows(report.aggregate([_run({}, "snip", 0, 0.9)])) == []
+    # a dense seed the method has no run for (here one that never left chance) is not mixed in
+    stuck = runs + [run("dense", 2, 0.1135, 0.1135)]
+    rows = {r["method"]: r for r in report.checkpoint_rows(report.aggregate(stuck))}
+    assert rows["freezenet"]["final_of_dense"] == pytest.approx(0.982 / 0.992)
+    assert rows["dense"]["final"] == pytest.approx((0.990 + 0.994 + 0.1135) / 3)
 
 
 def test_elsa_variants_are_grouped_apart():
