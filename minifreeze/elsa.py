@@ -98,21 +98,20 @@ class ElsaOptions(methods.Options):
     def from_flat(cls, values, *, strict: bool = False) -> "ElsaOptions":
         """From flat values: ELSA's own fields, and the schedule's fields spread out (as the
         command line and runs recorded before options were nested have them) or as `gradual`."""
-        own = {k: values[k] for k in ("levels", "sparsifier", "join_score", "join_init",
-                                      "phase_epochs", "gradual") if k in values}
+        own = {f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values}
         rest = {k: v for k, v in values.items() if k not in own}
         if strict:
             unknown = sorted(set(rest) - set(Schedule.flat_defaults()))
-            require(not unknown, "options", "fields of ElsaOptions (levels, sparsifier, join_score, "
-                    "join_init, phase_epochs, gradual) or of its Schedule", unknown)
+            names = ", ".join(f.name for f in dataclasses.fields(cls))
+            require(not unknown, "options", f"fields of ElsaOptions ({names}) or of its Schedule",
+                    unknown)
         if own.get("gradual") is None and any(k in rest for k in Schedule.flat_defaults()):
             own["gradual"] = Schedule.from_flat(rest)
         return cls(**own)
 
     def flat(self) -> dict:
-        out = {k: getattr(self, k) for k in ("levels", "sparsifier", "join_score", "join_init",
-                                             "phase_epochs")}
-        return {**out, **(self.gradual.flat() if self.gradual is not None else {})}
+        own = {k: v for k, v in super().flat().items() if k != "gradual"}  # spread out instead
+        return {**own, **(self.gradual.flat() if self.gradual is not None else {})}
 
     @classmethod
     def flat_defaults(cls) -> dict:

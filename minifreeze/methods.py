@@ -29,8 +29,7 @@ from typing import Callable, ClassVar, Mapping
 from minifreeze import masks as M, saliency as S
 
 __all__ = ["Dense", "Method", "OneShot", "Options", "REGISTRY", "SCORES", "Score", "get",
-           "option_defaults", "option_fields",
-           "register", "register_score", "require"]
+           "option_defaults", "register", "register_score", "require"]
 
 
 def require(ok: bool, what: str, expected: str, got) -> None:
@@ -188,11 +187,6 @@ def option_defaults() -> dict:
             for k, v in m.Options.flat_defaults().items():
                 out.setdefault(k, v)
     return out
-
-
-def option_fields() -> set[str]:
-    """The names of `option_defaults`."""
-    return set(option_defaults())
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ import numpy as np
 
 from minifreeze import fast_layers as F
 from minifreeze import layers as L
+from minifreeze import winograd
 from minifreeze.im2col import conv_output_size
 from minifreeze.losses import softmax_cross_entropy
 from minifreeze.masks import as_masks
@@ -87,7 +88,7 @@ def conv(name, c_in, c_out, k, stride=1, pad=0, algo: str = "im2col") -> Layer:
     so an im2col model's fingerprint is the one it always had."""
     if algo not in CONV_ALGOS:
         raise ValueError(f"{name}: conv algorithm must be one of {', '.join(CONV_ALGOS)}, got {algo!r}")
-    if algo == "winograd" and (k != 3 or stride != 1):
+    if algo == "winograd" and not winograd.fits((c_out, c_in, k, k), stride):
         raise ValueError(f"{name}: the Winograd convolution needs 3x3 filters at stride 1, got "
                          f"{k}x{k} at stride {stride}")
     args = {"in": c_in, "out": c_out, "k": k, "stride": stride, "pad": pad}
