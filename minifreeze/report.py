@@ -277,7 +277,7 @@ BLOCK = re.compile(r"(?P<head><!-- table: (?P<dir>\S+) (?P<kind>\w+)(?P<args>(?:
                    r"(?P<body>.*?)(?P<end><!-- /table -->)", re.S)
 """A generated table in a Markdown page: `<!-- table: DIR KIND -->`, the table, `<!-- /table -->`;
 DIR relative to the page's folder, KIND one of `page_tables`' keys; `compare A B` compares two
-other methods than FreezeNet and SNIP."""
+other methods than FreezeNet and SNIP, `pivot A B ...` shows only those methods, in that order."""
 
 
 def folder_groups(root) -> tuple[list[dict], list[dict] | None]:
@@ -295,16 +295,26 @@ def folder_tables(root) -> dict[str, str]:
     return page_tables(*folder_groups(root))
 
 
+def pivot_tables(groups: list[dict], methods=None) -> str:
+    """`pivot_markdown` for every network of `groups`, in rows `methods` (all when None) and the
+    rates at which they ran."""
+    if methods:
+        groups = [g for g in groups if g["method"] in methods]
+    return "\n\n".join(pivot_markdown(groups, m, methods or None)
+                       for m in sorted({g["model"] for g in groups}))
+
+
 def page_tables(groups: list[dict], runs: list[dict] | None = None) -> dict[str, str]:
     """The tables a page may embed, by kind, from one results folder's groups (and runs, for the
     kinds that need them): `pivot` (accuracy by method and rate, one table per network),
     `groups` (mean and std per group), `checkpoints` (final epoch and SNIP's rule against
     dense), `compare` (FreezeNet - SNIP per network and rate), `frozen_pruned` (each mask frozen
     against pruned), `against_pruned` (FreezeNet against every pruned method) and, with runs,
-    `layers` (weights kept per layer: layer collapse) and `runs` (one row per run: accuracy,
-    trained parameters, compression, bytes on disk, epochs, training seconds)."""
-    tables = {"pivot": "\n\n".join(pivot_markdown(groups, m)
-                                   for m in sorted({g["model"] for g in groups})),
+    `layers` (weights kept per layer: layer collapse), `runs` (one row per run: accuracy,
+    trained parameters, compression, bytes on disk, epochs, training seconds) and, where ELSA
+    ran, `elsa` (each level against the best pruned method alone) and `elsa_cost` (its seconds
+    and bytes against the levels trained alone)."""
+    tables = {"pivot": pivot_tables(groups),
               "groups": markdown_table(format_rows(groups, AGGREGATE_COLUMNS), AGGREGATE_COLUMNS),
               "checkpoints": checkpoint_table(groups),
               "compare": compare_markdown(groups),
@@ -313,6 +323,10 @@ def page_tables(groups: list[dict], runs: list[dict] | None = None) -> dict[str,
     if runs is not None:
         tables["layers"] = layers_markdown(layer_rows(runs))
         tables["runs"] = markdown_table(summary_rows(runs), SUMMARY_COLUMNS)
+        elsa = elsa_comparison(expand_levels(runs), groups)
+        if elsa:
+            tables["elsa"] = elsa_markdown(elsa)
+            tables["elsa_cost"] = elsa_cost_markdown(elsa_costs(runs, elsa))
     return tables
 
 
@@ -331,12 +345,27 @@ def fill_page(text: str, folder) -> str:
         if m["kind"] not in tables:
             raise ReportError(f"<!-- table: {m['dir']} {m['kind']} -->: unknown kind; expected "
                               f"one of {', '.join(tables)}")
-        if args and (m["kind"] != "compare" or len(args) != 2):
+        if args and not (m["kind"] == "compare" and len(args) == 2 or m["kind"] == "pivot"):
             raise ReportError(f"<!-- table: {m['dir']} {m['kind']}{m['args']} -->: only compare "
-                              f"takes arguments, two method names")
-        body = compare_markdown(groups, *args) if args else tables[m["kind"]]
+                              f"(two method names) and pivot (the methods to show) take "
+                              f"arguments")
+        ran = {g["method"] for g in groups}
+        if m["kind"] == "pivot" and not set(args) <= ran:
+            raise ReportError(f"<!-- table: {m['dir']} pivot{m['args']} -->: no run of "
+                              f"{', '.join(sorted(set(args) - ran))} there; it holds "
+                              f"{', '.join(sorted(ran))}")
+        body = (compare_markdown(groups, *args) if m["kind"] == "compare" and args else
+                pivot_tables(groups, args) if args else tables[m["kind"]])
         return m["head"] + body + "\n" + m["end"]
     return BLOCK.sub(table, text)
+
+
+def _verdict(a: str, diff: float, spread: float, seeds: int) -> str:
+    """The module's rule: a difference counts when it is larger than the spread (and there are
+    two seeds or more to have one)."""
+    return (f"{a} {'above' if diff > 0 else 'below'}, one seed: no spread to judge by"
+            if seeds < 2 else "within the spread" if abs(diff) <= spread else
+            f"{a} above" if diff > 0 else f"{a} below")
 
 
 def compare(groups: list[dict], a: str = "freezenet", b: str = "snip") -> list[dict]:
@@ -350,9 +379,7 @@ def compare(groups: list[dict], a: str = "freezenet", b: str = "snip") -> list[d
         diff = ga["mean_accuracy"] - gb["mean_accuracy"]
         spread = math.hypot(ga["std_accuracy"], gb["std_accuracy"])
         seeds = min(len(ga["seeds"]), len(gb["seeds"]))
-        verdict = (f"{a} {'above' if diff > 0 else 'below'}, one seed: no spread to judge by"
-                   if seeds < 2 else "within the spread" if abs(diff) <= spread else
-                   f"{a} above" if diff > 0 else f"{a} below")
+        verdict = _verdict(a, diff, spread, seeds)
         rows.append({"model": model, "rate": rate, f"{a}": ga["mean_accuracy"],
                      f"{a}_std": ga["std_accuracy"], f"{b}": gb["mean_accuracy"],
                      f"{b}_std": gb["std_accuracy"], "difference": diff, "spread": spread,
@@ -676,19 +703,14 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
     if layers:
         parts += ["", "## Weights kept per layer", "", layers_markdown(list(layers))]
     if elsa:
-        cols = ("model", "method", "rate", "elsa_seeds", "elsa", "elsa_std", "alone_method",
-                "alone", "alone_std", "freezenet", "freezenet_std")
         parts += ["", "## ELSA: each level extracted from the final network, against the best "
                       "pruned method trained alone at that rate (q = 0: the final dense network "
-                      "against dense)", "",
-                  markdown_table(format_rows(list(elsa), cols, percent=("elsa", "alone",
-                                                                         "freezenet")), cols)]
+                      "against dense; difference of means in points, spread = "
+                      "sqrt(std_elsa^2 + std_alone^2))", "", elsa_markdown(list(elsa))]
     if elsa_cost:
-        cols = ("model", "method", "levels", "elsa_train_seconds", "alone_train_seconds",
-                "elsa_file_bytes", "alone_file_bytes")
         parts += ["", "ELSA's cost: one run and one file, against training and storing each "
                       "level alone (seconds of training, mean over seeds; bytes on disk)", "",
-                  markdown_table(format_rows(list(elsa_cost), cols), cols)]
+                  elsa_cost_markdown(list(elsa_cost))]
     parts += ["", "## Every run", "",
               markdown_table(format_rows([r for r in runs if "diverged" not in r], RUN_COLUMNS),
                              RUN_COLUMNS)]
@@ -822,6 +844,8 @@ def elsa_comparison(runs: list[dict], groups: list[dict]) -> list[dict]:
                  if (model, m, rate) in index]
         best = max(alone, key=lambda a: a["mean_accuracy"], default=None)
         fz = index.get((model, "freezenet", rate))
+        diff = None if best is None else g["mean_accuracy"] - best["mean_accuracy"]
+        spread = None if best is None else math.hypot(g["std_accuracy"], best["std_accuracy"])
         rows.append({"model": model, "method": method, "rate": rate, "elsa": g["mean_accuracy"],
                      "elsa_std": g["std_accuracy"], "elsa_seeds": len(g["seeds"]),
                      "alone_method": None if best is None else best["method"],
@@ -832,8 +856,28 @@ def elsa_comparison(runs: list[dict], groups: list[dict]) -> list[dict]:
                      "alone_file_bytes": None if best is None else best["file_bytes"],
                      "freezenet": None if fz is None else fz["mean_accuracy"],
                      "freezenet_std": None if fz is None else fz["std_accuracy"],
-                     "elsa_file_bytes": g["file_bytes"]})
+                     "elsa_file_bytes": g["file_bytes"], "difference": diff, "spread": spread,
+                     "verdict": None if best is None else _verdict(
+                         "elsa", diff, spread, min(len(g["seeds"]), len(best["seeds"])))})
     return rows
+
+
+ELSA_COLUMNS = ("model", "method", "rate", "elsa_seeds", "elsa", "elsa_std", "alone_method",
+                "alone", "alone_std", "difference", "spread", "verdict", "freezenet",
+                "freezenet_std")
+ELSA_COST_COLUMNS = ("model", "method", "levels", "elsa_train_seconds", "alone_train_seconds",
+                     "elsa_file_bytes", "alone_file_bytes")
+
+
+def elsa_markdown(rows: list[dict]) -> str:
+    """`elsa_comparison` as Markdown, accuracies in percent."""
+    return markdown_table(format_rows(rows, ELSA_COLUMNS, percent=("elsa", "alone", "freezenet")),
+                          ELSA_COLUMNS)
+
+
+def elsa_cost_markdown(rows: list[dict]) -> str:
+    """`elsa_costs` as Markdown."""
+    return markdown_table(format_rows(rows, ELSA_COST_COLUMNS), ELSA_COST_COLUMNS)
 
 
 def elsa_costs(runs: list[dict], comparison: list[dict]) -> list[dict]:

@@ -109,8 +109,19 @@ def test_a_page_compares_any_two_methods():
     page = "<!-- table: study compare freezenet random_freeze -->\nold\n<!-- /table -->\n"
     new = report.fill_page(page, RESULTS)
     assert "| freezenet - random_freeze | q = 0.9 |" in new and "old" not in new
-    with pytest.raises(report.ReportError, match="only compare takes arguments"):
-        report.fill_page(page.replace("compare", "pivot"), RESULTS)
+    with pytest.raises(report.ReportError, match="only compare .* and pivot"):
+        report.fill_page(page.replace("compare", "groups"), RESULTS)
+
+
+def test_a_pivot_shows_the_methods_it_names_in_their_order():
+    page = "<!-- table: study pivot snip freezenet -->\n<!-- /table -->\n"
+    new = report.fill_page(page, RESULTS)
+    rows = [line.split(" | ")[0] for line in new.splitlines() if line.startswith("| ")
+            and not line.startswith("| ---")]
+    assert rows == ["| lenet300 (3 seeds)", "| snip", "| freezenet",
+                    "| lenet5 (3 seeds)", "| snip", "| freezenet"]
+    with pytest.raises(report.ReportError, match="no run of gmq there"):
+        report.fill_page(page.replace("freezenet", "gmq"), RESULTS)
 
 
 def test_a_page_lists_a_folders_runs():

@@ -246,6 +246,10 @@ def test_elsa_levels_are_compared_with_the_best_pruned_method_alone():
     assert [(r["rate"], r["alone_method"], r["alone"], r["elsa"]) for r in rows] == \
         [(0.9, "gmp", 0.96, 0.95), (0.0, "dense", 0.992, 0.99)]
     assert rows[0]["freezenet"] == 0.93
+    assert rows[0]["difference"] == pytest.approx(-0.01) and rows[0]["spread"] == 0.0
+    assert rows[0]["verdict"] == "elsa below, one seed: no spread to judge by"
+    table = report.page_tables(groups, runs)["elsa"]
+    assert "| lenet5 | elsa | 0.9 | 1 | 95.00 |" in table and "| gmp | 96.00 |" in table
     [cost] = report.elsa_costs(runs, rows)
     assert cost["elsa_file_bytes"] == 500 and cost["alone_file_bytes"] == 100 + 100
     assert cost["elsa_train_seconds"] == 40.0 and cost["alone_train_seconds"] == 2.0
