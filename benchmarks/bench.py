@@ -50,6 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from minifreeze import backend, init, parallel, saliency, storage  # noqa: E402
 from minifreeze import masks as M  # noqa: E402
+from minifreeze.environment import environment  # noqa: E402
 from minifreeze.models import get_model  # noqa: E402
 from minifreeze.trainer import HostTrainer  # noqa: E402
 
@@ -303,8 +304,12 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="LeNet-5 only, few steps")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", metavar="FILE",
+                   help="also write the JSON object to FILE (atomically), e.g. "
+                        "notebooks/results/bench/bench.json, whose tables docs/speed.md embeds")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     ns = p.parse_args(argv)
+    ns.argv = list(sys.argv[1:] if argv is None else argv)
     # As the command line does; it is process-wide, so PyTorch gets the same malloc.
     with parallel.kept_freed_memory():
         return child_main(ns) if ns.child else run(ns)
@@ -383,11 +388,15 @@ def run(ns):
         extra["compile_s"] = {"cold_cache": round(cold, 2), "warm_cache": round(warm, 2)}
 
     report = {"batch": ns.batch, "steps": steps, "rounds": rounds, "q": Q,
+              "command": "python benchmarks/bench.py " + " ".join(ns.argv),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "numpy": np.__version__,
                           "gemm_gmacs": {t: round(v / 1e9, 2) for t, v in rates.items()},
-                          "torch": None if torch is None else torch.__version__},
+                          "torch": None if torch is None else torch.__version__,
+                          "environment": environment(backend=",".join(backends))},
               "rows": rows, **extra}
+    if ns.out:
+        storage.write_atomic(ns.out, (json.dumps(report, indent=2) + "\n").encode())
     if ns.json:
         print(json.dumps(report, indent=2))
         return

@@ -277,7 +277,8 @@ BLOCK = re.compile(r"(?P<head><!-- table: (?P<dir>\S+) (?P<kind>\w+)(?P<args>(?:
                    r"(?P<body>.*?)(?P<end><!-- /table -->)", re.S)
 """A generated table in a Markdown page: `<!-- table: DIR KIND -->`, the table, `<!-- /table -->`;
 DIR relative to the page's folder, KIND one of `page_tables`' keys; `compare A B` compares two
-other methods than FreezeNet and SNIP, `pivot A B ...` shows only those methods, in that order."""
+other methods than FreezeNet and SNIP, `pivot A B ...` shows only those methods, in that order;
+a folder holding a benchmark's `bench.json` gives `bench` and `bench_cost` (`bench_tables`)."""
 
 
 def folder_groups(root) -> tuple[list[dict], list[dict] | None]:
@@ -330,6 +331,65 @@ def page_tables(groups: list[dict], runs: list[dict] | None = None) -> dict[str,
     return tables
 
 
+BENCH_FILE = "bench.json"
+"""The file `benchmarks/bench.py --out` writes: a results folder holding it feeds the `bench` and
+`bench_cost` tables of a page."""
+
+
+def bench_tables(bench: dict) -> dict[str, str]:
+    """The tables of one benchmark run (`benchmarks/bench.py --out`): `bench`, per model, regime
+    and minifreeze runner, images per second training (and PyTorch's in the same run), the
+    ratios to PyTorch and to the runner's own dense step, and the share of the machine's float32
+    GEMM rate the step reaches; `bench_cost`, the multiply-adds per image a step computes
+    (forward + input gradient + weight gradient), the step in ms and the bytes the model
+    stores. Inference, memory and compile times follow as one line each."""
+    rows = bench["rows"]
+    torch = {(r["model"], r["regime"]): r for r in rows if r["impl"] == "torch"}
+    ours = [r for r in rows if r["impl"] != "torch"]
+
+    def num(v, fmt="{:,.0f}"):
+        return "-" if v is None else fmt.format(v)
+    speed = ["| model | regime | runner | train img/s | torch img/s | vs torch | vs own dense "
+             "| of GEMM |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    costs = ["| model | regime | runner | MAC per image (fwd + dx + dW) | step ms | stored bytes |",
+             "| --- | --- | --- | ---: | ---: | ---: |"]
+    for r in ours:
+        t = torch.get((r["model"], r["regime"]))
+        speed.append(f"| {r['model']} | {r['regime']} | {r['impl']} | {num(r['train_img_s'])} | "
+                     f"{num(t and t['train_img_s'])} | {num(r['train_vs_torch'], '{:.2f}x')} | "
+                     f"{'' if r['regime'] == 'dense' else num(r['train_vs_own_dense'], '{:.2f}x')}"
+                     f" | {num(r.get('gemm_fraction'), '{:.1%}')} |")
+        macs = " + ".join(f"{r[k] / 1e6:.2f}M" for k in ("forward_macs", "input_grad_macs",
+                                                          "weight_grad_macs"))
+        costs.append(f"| {r['model']} | {r['regime']} | {r['impl']} | {macs} | "
+                     f"{r['step_ms']:.1f} | {r['stored_bytes']:,} |")
+    infer = [f"{r['model']} {r['impl']} {num(r['infer_img_s'])}" +
+             ("" if torch.get((r["model"], "dense")) is None else
+              f" (torch {num(torch[(r['model'], 'dense')]['infer_img_s'])})")
+             for r in ours if r["regime"] == "dense" and r.get("infer_img_s")]
+    machine = bench["machine"]
+    env = machine.get("environment") or {}
+    blas = (env.get("blas") or [{}])[0]
+    notes = [f"Batch {bench['batch']}, median of {bench['rounds']} interleaved rounds of "
+             f"{bench['steps']} steps (`{bench.get('command', 'benchmarks/bench.py')}`); "
+             f"{machine['cpus']} CPUs ({env.get('cpu', 'CPU not recorded')}, OpenBLAS "
+             f"{blas.get('version', '?')} {blas.get('architecture', '?')} kernels, Numba for "
+             f"{env.get('numba_cpu', '?')}); PyTorch {machine.get('torch') or 'not installed'}; "
+             f"float32 GEMM rate " + ", ".join(f"{t} thread{'s' if int(t) > 1 else ''} {v} G "
+                                               f"multiply-adds/s"
+                                               for t, v in machine["gemm_gmacs"].items()) + ".",
+             "Inference, dense, images/s: " + "; ".join(infer) + "."]
+    if bench.get("peak_rss_mb"):
+        notes.append("Peak resident memory training (fresh process, MB): " + ", ".join(
+            f"{k} {v}" for k, v in bench["peak_rss_mb"].items()) + ".")
+    if bench.get("compile_s"):
+        notes.append(f"Numba kernels of all models: {bench['compile_s']['cold_cache']} s to "
+                     f"compile with a cold cache, {bench['compile_s']['warm_cache']} s to load "
+                     f"from a warm one.")
+    return {"bench": "\n".join(speed) + "\n\n" + "\n".join(notes),
+            "bench_cost": "\n".join(costs)}
+
+
 def fill_page(text: str, folder) -> str:
     """`text` (a Markdown page in `folder`) with every generated table written anew from the
     committed runs it names; ReportError for an unknown kind or a folder without runs."""
@@ -337,6 +397,8 @@ def fill_page(text: str, folder) -> str:
 
     def table(m):
         root = (folder / m["dir"]).resolve()
+        if root not in cache and (root / BENCH_FILE).is_file():
+            cache[root] = ([], bench_tables(json.loads((root / BENCH_FILE).read_text())))
         if root not in cache:
             groups, runs = folder_groups(root)
             cache[root] = (groups, page_tables(groups, runs))

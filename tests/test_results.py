@@ -128,3 +128,35 @@ def test_a_page_lists_a_folders_runs():
     page = "<!-- table: paper runs -->\n<!-- /table -->\n"
     new = report.fill_page(page, RESULTS)
     assert "| method | rate | test accuracy |" in new and "| freezenet | 0.995 |" in new
+
+
+def test_a_benchmark_run_feeds_its_tables(tmp_path):
+    """A folder with `bench.json` (benchmarks/bench.py --out) gives the speed and cost tables;
+    the ratios and the GEMM share are the file's, not recomputed."""
+    row = {"model": "lenet5", "impl": "numba x2", "infer_img_s": None, "forward_macs": 2.29e6,
+           "input_grad_macs": 2.0e6, "weight_grad_macs": 0.34e6, "total_macs": 4.63e6,
+           "shards": 2, "stored_bytes": 14344, "step_ms": 14.04, "gemm_fraction": 0.123}
+    bench = {"batch": 100, "steps": 20, "rounds": 7, "q": 0.995, "command": "x",
+             "machine": {"cpus": 2, "gemm_gmacs": {"2": 150.0}, "torch": "2.13.0",
+                         "environment": {"cpu": "CPU", "numba_cpu": "znver4",
+                                         "blas": [{"version": "0.3", "architecture": "Zen"}]}},
+             "rows": [{**row, "regime": "dense", "train_img_s": 6343.0, "infer_img_s": 17856.0,
+                       "train_vs_torch": 1.13, "train_vs_own_dense": 1.0},
+                      {**row, "regime": "freezenet", "train_img_s": 7125.0,
+                       "train_vs_torch": 1.28, "train_vs_own_dense": 1.12},
+                      {"model": "lenet5", "regime": "dense", "impl": "torch",
+                       "train_img_s": 5608.0, "infer_img_s": 11801.0},
+                      {"model": "lenet5", "regime": "freezenet", "impl": "torch",
+                       "train_img_s": 5550.0, "infer_img_s": None}]}
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / report.BENCH_FILE).write_text(json.dumps(bench))
+    page = ("<!-- table: bench bench -->\n<!-- /table -->\n"
+            "<!-- table: bench bench_cost -->\n<!-- /table -->\n")
+    new = report.fill_page(page, tmp_path)
+    assert "| lenet5 | freezenet | numba x2 | 7,125 | 5,550 | 1.28x | 1.12x | 12.3% |" in new
+    assert "| lenet5 | dense | numba x2 | 6,343 | 5,608 | 1.13x |  | 12.3% |" in new
+    assert "| lenet5 | freezenet | numba x2 | 2.29M + 2.00M + 0.34M | 14.0 | 14,344 |" in new
+    assert "lenet5 numba x2 17,856 (torch 11,801)" in new and "2 threads 150.0 G" in new
+    assert report.fill_page(new, tmp_path) == new
+    with pytest.raises(report.ReportError, match="unknown kind"):
+        report.fill_page(page.replace("bench_cost", "pivot"), tmp_path)
