@@ -301,7 +301,9 @@ def publish(src, dst, *, max_model_bytes: int = PUBLISH_MODEL_BYTES) -> list[str
             continue  # already there, whole
         target.mkdir(parents=True, exist_ok=True)
         model = folder / (LAST_GOOD if "diverged" in metrics else MODEL)
-        if model.stat().st_size <= max_model_bytes:
+        if not model.exists():  # itself a published copy: its model named, not present
+            storage.write_atomic(target / LEFT_OUT, (folder / LEFT_OUT).read_bytes())
+        elif model.stat().st_size <= max_model_bytes:
             storage.write_atomic(target / model.name, model.read_bytes())
         else:
             storage.write_atomic(target / LEFT_OUT, (json.dumps(

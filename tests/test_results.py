@@ -57,6 +57,11 @@ def test_publish_copies_finished_runs_and_small_models_only(tmp_path):
     assert len(report.load_runs(tmp_path / "pub")) == 2
     # a published run counts as finished, the large model file left out by name and checksum
     assert all(R.finished(tmp_path / "pub" / s.name, s) is not None for s in specs)
+    # a published folder publishes again (a sweep resumed in a copy of it, as make paper does)
+    assert sorted(R.publish(tmp_path / "pub", tmp_path / "again")) == sorted(copied)
+    assert (tmp_path / "again" / specs[0].name / R.LEFT_OUT).read_bytes() == \
+        (dense / R.LEFT_OUT).read_bytes()
+    assert all(R.finished(tmp_path / "again" / s.name, s) is not None for s in specs)
     (dense / R.LEFT_OUT).write_text('{"sha256": "0"}')  # a wrong checksum is not trusted
     assert R.finished(dense, specs[0]) is None
 
