@@ -74,7 +74,7 @@ mnist: install
 # LeNet-5-Caffe for STUDY_EPOCHS_LENET5 epochs and LeNet-300-100 for STUDY_EPOCHS_LENET300; dense,
 # FreezeNet, SNIP and random masks frozen and pruned at four rates, three seeds, on both and on
 # LeNet-5 with conv ReLU (reported apart as lenet5_relu); WeightMom and GMP
-# at q = 0.99 and 0.995 and ELSA (levels 0.995 / 0.99 / 0.9 / dense; first phase SNIP, then GMP)
+# at q = 0.99 and 0.995 and ELSA (levels 0.995 / 0.99 / 0.9 / dense; first phase SNIP's, then GMP's)
 # on LeNet-5-Caffe; last the
 # |g| mask frozen and pruned (FreezeNet's other reading), and SynFlow and GraSP frozen and
 # pruned on both models (`make collapse` runs those alone, with FreezeNet and SNIP beside them).
@@ -99,7 +99,7 @@ study: install
 	$(SWEEP) $(LENET300) --methods $(STUDY_METHODS) --rates $(STUDY_RATES)
 	$(SWEEP) $(LENET5) --conv-relu --methods $(STUDY_METHODS) --rates $(STUDY_RATES)
 	$(SWEEP) $(LENET5) --methods weightmom gmp --rates 0.99 0.995
-	$(SWEEP) $(LENET5) --methods elsa --levels 0.995 0.99 0.9
+	$(SWEEP) $(LENET5) --methods elsa --levels 0.995 0.99 0.9 --sparsifier snip
 	$(SWEEP) $(LENET5) --methods elsa --levels 0.995 0.99 0.9 --sparsifier gmp
 	$(SWEEP) $(LENET5) --methods $(STUDY_GRAD) --rates $(STUDY_RATES)
 	$(SWEEP) $(LENET300) --methods $(STUDY_GRAD) --rates $(STUDY_RATES)

@@ -78,11 +78,15 @@ class ElsaOptions(methods.Options):
     each later level's weights are chosen and start; the epochs of each phase (None: `epochs`
     each)."""
     levels: tuple = (0.995, 0.99, 0.9)
-    sparsifier: str = "snip"
+    sparsifier: str = "gmp"
     join_score: str = "grad"
     join_init: str = "zero"
     phase_epochs: tuple | None = None
     gradual: Schedule | None = None
+
+    NAME_PINS: ClassVar[dict] = {"sparsifier": "snip"}
+    """The first phase was SNIP's until GMP measured better (notebooks/results/gradual): names
+    still hash against snip, so no finished run is renamed."""
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise once, here (JSON gives lists back)
@@ -145,10 +149,11 @@ class Elsa(methods.Method):
             c.gradual.check()
 
     def group(self, config: dict) -> str:
-        """`elsa`, or `elsa_<sparsifier>` when phase 1 is not SNIP's: never averaged together.
-        (`config` as metrics.json records it: the options nested, or flat in earlier runs.)"""
+        """`elsa_<sparsifier>` (`elsa_gmp`, `elsa_snip`, ...): two first phases are never
+        averaged together. (`config` as metrics.json records it: the options nested, or flat in
+        earlier runs; a run that recorded no sparsifier ran when SNIP's was the only one.)"""
         sparsifier = (config.get("options") or config).get("sparsifier", "snip")
-        return self.name if sparsifier == "snip" else f"{self.name}_{sparsifier}"
+        return f"{self.name}_{sparsifier}"
 
     def run(self, config, data, *, progress: bool | None = None) -> "ElsaResult":
         return train(config, data, progress=progress)

@@ -212,6 +212,20 @@ class Options:
         """Every flat field this kind of options may have, at its default."""
         return cls().flat()
 
+    NAME_PINS: ClassVar[dict] = {}
+    """{field: value}: the default a run's name hashes a field against, where the default changed
+    after runs were named (`runs.RunSpec.name`), so that changing a default renames no finished
+    run and never gives a new run an old run's name."""
+
+
+def name_pins() -> dict:
+    """Every registered method's `Options.NAME_PINS`, flat."""
+    out: dict = {}
+    for m in REGISTRY.values():
+        if m.Options is not None:
+            out.update(m.Options.NAME_PINS)
+    return out
+
 
 # --- the methods of SNIP and FreezeNet: saliency scores from saliency.py -------------------------
 

@@ -278,7 +278,8 @@ BLOCK = re.compile(r"(?P<head><!-- table: (?P<dir>\S+) (?P<kind>\w+)(?P<args>(?:
 """A generated table in a Markdown page: `<!-- table: DIR KIND -->`, the table, `<!-- /table -->`;
 DIR relative to the page's folder, KIND one of `page_tables`' keys; `compare A B` compares two
 other methods than FreezeNet and SNIP, `pivot A B ...` shows only those methods, in that order;
-a folder holding a benchmark's `bench.json` gives `bench` and `bench_cost` (`bench_tables`)."""
+a folder holding a benchmark's `bench.json` gives `bench`, `bench_cost` and `bench_brief`
+(`bench_tables`)."""
 
 
 def folder_groups(root) -> tuple[list[dict], list[dict] | None]:
@@ -342,7 +343,9 @@ def bench_tables(bench: dict) -> dict[str, str]:
     ratios to PyTorch and to the runner's own dense step, and the share of the machine's float32
     GEMM rate the step reaches; `bench_cost`, the multiply-adds per image a step computes
     (forward + input gradient + weight gradient), the step in ms and the bytes the model
-    stores. Inference, memory and compile times follow as one line each."""
+    stores. Inference, memory and compile times follow as one line each. `bench_brief`, for a
+    front page: the dense and the SNIP-pruned rows, their share of the GEMM rate and the ratio to
+    PyTorch."""
     rows = bench["rows"]
     torch = {(r["model"], r["regime"]): r for r in rows if r["impl"] == "torch"}
     ours = [r for r in rows if r["impl"] != "torch"]
@@ -351,6 +354,7 @@ def bench_tables(bench: dict) -> dict[str, str]:
         return "-" if v is None else fmt.format(v)
     speed = ["| model | regime | runner | train img/s | torch img/s | vs torch | vs own dense "
              "| of GEMM |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    brief = ["| model | regime | runner | of GEMM | vs torch |", "| --- | --- | --- | ---: | ---: |"]
     costs = ["| model | regime | runner | MAC per image (fwd + dx + dW) | step ms | stored bytes |",
              "| --- | --- | --- | ---: | ---: | ---: |"]
     for r in ours:
@@ -359,6 +363,10 @@ def bench_tables(bench: dict) -> dict[str, str]:
                      f"{num(t and t['train_img_s'])} | {num(r['train_vs_torch'], '{:.2f}x')} | "
                      f"{'' if r['regime'] == 'dense' else num(r['train_vs_own_dense'], '{:.2f}x')}"
                      f" | {num(r.get('gemm_fraction'), '{:.1%}')} |")
+        if r["regime"] in ("dense", "snip"):
+            brief.append(f"| {r['model']} | {r['regime']} | {r['impl']} | "
+                         f"{num(r.get('gemm_fraction'), '{:.1%}')} | "
+                         f"{num(r['train_vs_torch'], '{:.2f}x')} |")
         macs = " + ".join(f"{r[k] / 1e6:.2f}M" for k in ("forward_macs", "input_grad_macs",
                                                           "weight_grad_macs"))
         costs.append(f"| {r['model']} | {r['regime']} | {r['impl']} | {macs} | "
@@ -387,7 +395,7 @@ def bench_tables(bench: dict) -> dict[str, str]:
                      f"compile with a cold cache, {bench['compile_s']['warm_cache']} s to load "
                      f"from a warm one.")
     return {"bench": "\n".join(speed) + "\n\n" + "\n".join(notes),
-            "bench_cost": "\n".join(costs)}
+            "bench_cost": "\n".join(costs), "bench_brief": "\n".join(brief)}
 
 
 def fill_page(text: str, folder) -> str:

@@ -68,10 +68,17 @@ class RunSpec:
         (resolved), in the flat form (`TrainConfig.flat`: options spread out), so adding a field
         with a default, or nesting options, renames no finished run."""
         c = self.config
-        rate = f"-q{c.rate!r}" if methods.get(c.method).uses_rate else ""
+        method = methods.get(c.method)
+        rate = f"-q{c.rate!r}" if method.uses_rate else ""
         d = self.to_dict()
         defaults = _jsonable(T.TrainConfig(model=c.model, method=c.method).resolved().flat())
-        d["config"] = {k: v for k, v in _jsonable(c.flat()).items() if defaults.get(k) != v}
+        flat = _jsonable(c.flat())
+        own = set(method.Options.flat_defaults()) if method.Options is not None else set()
+        for k, v in methods.name_pins().items():  # a default changed since runs were named
+            defaults[k] = v
+            if k not in own:
+                flat[k] = v  # a filler of another method's option, not this run's choice
+        d["config"] = {k: v for k, v in flat.items() if defaults.get(k) != v}
         net = models.network_name(c.model, c.model_kwargs)
         return f"{net}-{c.method}{rate}-s{c.seed}-{_digest(d)[:8]}"
 

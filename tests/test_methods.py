@@ -61,8 +61,11 @@ def test_each_method_owns_its_options_nested_in_the_config():
         TrainConfig(method="gmp", options={"levels": (0.9,)}).resolved()
     with pytest.raises(ValueError, match="options: expected ElsaOptions"):
         TrainConfig(method="elsa", options=Schedule()).resolved()
-    e = TrainConfig(method="elsa", options=ElsaOptions(levels=(0.9,), gradual=Schedule(prune_every=7))).resolved()
+    e = TrainConfig(method="elsa", options=ElsaOptions(levels=(0.9,), sparsifier="snip",
+                                                       gradual=Schedule(prune_every=7))).resolved()
     assert e.options.levels == (0.9,) and e.options.gradual is None  # snip sparsifier: no schedule
+    e = TrainConfig(method="elsa", options=ElsaOptions(levels=(0.9,))).resolved()
+    assert e.options.sparsifier == "gmp" and e.options.gradual == Schedule()  # the default
     e = TrainConfig(method="elsa", options={"levels": [0.9], "sparsifier": "gmp", "prune_every": 7}).resolved()
     assert e.options == ElsaOptions(levels=(0.9,), sparsifier="gmp", gradual=Schedule(prune_every=7))
 

@@ -162,6 +162,27 @@ def test_a_benchmark_run_feeds_its_tables(tmp_path):
     assert "| lenet5 | dense | numba x2 | 6,343 | 5,608 | 1.13x |  | 12.3% |" in new
     assert "| lenet5 | freezenet | numba x2 | 2.29M + 2.00M + 0.34M | 14.0 | 14,344 |" in new
     assert "lenet5 numba x2 17,856 (torch 11,801)" in new and "2 threads 150.0 G" in new
+    brief = report.fill_page("<!-- table: bench bench_brief -->\n<!-- /table -->\n", tmp_path)
+    assert "| lenet5 | dense | numba x2 | 12.3% | 1.13x |" in brief and "freezenet" not in brief
     assert report.fill_page(new, tmp_path) == new
     with pytest.raises(report.ReportError, match="unknown kind"):
         report.fill_page(page.replace("bench_cost", "pivot"), tmp_path)
+
+
+def test_a_changed_default_renames_no_run():
+    """ELSA's first phase became GMP's after the committed runs were named: the runs of either
+    sparsifier keep their names, and the new default never takes an old run's name."""
+    import dataclasses
+    from minifreeze.elsa import ElsaOptions
+    folder = RESULTS / "gradual"
+    specs = {p.parent.name: R.RunSpec.from_dict(json.loads(p.read_text())["spec"])
+             for p in folder.glob("lenet5-elsa-s0-*/metrics.json")}
+    by = {s.config.options.sparsifier: (name, s) for name, s in specs.items()}
+    assert set(by) == {"snip", "gmp"}
+    for sparsifier, (name, spec) in by.items():
+        assert spec.name == name  # named as when it ran
+    snip_name, snip = by["snip"]
+    default = dataclasses.replace(snip, config=dataclasses.replace(
+        snip.config, options=ElsaOptions(levels=snip.config.options.levels)).resolved())
+    assert default.config.options.sparsifier == "gmp" and default.name == by["gmp"][0]
+    assert default.name != snip_name

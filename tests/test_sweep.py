@@ -223,7 +223,8 @@ def test_cli_sweep_keeps_the_fields_each_method_uses(tmp_path, monkeypatch):
                      "--epochs", "1", "--limit-train", "100", "--out", str(tmp_path)]) == 0
     by_method = {s.config.method: s.config for s in seen}
     assert by_method["weightmom"].options.prune_every == 7
-    assert by_method["elsa"].options.levels == (0.99, 0.5) and by_method["elsa"].options.gradual is None
+    elsa = by_method["elsa"].options  # the default first phase, GMP, with the flag's schedule
+    assert elsa.levels == (0.99, 0.5) and elsa.sparsifier == "gmp" and elsa.gradual.prune_every == 7
     assert by_method["dense"].options is None
 
 
@@ -243,13 +244,14 @@ def test_elsa_levels_are_compared_with_the_best_pruned_method_alone():
         [("elsa", 0.9, 80), ("elsa", 0.0, 450)]
     groups = report.aggregate(expanded)
     rows = report.elsa_comparison(expanded, groups)
+    assert {r["method"] for r in rows} == {"elsa_snip"}  # recorded no sparsifier: SNIP's
     assert [(r["rate"], r["alone_method"], r["alone"], r["elsa"]) for r in rows] == \
         [(0.9, "gmp", 0.96, 0.95), (0.0, "dense", 0.992, 0.99)]
     assert rows[0]["freezenet"] == 0.93
     assert rows[0]["difference"] == pytest.approx(-0.01) and rows[0]["spread"] == 0.0
     assert rows[0]["verdict"] == "elsa below, one seed: no spread to judge by"
     table = report.page_tables(groups, runs)["elsa"]
-    assert "| lenet5 | elsa | 0.9 | 1 | 95.00 |" in table and "| gmp | 96.00 |" in table
+    assert "| lenet5 | elsa_snip | 0.9 | 1 | 95.00 |" in table and "| gmp | 96.00 |" in table
     [cost] = report.elsa_costs(runs, rows)
     assert cost["elsa_file_bytes"] == 500 and cost["alone_file_bytes"] == 100 + 100
     assert cost["elsa_train_seconds"] == 40.0 and cost["alone_train_seconds"] == 2.0
