@@ -26,6 +26,7 @@ import numpy as np
 
 from minifreeze import backend, init, models, parallel
 from minifreeze.data import load_dataset
+from minifreeze.report import divergence_cell, divergence_table
 from minifreeze.storage import write_atomic
 from minifreeze.train import make_trainer
 from minifreeze.trainer import NonFiniteStep
@@ -70,14 +71,6 @@ def one(conv_relu: bool, scheme: str, seed: int, data, steps: int, n_test: int) 
             "test_accuracy": float((logits.argmax(1) == data.y_test[:n_test]).mean())}
 
 
-def cell(r: dict) -> str:
-    if "diverged_at_step" in r:
-        return f"NaN at step {r['diverged_at_step']}"
-    if r["loss_last_50"] > 2.2:
-        return f"stuck at loss {r['loss_last_50']:.3f}"
-    return f"loss {r['loss_last_50']:.2f}, {100 * r['test_accuracy']:.1f}%"
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=400)
@@ -96,19 +89,15 @@ def main(argv=None) -> int:
                                               args.test)
                 rows.append(row)
                 print(f"conv ReLU {'yes' if conv_relu else 'no'}, {scheme}: "
-                      + "; ".join(cell(row[f'seed {s}']) for s in args.seeds), file=sys.stderr)
-    head = ["conv ReLU", "init"] + [f"seed {s}" for s in args.seeds]
-    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
-    for row in rows:
-        lines.append("| " + " | ".join([("yes" if row["conv_relu"] else "no"), row["init"]]
-                                       + [cell(row[f"seed {s}"]) for s in args.seeds]) + " |")
-    table = "\n".join(lines)
+                      + "; ".join(divergence_cell(row[f'seed {s}']) for s in args.seeds),
+                      file=sys.stderr)
     from minifreeze.environment import environment
     record = {"steps": args.steps, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
               "batch_size": 100, "warmup_steps": 0, "test_images": args.test, "rows": rows,
               "seconds": time.perf_counter() - t0,
               "environment": environment(shards=1, backend=backend.get_backend())}
     args.out.mkdir(parents=True, exist_ok=True)
+    table = divergence_table(record)
     write_atomic(args.out / "divergence.json", (json.dumps(record, indent=2) + "\n").encode())
     write_atomic(args.out / "divergence.md", (table + "\n").encode())
     print(table)

@@ -279,7 +279,7 @@ BLOCK = re.compile(r"(?P<head><!-- table: (?P<dir>\S+) (?P<kind>\w+)(?P<args>(?:
 DIR relative to the page's folder, KIND one of `page_tables`' keys; `compare A B` compares two
 other methods than FreezeNet and SNIP, `pivot A B ...` shows only those methods, in that order;
 a folder holding a benchmark's `bench.json` gives `bench`, `bench_cost` and `bench_brief`
-(`bench_tables`)."""
+(`bench_tables`), one holding `divergence.json` gives `divergence`."""
 
 
 def folder_groups(root) -> tuple[list[dict], list[dict] | None]:
@@ -398,6 +398,32 @@ def bench_tables(bench: dict) -> dict[str, str]:
             "bench_cost": "\n".join(costs), "bench_brief": "\n".join(brief)}
 
 
+DIVERGENCE_FILE = "divergence.json"
+"""The file `benchmarks/conv_relu_divergence.py` writes: a folder holding it feeds the
+`divergence` table of a page."""
+
+
+def divergence_cell(r: dict) -> str:
+    """One seed of one row of the divergence table: where it diverged, or stuck, or how it did."""
+    if "diverged_at_step" in r:
+        return f"NaN at step {r['diverged_at_step']}"
+    if r["loss_last_50"] > 2.2:
+        return f"stuck at loss {r['loss_last_50']:.3f}"
+    return f"loss {r['loss_last_50']:.2f}, {100 * r['test_accuracy']:.1f}%"
+
+
+def divergence_table(record: dict) -> str:
+    """Dense LeNet-5 at lr 0.1 with and without conv ReLU, per initialisation and seed
+    (`benchmarks/conv_relu_divergence.py`'s record) as Markdown."""
+    seeds = [k for k in record["rows"][0] if k.startswith("seed ")]
+    head = ["conv ReLU", "init"] + seeds
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    for row in record["rows"]:
+        lines.append("| " + " | ".join([("yes" if row["conv_relu"] else "no"), row["init"]]
+                                       + [divergence_cell(row[s]) for s in seeds]) + " |")
+    return "\n".join(lines)
+
+
 def fill_page(text: str, folder) -> str:
     """`text` (a Markdown page in `folder`) with every generated table written anew from the
     committed runs it names; ReportError for an unknown kind or a folder without runs."""
@@ -407,6 +433,9 @@ def fill_page(text: str, folder) -> str:
         root = (folder / m["dir"]).resolve()
         if root not in cache and (root / BENCH_FILE).is_file():
             cache[root] = ([], bench_tables(json.loads((root / BENCH_FILE).read_text())))
+        if root not in cache and (root / DIVERGENCE_FILE).is_file():
+            cache[root] = ([], {"divergence": divergence_table(
+                json.loads((root / DIVERGENCE_FILE).read_text()))})
         if root not in cache:
             groups, runs = folder_groups(root)
             cache[root] = (groups, page_tables(groups, runs))

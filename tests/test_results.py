@@ -186,3 +186,13 @@ def test_a_changed_default_renames_no_run():
         snip.config, options=ElsaOptions(levels=snip.config.options.levels)).resolved())
     assert default.config.options.sparsifier == "gmp" and default.name == by["gmp"][0]
     assert default.name != snip_name
+
+
+def test_the_divergence_table_is_what_its_record_gives():
+    """`make conv-relu-table`'s record and its Markdown agree, and a page embeds the same table."""
+    record = json.loads((RESULTS / "conv_relu" / report.DIVERGENCE_FILE).read_text())
+    table = report.divergence_table(record)
+    assert (RESULTS / "conv_relu" / "divergence.md").read_text() == table + "\n"
+    assert "| no | xavier | NaN at step 13 | NaN at step 15 |" in table
+    page = "<!-- table: conv_relu divergence -->\n<!-- /table -->\n"
+    assert report.fill_page(page, RESULTS) == page.replace("\n<!--", "\n" + table + "\n<!--")
