@@ -133,4 +133,4 @@ def test_elsa_variants_are_grouped_apart():
                 "config": {"model_kwargs": {}, "sparsifier": sparsifier}}
     groups = report.aggregate([elsa("snip", 0, 0.9), elsa("gmp", 0, 0.95), elsa("gmp", 1, 0.97)])
     by = {g["method"]: g for g in groups}
-    assert set(by) == {"elsa", "elsa_gmp"} and by["elsa_gmp"]["seeds"] == [0, 1]
+    assert set(by) == {"elsa_snip", "elsa_gmp"} and by["elsa_gmp"]["seeds"] == [0, 1]
