@@ -333,8 +333,8 @@ def page_tables(groups: list[dict], runs: list[dict] | None = None) -> dict[str,
 
 
 BENCH_FILE = "bench.json"
-"""The file `benchmarks/bench.py --out` writes: a results folder holding it feeds the `bench` and
-`bench_cost` tables of a page."""
+"""The file `benchmarks/bench.py --out` writes: a results folder holding it feeds the `bench`,
+`bench_cost` and `bench_brief` tables of a page (`bench_tables`)."""
 
 
 def bench_tables(bench: dict) -> dict[str, str]:
