@@ -120,14 +120,18 @@ def _cell(key: str, value) -> str:
     return str(value)
 
 
-def markdown_table(rows: list[dict], columns=SUMMARY_COLUMNS) -> str:
+LEFT_COLUMNS = frozenset({"model", "network", "method", "backend", "verdict", "seeds", "score",
+                          "mode", "alone_method", "a", "b"})
+"""Columns of words, aligned left by `markdown_table`; every other column is numbers, aligned
+right."""
+
+
+def markdown_table(rows: list[dict], columns=SUMMARY_COLUMNS, *, left=LEFT_COLUMNS) -> str:
     """A Markdown table of `rows`: accuracies in percent, counts with thousands separators.
-    Cells that are already strings (`format_rows`) are shown as they are."""
-    right = [k not in ("model", "network", "method", "backend", "verdict", "seeds", "score", "mode",
-                       "alone_method", "a", "b")
-             for k in columns]
+    Cells that are already strings (`format_rows`) are shown as they are. A column's heading is
+    its key with spaces for underscores; the columns in `left` are aligned left."""
     head = "| " + " | ".join(k.replace("_", " ") for k in columns) + " |"
-    rule = "| " + " | ".join("---:" if r else "---" for r in right) + " |"
+    rule = "| " + " | ".join("---" if k in left else "---:" for k in columns) + " |"
     body = ["| " + " | ".join(_cell(k, row.get(k)) for k in columns) + " |" for row in rows]
     return "\n".join([head, rule, *body])
 
@@ -352,25 +356,24 @@ def bench_tables(bench: dict) -> dict[str, str]:
 
     def num(v, fmt="{:,.0f}"):
         return "-" if v is None else fmt.format(v)
-    speed = ["| model | regime | runner | train img/s | torch img/s | vs torch | vs own dense "
-             "| of GEMM |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    brief = ["| model | regime | runner | of GEMM | vs torch |", "| --- | --- | --- | ---: | ---: |"]
-    costs = ["| model | regime | runner | MAC per image (fwd + dx + dW) | step ms | stored bytes |",
-             "| --- | --- | --- | ---: | ---: | ---: |"]
+    speed, costs = [], []
     for r in ours:
         t = torch.get((r["model"], r["regime"]))
-        speed.append(f"| {r['model']} | {r['regime']} | {r['impl']} | {num(r['train_img_s'])} | "
-                     f"{num(t and t['train_img_s'])} | {num(r['train_vs_torch'], '{:.2f}x')} | "
-                     f"{'' if r['regime'] == 'dense' else num(r['train_vs_own_dense'], '{:.2f}x')}"
-                     f" | {num(r.get('gemm_fraction'), '{:.1%}')} |")
-        if r["regime"] in ("dense", "snip"):
-            brief.append(f"| {r['model']} | {r['regime']} | {r['impl']} | "
-                         f"{num(r.get('gemm_fraction'), '{:.1%}')} | "
-                         f"{num(r['train_vs_torch'], '{:.2f}x')} |")
-        macs = " + ".join(f"{r[k] / 1e6:.2f}M" for k in ("forward_macs", "input_grad_macs",
-                                                          "weight_grad_macs"))
-        costs.append(f"| {r['model']} | {r['regime']} | {r['impl']} | {macs} | "
-                     f"{r['step_ms']:.1f} | {r['stored_bytes']:,} |")
+        row = {"model": r["model"], "regime": r["regime"], "runner": r["impl"]}
+        speed.append({**row, "train_img/s": num(r["train_img_s"]),
+                      "torch_img/s": num(t and t["train_img_s"]),
+                      "vs_torch": num(r["train_vs_torch"], "{:.2f}x"),
+                      "vs_own_dense": "" if r["regime"] == "dense" else
+                      num(r["train_vs_own_dense"], "{:.2f}x"),
+                      "of_GEMM": num(r.get("gemm_fraction"), "{:.1%}")})
+        costs.append({**row, "MAC_per_image_(fwd_+_dx_+_dW)": " + ".join(
+            f"{r[k] / 1e6:.2f}M" for k in ("forward_macs", "input_grad_macs", "weight_grad_macs")),
+            "step_ms": f"{r['step_ms']:.1f}", "stored_bytes": f"{r['stored_bytes']:,}"})
+    left = ("model", "regime", "runner")
+    speed_cols = (*left, "train_img/s", "torch_img/s", "vs_torch", "vs_own_dense", "of_GEMM")
+    brief_cols = (*left, "of_GEMM", "vs_torch")
+    cost_cols = (*left, "MAC_per_image_(fwd_+_dx_+_dW)", "step_ms", "stored_bytes")
+    brief = [r for r in speed if r["regime"] in ("dense", "snip")]
     infer = [f"{r['model']} {r['impl']} {num(r['infer_img_s'])}" +
              ("" if torch.get((r["model"], "dense")) is None else
               f" (torch {num(torch[(r['model'], 'dense')]['infer_img_s'])})")
@@ -394,8 +397,9 @@ def bench_tables(bench: dict) -> dict[str, str]:
         notes.append(f"Numba kernels of all models: {bench['compile_s']['cold_cache']} s to "
                      f"compile with a cold cache, {bench['compile_s']['warm_cache']} s to load "
                      f"from a warm one.")
-    return {"bench": "\n".join(speed) + "\n\n" + "\n".join(notes),
-            "bench_cost": "\n".join(costs), "bench_brief": "\n".join(brief)}
+    return {"bench": markdown_table(speed, speed_cols, left=left) + "\n\n" + "\n".join(notes),
+            "bench_cost": markdown_table(costs, cost_cols, left=left),
+            "bench_brief": markdown_table(brief, brief_cols, left=left)}
 
 
 DIVERGENCE_FILE = "divergence.json"
@@ -416,12 +420,16 @@ def divergence_table(record: dict) -> str:
     """Dense LeNet-5 at lr 0.1 with and without conv ReLU, per initialisation and seed
     (`benchmarks/conv_relu_divergence.py`'s record) as Markdown."""
     seeds = [k for k in record["rows"][0] if k.startswith("seed ")]
-    head = ["conv ReLU", "init"] + seeds
-    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
-    for row in record["rows"]:
-        lines.append("| " + " | ".join([("yes" if row["conv_relu"] else "no"), row["init"]]
-                                       + [divergence_cell(row[s]) for s in seeds]) + " |")
-    return "\n".join(lines)
+    columns = ("conv_ReLU", "init", *(s.replace(" ", "_") for s in seeds))
+    rows = [{"conv_ReLU": "yes" if row["conv_relu"] else "no", "init": row["init"],
+             **{s.replace(" ", "_"): divergence_cell(row[s]) for s in seeds}}
+            for row in record["rows"]]
+    return markdown_table(rows, columns, left=columns)
+
+
+RECORD_TABLES = {BENCH_FILE: bench_tables,
+                 DIVERGENCE_FILE: lambda record: {"divergence": divergence_table(record)}}
+"""Record files that feed a page's tables in place of runs, and the tables each gives."""
 
 
 def fill_page(text: str, folder) -> str:
@@ -431,11 +439,9 @@ def fill_page(text: str, folder) -> str:
 
     def table(m):
         root = (folder / m["dir"]).resolve()
-        if root not in cache and (root / BENCH_FILE).is_file():
-            cache[root] = ([], bench_tables(json.loads((root / BENCH_FILE).read_text())))
-        if root not in cache and (root / DIVERGENCE_FILE).is_file():
-            cache[root] = ([], {"divergence": divergence_table(
-                json.loads((root / DIVERGENCE_FILE).read_text()))})
+        for name, tables_of in RECORD_TABLES.items():
+            if root not in cache and (root / name).is_file():
+                cache[root] = ([], tables_of(json.loads((root / name).read_text())))
         if root not in cache:
             groups, runs = folder_groups(root)
             cache[root] = (groups, page_tables(groups, runs))
