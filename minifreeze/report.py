@@ -121,7 +121,7 @@ def _cell(key: str, value) -> str:
 
 
 LEFT_COLUMNS = frozenset({"model", "network", "method", "backend", "verdict", "seeds", "score",
-                          "mode", "alone_method", "a", "b"})
+                          "mode", "alone_method", "a", "b", "dense_seeds"})
 """Columns of words, aligned left by `markdown_table`; every other column is numbers, aligned
 right."""
 
@@ -232,28 +232,40 @@ def aggregate(runs: list[dict]) -> list[dict]:
                                        r["rate"]))
 
 
-def checkpoint_rows(groups: list[dict]) -> list[dict]:
+NOT_TRAINED = 0.2
+"""A dense run whose final test accuracy is below this (twice chance on ten classes) did not
+train (the paper protocol's dense seed 2 stays at chance): ratios to dense leave its seed out
+of the baseline."""
+
+
+def checkpoint_rows(groups: list[dict], *, not_trained: float = NOT_TRAINED) -> list[dict]:
     """The groups that recorded checkpoints (`checkpoint_every`): the final epoch's and SNIP's
-    rule's mean and std, each also divided by dense's mean on the same network over the same
-    seeds (FreezeNet's "99.2% of the baseline" is such a ratio: 0.992; matching the seeds keeps a
-    method's ratio from mixing in a dense seed it has no run for, e.g. one that did not train).
+    rule's mean and std, each also divided by the baseline, dense's mean on the same network over
+    the same seeds (FreezeNet's "99.2% of the baseline" is such a ratio: 0.992). The baseline
+    leaves out a seed dense has no run for and a dense seed that did not train (final accuracy
+    below `not_trained`); `dense_seeds` names the seeds it used. Dense's own row has no ratio.
     Groups read back from a summary.csv have no per-seed values: then dense's mean over all its
     seeds."""
     dense = {g["model"]: g for g in groups if g["method"] == "dense" and "mean_accuracy" in g}
 
-    def dense_mean(d, seeds, key, by_key):
-        by = d.get(by_key) or {}
-        if seeds and all(s in by for s in seeds):
-            return sum(by[s] for s in seeds) / len(seeds)
-        return d.get(key)
+    def baseline(d, seeds):
+        by = d.get("by_seed")
+        if not by:  # from a summary.csv
+            return d.get("mean_accuracy"), d.get("mean_best_of_checkpoints"), d.get("seeds")
+        used = [s for s in seeds if s in by and by[s] >= not_trained]
+        if not used:
+            return None, None, []
+        best = d.get("best_by_seed") or {}
+        return (sum(by[s] for s in used) / len(used),
+                sum(best[s] for s in used) / len(used) if all(s in best for s in used) else None,
+                used)
 
     rows = []
     for g in groups:
         if "mean_best_of_checkpoints" not in g:
             continue
-        d = dense.get(g["model"])
-        final = dense_mean(d, g["seeds"], "mean_accuracy", "by_seed") if d else None
-        best = dense_mean(d, g["seeds"], "mean_best_of_checkpoints", "best_by_seed") if d else None
+        d = dense.get(g["model"]) if g["method"] != "dense" else None
+        final, best, used = baseline(d, g["seeds"]) if d else (None, None, [])
         rows.append({"model": g["model"], "method": g["method"], "rate": g["rate"],
                      "seeds": g["seeds"], "final": g["mean_accuracy"],
                      "final_std": g["std_accuracy"],
@@ -261,12 +273,12 @@ def checkpoint_rows(groups: list[dict]) -> list[dict]:
                      "best_of_last": g["mean_best_of_checkpoints"],
                      "best_of_last_std": g["std_best_of_checkpoints"],
                      "best_of_last_of_dense": g["mean_best_of_checkpoints"] / best if best
-                     else None})
+                     else None, "dense_seeds": None if g["method"] == "dense" else used})
     return rows
 
 
 CHECKPOINT_COLUMNS = ("model", "method", "rate", "seeds", "final", "final_std", "final_of_dense",
-                      "best_of_last", "best_of_last_std", "best_of_last_of_dense")
+                      "best_of_last", "best_of_last_std", "best_of_last_of_dense", "dense_seeds")
 
 
 def checkpoint_table(groups: list[dict]) -> str:

@@ -115,16 +115,26 @@ def test_snips_rule_and_the_fraction_of_dense_are_reported():
     rows = {r["method"]: r for r in report.checkpoint_rows(report.aggregate(runs))}
     assert rows["freezenet"]["final_of_dense"] == pytest.approx(0.982 / 0.992)
     assert rows["freezenet"]["best_of_last_of_dense"] == pytest.approx(0.985 / 0.993)
-    assert rows["dense"]["final_of_dense"] == pytest.approx(1.0)
+    assert rows["dense"]["final_of_dense"] is None and rows["freezenet"]["dense_seeds"] == [0, 1]
     text = report.report_markdown(runs, report.aggregate(runs), [])
     assert "SNIP's rule" in text and "| 0.9899 |" in text  # 0.982 / 0.992
     # runs without checkpoints have no such table
     assert report.checkpoint_rows(report.aggregate([_run({}, "snip", 0, 0.9)])) == []
-    # a dense seed the method has no run for (here one that never left chance) is not mixed in
+    # a dense seed the method has no run for is not mixed in, nor one that did not train (here
+    # one that never left chance), even where the method has that seed
     stuck = runs + [run("dense", 2, 0.1135, 0.1135)]
     rows = {r["method"]: r for r in report.checkpoint_rows(report.aggregate(stuck))}
     assert rows["freezenet"]["final_of_dense"] == pytest.approx(0.982 / 0.992)
     assert rows["dense"]["final"] == pytest.approx((0.990 + 0.994 + 0.1135) / 3)
+    third = stuck + [run("freezenet", 2, 0.983, 0.986)]
+    rows = {r["method"]: r for r in report.checkpoint_rows(report.aggregate(third))}
+    assert rows["freezenet"]["final_of_dense"] == pytest.approx(0.982333 / 0.992, rel=1e-5)
+    assert rows["freezenet"]["best_of_last_of_dense"] == pytest.approx(0.9853333 / 0.993, rel=1e-5)
+    assert rows["freezenet"]["dense_seeds"] == [0, 1]
+    # only a seed that did not train: no baseline, no ratio
+    alone = [run("dense", 2, 0.1135, 0.1135), run("freezenet", 2, 0.983, 0.986)]
+    rows = {r["method"]: r for r in report.checkpoint_rows(report.aggregate(alone))}
+    assert rows["freezenet"]["final_of_dense"] is None and rows["freezenet"]["dense_seeds"] == []
 
 
 def test_elsa_variants_are_grouped_apart():
