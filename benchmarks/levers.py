@@ -37,11 +37,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minifreeze import backend, init, layers, parallel, storage  # noqa: E402
 from minifreeze.environment import environment  # noqa: E402
 from minifreeze.models import get_model  # noqa: E402
-from minifreeze.trainer import HostTrainer  # noqa: E402
+from benchmarks.bench import MinifreezeRunner  # noqa: E402
 
 OPS = ("conv_forward", "conv_backward", "linear_forward", "linear_backward", "relu_forward",
        "relu_backward", "maxpool_forward", "maxpool_backward")
-LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
 
 
 class OpTimer:
@@ -75,22 +74,14 @@ class OpTimer:
 
 
 def profile_step(name: str, batch: int, steps: int, rounds: int) -> dict:
-    kwargs = {"input_shape": [3, 32, 32]} if name == "vgg" else {}
-    model = get_model(name, **kwargs)
-    params = init.init_params(model, 0, "xavier")
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((batch, *model.input_shape)).astype(np.float32)
-    y = rng.integers(0, 10, batch)
-    trainer = HostTrainer(model, params, None, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
-                          shards=1)
-    for _ in range(3):
-        trainer.step(x, y, LR)  # warm-up
+    """A dense step of `name` on one shard (bench.py's runner: its weights and batch), op by op."""
+    runner = MinifreezeRunner(name, "numba", None, batch, shards=1)
+    runner.train_steps(3)  # warm-up
     step_ms, ops = [], defaultdict(list)
     for _ in range(rounds):
         with OpTimer() as timer:
             t0 = time.perf_counter()
-            for _ in range(steps):
-                trainer.step(x, y, LR)
+            runner.train_steps(steps)
             step_ms.append(1000 * (time.perf_counter() - t0) / steps)
         for key, seconds in timer.totals.items():
             ops[key].append(1000 * seconds / steps)
