@@ -264,7 +264,8 @@ def checkpoint_rows(groups: list[dict], *, not_trained: float = NOT_TRAINED) -> 
     for g in groups:
         if "mean_best_of_checkpoints" not in g:
             continue
-        d = dense.get(g["model"]) if g["method"] != "dense" else None
+        is_dense = g["method"] == "dense"
+        d = None if is_dense else dense.get(g["model"])
         final, best, used = baseline(d, g["seeds"]) if d else (None, None, [])
         rows.append({"model": g["model"], "method": g["method"], "rate": g["rate"],
                      "seeds": g["seeds"], "final": g["mean_accuracy"],
@@ -273,7 +274,7 @@ def checkpoint_rows(groups: list[dict], *, not_trained: float = NOT_TRAINED) -> 
                      "best_of_last": g["mean_best_of_checkpoints"],
                      "best_of_last_std": g["std_best_of_checkpoints"],
                      "best_of_last_of_dense": g["mean_best_of_checkpoints"] / best if best
-                     else None, "dense_seeds": None if g["method"] == "dense" else used})
+                     else None, "dense_seeds": None if is_dense else used})
     return rows
 
 
