@@ -283,9 +283,16 @@ CHECKPOINT_COLUMNS = ("model", "method", "rate", "seeds", "final", "final_std", 
 
 
 def checkpoint_table(groups: list[dict]) -> str:
-    """`checkpoint_rows` as Markdown: accuracies in percent, fractions of dense to 4 decimals."""
-    return markdown_table(format_rows(checkpoint_rows(groups), CHECKPOINT_COLUMNS, percent=(
-        "final", "final_std", "best_of_last", "best_of_last_std")), CHECKPOINT_COLUMNS)
+    """`checkpoint_rows` as Markdown: accuracies in percent, fractions of dense to 4 decimals;
+    "none" in `dense_seeds` where no dense seed of the network trained (Caffe's LeNet-5 under
+    the paper's protocol), so no ratio."""
+    rows = checkpoint_rows(groups)
+    shown = format_rows(rows, CHECKPOINT_COLUMNS, percent=(
+        "final", "final_std", "best_of_last", "best_of_last_std"))
+    for row, cells in zip(rows, shown):
+        if row["dense_seeds"] == []:
+            cells["dense_seeds"] = "none"
+    return markdown_table(shown, CHECKPOINT_COLUMNS)
 
 
 # --- tables in pages (README.md, docs/) ---------------------------------------------------------

@@ -135,6 +135,7 @@ def test_snips_rule_and_the_fraction_of_dense_are_reported():
     alone = [run("dense", 2, 0.1135, 0.1135), run("freezenet", 2, 0.983, 0.986)]
     rows = {r["method"]: r for r in report.checkpoint_rows(report.aggregate(alone))}
     assert rows["freezenet"]["final_of_dense"] is None and rows["freezenet"]["dense_seeds"] == []
+    assert "| - | none |" in report.checkpoint_table(report.aggregate(alone)).splitlines()[-1]
 
 
 def test_elsa_variants_are_grouped_apart():
