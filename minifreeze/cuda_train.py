@@ -28,7 +28,7 @@ import numpy as np
 from minifreeze import backend
 from minifreeze.masks import as_masks
 from minifreeze.models import Model
-from minifreeze.trainer import NonFiniteStep, check_masks
+from minifreeze.trainer import NonFiniteStep, check_masks, check_state
 
 SUPPORTED_OPS = ("conv", "linear", "relu", "maxpool", "flatten")
 
@@ -71,6 +71,10 @@ class _Workspace:
         self.metrics = k.device_array((2,), dtype=np.float32)  # [mean loss, correct]
 
 
+def f32(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
 class DeviceTrainer:
     """Masked SGD on the device for a model without batch norm (see the module docstring).
 
@@ -108,7 +112,6 @@ class DeviceTrainer:
         self.model = model
         self.lr, self.momentum = float(lr), float(momentum)
         self.weight_decay, self.nesterov = float(weight_decay), bool(nesterov)
-        f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
         self.d_params = {n: k.to_device(f32(params[n])) for n in shapes}
         self.velocity = {n: k.to_device(np.zeros(s, np.float32)) for n, s in shapes.items()}
         self.grads = {n: k.device_array(s, dtype=np.float32) for n, s in shapes.items()}
@@ -120,6 +123,7 @@ class DeviceTrainer:
         self._d_good = {n: k.to_device(f32(params[n])) for n in shapes}  # before the last update
         self._flag = k.device_array((1,), dtype=np.int32)
         self._ws: dict[int, _Workspace] = {}
+        self._pruned = False  # set_masks(prune=True) was called (recorded in state())
 
     # --- host-facing API ------------------------------------------------------------------------
     def step(self, x: np.ndarray, y: np.ndarray, lr: float | None = None) -> tuple[float, int]:
@@ -177,6 +181,27 @@ class DeviceTrainer:
     def velocities_to_host(self) -> dict[str, np.ndarray]:
         return {n: v.copy_to_host() for n, v in self.velocity.items()}
 
+    def state(self) -> dict:
+        """Host copies of everything the next step depends on (`trainer.Trainer.state`)."""
+        return {"params": self.params_to_host(), "velocity": self.velocities_to_host(),
+                "buffers": {k: np.array(v) for k, v in self.buffers.items()},
+                "masks": None if self.masks is None else dict(self.masks),
+                "pruned": self._pruned}
+
+    def load_state(self, state) -> None:
+        """Go on from `state()`: parameters, velocities, buffers and masks copied to the device."""
+        check_state(self.model, state)
+        k = self.k
+        self.d_params = {n: k.to_device(f32(state["params"][n])) for n in self.d_params}
+        self._d_good = {n: k.to_device(f32(state["params"][n])) for n in self.d_params}
+        self.velocity = {n: k.to_device(f32(state["velocity"][n])) for n in self.velocity}
+        self.buffers = {n: np.array(v) for n, v in state["buffers"].items()}
+        masks = as_masks(state["masks"])
+        check_masks(self.model, masks)
+        self.masks = masks
+        self.d_masks = {n: k.to_device(f32(m)) for n, m in (masks or {}).items()}
+        self._pruned = bool(state["pruned"])
+
     def set_masks(self, masks, *, prune: bool = False) -> None:
         """Train under `masks` from the next step: velocities cleared where m == 0, and with
         `prune` those parameters set to +0.0 (done on the host, then copied back)."""
@@ -194,6 +219,7 @@ class DeviceTrainer:
                 self.d_params[name] = k.to_device(p)
         self.masks = masks
         self.d_masks = {n: k.to_device(np.ascontiguousarray(m)) for n, m in (masks or {}).items()}
+        self._pruned = self._pruned or prune
 
     # --- the device side ------------------------------------------------------------------------
     def _load_batch(self, x, y) -> _Workspace:

@@ -54,25 +54,30 @@ Notebook `06_pipeline` walks through this file.
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import math
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from minifreeze import backend, init, masks as M, methods, models, parallel, storage
 from minifreeze.data import Dataset
+from minifreeze.dead_units import PROBE_IMAGES, DeadUnitsProbe
 from minifreeze.losses import softmax_cross_entropy
 from minifreeze.methods import Method, require
 from minifreeze.optim import SCHEDULES, make_schedule
 from minifreeze.saliency import saliency_batch
 from minifreeze.trainer import Hook, HostTrainer, NonFiniteStep
 
-__all__ = ["METHODS", "PROTOCOLS", "Hook", "Method", "Setup", "TrainConfig", "TrainResult",
-           "TrainingDiverged", "evaluate", "make_trainer", "plan_epochs", "prepare",
-           "protocol_config", "saliency_batch", "train", "train_steps"]
+__all__ = ["METHODS", "PROTOCOLS", "Hook", "Method", "Setup", "StateFile", "TrainConfig",
+           "TrainResult", "TrainingDiverged", "evaluate", "load_state", "make_trainer",
+           "plan_epochs", "prepare", "protocol_config", "saliency_batch", "save_state", "train",
+           "train_steps"]
 
 
 METHODS = methods.REGISTRY
@@ -230,12 +235,14 @@ PROTOCOLS: dict[str, dict] = {
     "short": {},
     "paper": dict(lr=0.1, schedule="step", lr_step_every=25_000, lr_gamma=0.1, momentum=0.9,
                   nesterov=False, weight_decay=5e-4, batch_size=100, epochs=250,
-                  warmup_steps=0, checkpoint_every=1_000, checkpoint_last=5),
+                  warmup_steps=0, checkpoint_every=1_000, checkpoint_last=5, init="lecun"),
 }
 """Named presets. `short`: TrainConfig's own defaults (20 epochs, lr 0.05 after a 200-step linear
 warm-up, cosine decay, momentum 0.9, weight decay 5e-4, batch 100): what `make mnist` runs.
 `paper`: FreezeNet's supplement (section S1.1), SNIP's schedule untuned: SGD momentum 0.9, lr 0.1
-divided by 10 every 25k steps, weight decay 5e-4, batch 100, 250 epochs, no warm-up; the test
+divided by 10 every 25k steps, weight decay 5e-4, batch 100, 250 epochs, no warm-up, and SNIP's
+code's initialisation, `lecun` (variance scaling on fan-in, truncated normal; Glorot-normal,
+`xavier`, killed every ReLU unit of conv2 on one seed in three: docs/protocols.md); the test
 set is also evaluated at the last 5 checkpoints, one every 1,000 steps (SNIP's reporting rule:
 the best of them; `best_of_checkpoints`)."""
 
@@ -269,6 +276,8 @@ class TrainResult:
     history: list[dict]
     seconds: float
     checkpoints: list[dict] | None = None  # {"step", "test_accuracy"} (config.checkpoint_every)
+    dead_units: list[dict] | None = None  # dead_units.DeadUnitsProbe's rows
+    resumed_from: int | None = None  # the epoch a saved state took the run up to, if resumed
 
     def checkpoint(self) -> storage.Checkpoint:
         c = self.config
@@ -349,15 +358,80 @@ def config_trainer(c: TrainConfig, setup: Setup):
                         pruned=c.mode == "prune" and setup.masks is not None)
 
 
+@dataclass(frozen=True)
+class StateFile:
+    """Where a run saves its whole training state, and resumes from (`train_steps`).
+
+    Every `every` epochs (not after the last) the loop writes `path` atomically: parameters,
+    velocities, buffers, masks, the step, the shuffle generator's state, the history so far and
+    each hook's `state()`. A run started with a `StateFile` whose path holds a state saved for the
+    same config and `key` goes on from there, and ends bit for bit where an uninterrupted run
+    ends; any other file there is ignored (and overwritten at the next save). A hook whose
+    `state()` is None (it cannot be resumed) turns saving off for that run. `runs.run` keys the
+    state with the run's name and deletes it once the run's metrics are written."""
+    path: Path
+    every: int = 5
+    key: str = ""
+
+
+STATE_VERSION = 1
+
+
+def save_state(path, *, key: str, config: "TrainConfig", epoch: int, t: int, history: list,
+               shuffle: dict, trainer_state: dict, hooks: list, seconds: float) -> int:
+    """Write a training state (see `StateFile`) atomically to `path`: one .npz whose arrays are
+    `params/<name>`, `velocity/<name>`, `buffers/<name>`, `masks/<name>` and whose `meta` holds
+    the rest as JSON. Returns the bytes written."""
+    arrays = {f"{part}/{k}": v for part in ("params", "velocity", "buffers")
+              for k, v in trainer_state[part].items()}
+    arrays.update({f"masks/{k}": np.asarray(v) for k, v in (trainer_state["masks"] or {}).items()})
+    meta = {"version": STATE_VERSION, "key": key, "config": _config_json(config), "epoch": epoch,
+            "t": t, "history": history, "shuffle": shuffle, "hooks": hooks, "seconds": seconds,
+            "has_masks": trainer_state["masks"] is not None, "pruned": trainer_state["pruned"]}
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    return storage.write_atomic(path, buf.getvalue())
+
+
+def load_state(path, *, key: str, config: "TrainConfig") -> dict | None:
+    """The state `save_state` wrote at `path` for this `key` and (resolved) config, as
+    {"epoch", "t", "history", "shuffle", "hooks", "seconds", "trainer": {...}}; None when
+    there is no such file, it does not parse, or it was saved for another run."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            if meta.get("version") != STATE_VERSION or meta.get("key") != key or \
+                    meta.get("config") != _config_json(config):
+                return None
+            parts = {"params": {}, "velocity": {}, "buffers": {}, "masks": {}}
+            for name in z.files:
+                part, _, k = name.partition("/")
+                if part in parts:
+                    parts[part][k] = z[name]
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        return None
+    trainer_state = {**parts, "masks": parts["masks"] if meta["has_masks"] else None,
+                     "pruned": meta["pruned"]}
+    return {**{k: meta[k] for k in ("epoch", "t", "history", "shuffle", "hooks", "seconds")},
+            "trainer": trainer_state}
+
+
+def _config_json(c: "TrainConfig") -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(c), default=str))
+
+
 def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: bool | None = None,
-                on_epoch=None, on_step=None, hooks=()) -> TrainResult:
+                on_epoch=None, on_step=None, hooks=(), state: StateFile | None = None
+                ) -> TrainResult:
     """Masked SGD from setup.params for config.epochs epochs; returns params and history.
 
     `hooks`: `Hook` objects called between steps and after each epoch (they may change the
     masks). `on_epoch(row)` is called after each epoch's evaluation (a notebook can plot live).
     `on_step(t, loss, grads)` is called after each update, t = 1, 2, ..., with the batch loss and
     the (masked) gradients of that step: e.g. to record `gradient_norms` through training
-    (None from a device trainer, whose gradients stay on the GPU).
+    (None from a device trainer, whose gradients stay on the GPU). `state`: save the training
+    state every few epochs and resume from it (`StateFile`); epochs done before a resume are
+    not passed to `on_epoch` again.
     """
     c = config.resolved()
     n = len(data.y_train)
@@ -368,10 +442,18 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
     trainer = config_trainer(c, setup)
     shuffle = np.random.default_rng([c.seed, 2])
     history: list[dict] = []
-    t_start, t = time.perf_counter(), 0
+    t_start, t, done, before = time.perf_counter(), 0, 0, 0.0
     for hook in hooks:
         hook.start(trainer, total)
-    for epoch in range(1, c.epochs + 1):
+    saved = None if state is None else load_state(state.path, key=state.key, config=c)
+    if saved is not None:
+        trainer.load_state(saved["trainer"])
+        shuffle.bit_generator.state = saved["shuffle"]
+        for hook, hook_state in zip(hooks, saved["hooks"]):
+            hook.load_state(hook_state)
+        done, t, before = saved["epoch"], saved["t"], saved["seconds"]
+        history = list(saved["history"])
+    for epoch in range(done + 1, c.epochs + 1):
         t_epoch = time.perf_counter()
         order = shuffle.permutation(n)  # (n,)
         loss_sum, correct = 0.0, 0
@@ -409,8 +491,16 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
+        if state is not None and epoch % state.every == 0 and epoch < c.epochs:
+            hook_states = [hook.state() for hook in hooks]
+            if all(h is not None for h in hook_states):
+                save_state(state.path, key=state.key, config=c, epoch=epoch, t=t,
+                           history=history, shuffle=shuffle.bit_generator.state,
+                           trainer_state=trainer.state(), hooks=hook_states,
+                           seconds=before + time.perf_counter() - t_start)
     return TrainResult(c, setup.model, setup.theta0, trainer.masks, trainer.params,
-                       trainer.buffers, history, time.perf_counter() - t_start)
+                       trainer.buffers, history, before + time.perf_counter() - t_start,
+                       resumed_from=None if saved is None else done)
 
 
 class CheckpointEval(Hook):
@@ -434,6 +524,12 @@ class CheckpointEval(Hook):
                               predict=trainer.predict)
             self.rows.append({"step": t, "test_accuracy": acc})
 
+    def state(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state(self, state: dict) -> None:
+        self.rows = list(state["rows"])
+
 
 def best_of_checkpoints(checkpoints) -> float | None:
     """SNIP's reported accuracy: the best test accuracy of the recorded checkpoints (None if
@@ -448,9 +544,12 @@ def method_hooks(config: TrainConfig, model: models.Model) -> list:
 
 
 def train(config: TrainConfig, data: Dataset, *, progress: bool | None = None,
-          on_epoch=None, on_step=None, hooks=()) -> TrainResult:
+          on_epoch=None, on_step=None, hooks=(), state: StateFile | None = None) -> TrainResult:
     """prepare + train_steps (with the method's own hooks first): one configuration, whole.
 
+    Beside the method's hooks it records SNIP's checkpoints (if the config asks) and the dead
+    units on the first `dead_units.PROBE_IMAGES` training images (`result.dead_units`). `state`:
+    save the training state every few epochs and resume from it (`StateFile`).
     A method that trains by itself (ELSA's phases) is refused: `methods.get(name).run`."""
     c = config.resolved()
     m = methods.get(c.method)
@@ -464,11 +563,15 @@ def train(config: TrainConfig, data: Dataset, *, progress: bool | None = None,
         checkpoints = CheckpointEval(c.checkpoint_every, c.checkpoint_last, data.x_test,
                                      data.y_test, batch_size=c.eval_batch)
         own.append(checkpoints)
+    probe = DeadUnitsProbe(setup.model, data.x_train[:PROBE_IMAGES])
+    own.append(probe)
+    setup_seconds = time.perf_counter() - t0
     result = train_steps(c, data, setup, progress=progress, on_epoch=on_epoch, on_step=on_step,
-                         hooks=[*own, *hooks])
+                         hooks=[*own, *hooks], state=state)
     if c.checkpoint_every is not None:
         result.checkpoints = checkpoints.rows
-    result.seconds = time.perf_counter() - t0
+    result.dead_units = probe.rows
+    result.seconds += setup_seconds
     return result
 
 

@@ -56,6 +56,8 @@ class Trainer(Protocol):
     - `predict(x, batch_size)`: logits in eval mode.
     - `set_masks(masks, prune=False)`: train under new masks from the next step.
     - `masks`, `buffers` and `last_grads` (None where the gradients stay on a device).
+    - `state()` -> {"params", "velocity", "buffers", "masks", "pruned"} as host copies, and
+      `load_state(state)`: what a resumed run needs to go on exactly where it stopped.
 
     `tests/test_trainer.py` runs one contract suite over every implementation.
     """
@@ -72,6 +74,10 @@ class Trainer(Protocol):
     def params(self) -> dict[str, np.ndarray]: ...
 
     def set_masks(self, masks, *, prune: bool = False) -> None: ...
+
+    def state(self) -> dict: ...
+
+    def load_state(self, state: Mapping) -> None: ...
 
     def last_good(self) -> dict[str, np.ndarray]: ...
 
@@ -93,6 +99,15 @@ class Hook:
     def after_epoch(self, epoch: int, trainer, row: dict) -> None:
         """After an epoch's evaluation; `row` is its history entry (add to it freely)."""
 
+    def state(self) -> dict | None:
+        """What this hook has gathered, JSON-ready, for a run's saved training state (`train.py`,
+        resuming); `load_state(state)` after `start` puts it back. None (the default): the hook
+        cannot be resumed, so a run that uses it saves no state and starts again when stopped."""
+        return None
+
+    def load_state(self, state: dict) -> None:
+        """Put back what `state()` returned (called after `start`)."""
+
 
 class NonFiniteStep(ArithmeticError):
     """A step gave a NaN or infinite loss, or its update made a parameter non-finite."""
@@ -109,6 +124,16 @@ def check_masks(model, masks: Masks | None) -> None:
         if name not in shapes or m.shape != shapes[name]:
             raise ValueError(f"{model.name}: mask {name!r} must match a parameter's shape "
                              f"{shapes.get(name)}, got {m.shape}")
+
+
+def check_state(model, state: Mapping) -> None:
+    """ValueError unless a trainer state has every parameter and velocity of `model` in its shape."""
+    shapes = model.param_shapes()
+    for part in ("params", "velocity"):
+        got = {k: np.shape(v) for k, v in state[part].items()}
+        if got != shapes:
+            raise ValueError(f"{model.name}: a saved training state's {part} must be {shapes}, "
+                             f"got {got}")
 
 
 class HostTrainer:
@@ -188,6 +213,24 @@ class HostTrainer:
         """The current parameters: copies (a snapshot later steps do not change, and writing
         into it changes nothing here), as `cuda_train.DeviceTrainer.params` gives them."""
         return {k: v.copy() for k, v in self._params.items()}
+
+    def state(self) -> dict:
+        """Copies of everything the next step depends on (see `Trainer`)."""
+        return {"params": self.params, "velocity": {k: v.copy() for k, v in self.opt.velocity.items()},
+                "buffers": {k: v.copy() for k, v in self.buffers.items()},
+                "masks": None if self.masks is None else dict(self.masks), "pruned": self.pruned}
+
+    def load_state(self, state: Mapping) -> None:
+        """Go on from `state()`: parameters, velocities, buffers and masks copied in."""
+        check_state(self.model, state)
+        for k, v in self._params.items():
+            np.copyto(v, state["params"][k])
+            np.copyto(self.opt.velocity[k], state["velocity"][k])
+            np.copyto(self._good[k], state["params"][k])
+        self.buffers = {k: np.array(v) for k, v in state["buffers"].items()}
+        self.masks = as_masks(state["masks"])
+        check_masks(self.model, self.masks)
+        self.pruned = bool(state["pruned"])
 
     def last_good(self) -> dict[str, np.ndarray]:
         """Copies of the parameters from before the last step whose update was applied."""
