@@ -447,8 +447,40 @@ def divergence_table(record: dict) -> str:
     return markdown_table(rows, columns, left=columns)
 
 
+DEAD_UNITS_FILE = "dead_units.json"
+"""The file `benchmarks/dead_units_init.py` writes: a folder holding it feeds the `dead_units`
+table of a page."""
+
+
+def dead_units_table(record: dict) -> str:
+    """Dense LeNet-5 (conv ReLU), the paper protocol's first epoch, per initialisation and seed
+    (`benchmarks/dead_units_init.py`'s record): the share of conv2's channels dead at each probe
+    step, of every layer's units dead after the epoch, the epoch's train loss and the test
+    accuracy after it, as Markdown."""
+    def share(probe, layer):
+        return f"{100 * probe['dead'][layer] / probe['units'][layer]:.0f}%"
+
+    rows = []
+    for r in record["rows"]:
+        probes = {p["at"]: p for p in r["probes"]}
+        end = r["probes"][-1]
+        row = {"init": r["variant"], "seed": r["seed"]}
+        for s in record["probe_steps"]:
+            p = probes.get(f"step {s}")
+            row[f"conv2_at_step_{s}"] = "-" if p is None else share(p, "conv2")
+        row.update({f"{k}_after_epoch_1": share(end, k) for k in end["dead"]})
+        if "diverged" in r:
+            row.update(train_loss=f"NaN at step {r['diverged']['step']}", test_accuracy="-")
+        else:
+            row.update(train_loss=f"{r['train_loss']:.3f}",
+                       test_accuracy=f"{100 * r['test_accuracy']:.1f}%")
+        rows.append(row)
+    return markdown_table(rows, tuple(rows[0]), left=("init",))
+
+
 RECORD_TABLES = {BENCH_FILE: bench_tables,
-                 DIVERGENCE_FILE: lambda record: {"divergence": divergence_table(record)}}
+                 DIVERGENCE_FILE: lambda record: {"divergence": divergence_table(record)},
+                 DEAD_UNITS_FILE: lambda record: {"dead_units": dead_units_table(record)}}
 """Record files that feed a page's tables in place of runs, and the tables each gives."""
 
 

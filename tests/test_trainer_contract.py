@@ -136,3 +136,29 @@ def test_both_trainers_take_the_same_steps(kind):
     for k, v in host.params.items():
         np.testing.assert_allclose(other.params[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
     np.testing.assert_allclose(other.predict(x), host.predict(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("prune", [False, True])
+def test_a_trainer_loaded_from_state_goes_on_bit_for_bit(kind, prune):
+    """state() after some steps, load_state into a fresh trainer: the next steps are equal, bit
+    for bit (what a resumed run relies on), and the state holds copies, not views."""
+    model, params, masks, x, y = tiny()
+    a = make(kind, model, params, masks)
+    a.step(x, y, 0.1)
+    a.set_masks(Masks({k: m * (np.arange(m.size).reshape(m.shape) % 3 > 0)
+                       for k, m in masks.items()}), prune=prune)
+    a.step(x, y, 0.1)
+    state = a.state()
+    b = make(kind, model, params, masks)
+    b.load_state(state)
+    assert same(b.params, a.params) and same(dict(b.masks), dict(a.masks))
+    for _ in range(3):
+        a.step(x, y, 0.05)
+        b.step(x, y, 0.05)
+    assert same(a.params, b.params)
+    assert same(b.state()["velocity"], a.state()["velocity"])
+    assert not same(state["params"], a.params)  # the saved state did not move with the trainer
+    bad = {**state, "velocity": {k: v[..., :1] for k, v in state["velocity"].items()}}
+    with pytest.raises(ValueError, match="velocity must be"):
+        b.load_state(bad)

@@ -1,0 +1,100 @@
+"""A run survives its machine: stopped after k epochs and started again, it resumes from its saved
+training state and ends bit for bit where an uninterrupted run ends."""
+
+import dataclasses
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from minifreeze import runs, storage
+from minifreeze import train as T
+from minifreeze.data import limit_train, load_dataset
+
+
+@pytest.fixture(scope="module")
+def small():
+    ds = load_dataset("mnist")
+    return dataclasses.replace(limit_train(ds, 400), x_test=ds.x_test[:200], y_test=ds.y_test[:200])
+
+
+def digest(params) -> str:
+    return hashlib.sha256(b"".join(np.ascontiguousarray(v).tobytes()
+                                   for v in params.values())).hexdigest()
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_after_evaluations(monkeypatch, n):
+    """Make the n+1-th epoch evaluation raise: the machine stops in epoch n+1."""
+    calls, real = [0], T.evaluate
+
+    def evaluate(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] > n:
+            raise Crash
+        return real(*args, **kwargs)
+    monkeypatch.setattr(T, "evaluate", evaluate)
+
+
+@pytest.mark.parametrize("method, extra", [
+    ("freezenet", {}), ("snip", dict(checkpoint_every=4, checkpoint_last=3)), ("dense", {})])
+def test_a_stopped_run_resumes_and_ends_bit_for_bit(small, tmp_path, monkeypatch, method, extra):
+    c = T.protocol_config("paper", model="lenet300", method=method, rate=0.95, epochs=7, seed=5,
+                          shards=1, **extra).resolved()
+    spec = runs.RunSpec(c, limit_train=400, limit_test=200)
+    whole = runs.run(spec, tmp_path / "whole", data=small, progress=False)
+
+    monkeypatch.setattr(runs, "STATE_EVERY", 2)
+    crash_after_evaluations(monkeypatch, 5)  # saved after epochs 2 and 4, stopped in epoch 6
+    with pytest.raises(Crash):
+        runs.run(spec, tmp_path / "cut", data=small, progress=False)
+    assert (tmp_path / "cut" / runs.STATE).is_file()
+    assert runs.finished(tmp_path / "cut", spec) is None
+    monkeypatch.undo()
+    monkeypatch.setattr(runs, "STATE_EVERY", 2)
+    again = runs.run(spec, tmp_path / "cut", data=small, progress=False)
+
+    assert again["resumed_from"] == 4 and whole["resumed_from"] is None
+    assert not (tmp_path / "cut" / runs.STATE).exists()  # deleted once the run finished
+    a = storage.load(tmp_path / "whole" / runs.MODEL)
+    b = storage.load(tmp_path / "cut" / runs.MODEL)
+    assert digest(a.params) == digest(b.params)
+    drop = ("train_seconds", "seconds")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in whole["history"]] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in again["history"]]
+    for key in ("test_accuracy", "checkpoints", "best_of_checkpoints", "dead_units", "density"):
+        assert whole[key] == again[key], key
+
+
+def test_a_state_saved_for_another_run_is_not_resumed(small, tmp_path, monkeypatch):
+    c = T.TrainConfig(model="lenet300", method="freezenet", rate=0.9, epochs=3, seed=1, shards=1)
+    other = dataclasses.replace(c, seed=2)
+    path = tmp_path / "state.npz"
+    crash_after_evaluations(monkeypatch, 2)
+    with pytest.raises(Crash):
+        T.train(other, small, progress=False, state=T.StateFile(path, every=1, key="k"))
+    monkeypatch.undo()
+    assert T.load_state(path, key="k", config=other.resolved()) is not None
+    assert T.load_state(path, key="k", config=c.resolved()) is None  # another config
+    assert T.load_state(path, key="other", config=other.resolved()) is None  # another run
+    path.with_name("junk.npz").write_bytes(b"not a state")
+    assert T.load_state(path.with_name("junk.npz"), key="k", config=c.resolved()) is None
+    fresh = T.train(c, small, progress=False, state=T.StateFile(path, every=1, key="k"))
+    plain = T.train(c, small, progress=False)
+    assert fresh.resumed_from is None and digest(fresh.params) == digest(plain.params)
+
+
+def test_a_hook_that_cannot_resume_turns_saving_off(small, tmp_path):
+    class Opaque(T.Hook):  # state() is None: nothing of the run is saved
+        pass
+    path = tmp_path / "state.npz"
+    c = T.TrainConfig(model="lenet300", method="dense", epochs=2, seed=0, shards=1)
+    T.train(c, small, progress=False, hooks=[Opaque()], state=T.StateFile(path, every=1))
+    assert not path.exists()
+    T.train(c, small, progress=False, state=T.StateFile(path, every=1))
+    meta = json.loads(np.load(path)["meta"].tobytes())
+    assert meta["epoch"] == 1 and meta["t"] == 4  # saved after epoch 1 only (not after the last)
