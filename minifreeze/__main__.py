@@ -260,7 +260,9 @@ def add_config_arguments(p: argparse.ArgumentParser, skip=()) -> None:
     for name, default in fields:
         if name in skip or name == "model_kwargs":
             continue
-        kw = dict(default=argparse.SUPPRESS, help=f"{CONFIG_HELP[name]} (default {default})")
+        paper = T.PROTOCOLS["paper"].get(name, default)
+        kw = dict(default=argparse.SUPPRESS, help=f"{CONFIG_HELP[name]} (default {default}"
+                  + (f"; --protocol paper: {paper})" if paper != default else ")"))
         if isinstance(default, bool):
             kw["action"] = "store_true"
         elif name in choices:
@@ -607,7 +609,7 @@ def add_pipeline_commands(sub) -> None:
                                       "mean +- std over seeds")
     p.add_argument("dir", help="folder holding one sub-folder per run")
     p.add_argument("--compare", nargs=2, default=("freezenet", "snip"), metavar=("A", "B"),
-                   help="two methods whose difference the report sets against the seed spread "
+                   help="two methods the report compares by a paired t-test over their seeds "
                         "(default freezenet snip)")
     p.add_argument("--page", action="append", metavar="FILE",
                    help="also rewrite the generated tables (<!-- table: DIR KIND -->) of this "

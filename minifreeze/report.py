@@ -9,13 +9,17 @@ table and draw the same picture:
 
     groups = aggregate(runs)                       # mean and std over seeds per model, method, rate
     print(markdown_table(groups, AGGREGATE_COLUMNS)); write_csv("summary.csv", groups)
-    compare(groups, "freezenet", "snip")           # the difference of means against the spread
+    compare(groups, "freezenet", "snip")           # the difference, its 95% interval, p, verdict
     plot_rates(groups, "rates.png")                # accuracy against 1 - q, a band per method
     plot_bytes(groups, "bytes.png")                # accuracy against the bytes stored
 
-Spread: `std` is the sample standard deviation over seeds (ddof 1; 0 for a single seed). A
-difference counts as "within the spread" when it is smaller than the two standard deviations
-added in quadrature, sqrt(std_a**2 + std_b**2): a rule of thumb for a handful of seeds, not a test.
+Spread: `std` is the sample standard deviation over seeds (ddof 1; 0 for a single seed), shown
+beside every mean. Verdicts come from a test (`difference_test`): runs of two methods that share
+a seed are a pair (same theta0 and data order; frozen against pruned, the same mask too), so the
+comparison is a paired t-test over the seeds both have (scipy.stats), Welch's t-test where the
+runs are not paired (against dense). A table gives the mean difference, its 95% interval and p;
+"above" or "below" only at p < 0.05 (`ALPHA`), otherwise "not separable with n seeds". No run is
+left out of a mean or a ratio after it ran.
 
 `metrics.json` (one per run, written by `runs.run`, e.g. through `python -m minifreeze train`)
 holds the keys of `runs.run_metrics`: test accuracy, parameter counts, compression, bytes on disk
@@ -232,27 +236,21 @@ def aggregate(runs: list[dict]) -> list[dict]:
                                        r["rate"]))
 
 
-NOT_TRAINED = 0.2
-"""A dense run whose final test accuracy is below this (twice chance on ten classes) did not
-train (the paper protocol's dense seed 2 stays at chance): ratios to dense leave its seed out
-of the baseline."""
-
-
-def checkpoint_rows(groups: list[dict], *, not_trained: float = NOT_TRAINED) -> list[dict]:
+def checkpoint_rows(groups: list[dict]) -> list[dict]:
     """The groups that recorded checkpoints (`checkpoint_every`): the final epoch's and SNIP's
     rule's mean and std, each also divided by the baseline, dense's mean on the same network over
-    the same seeds (FreezeNet's "99.2% of the baseline" is such a ratio: 0.992). The baseline
-    leaves out a seed dense has no run for and a dense seed that did not train (final accuracy
-    below `not_trained`); `dense_seeds` names the seeds it used. Dense's own row has no ratio.
-    Groups read back from a summary.csv have no per-seed values: then dense's mean over all its
-    seeds."""
+    the same seeds (FreezeNet's "99.2% of the baseline" is such a ratio: 0.992). Every dense seed
+    counts, trained or not: no rule leaves a run out after it ran; a seed dense has no finished
+    run for (none, or diverged) cannot count, and `dense_seeds` names the seeds the ratio used.
+    Dense's own row has no ratio. Groups read back from a summary.csv have no per-seed values:
+    then dense's mean over all its seeds."""
     dense = {g["model"]: g for g in groups if g["method"] == "dense" and "mean_accuracy" in g}
 
     def baseline(d, seeds):
         by = d.get("by_seed")
         if not by:  # from a summary.csv
             return d.get("mean_accuracy"), d.get("mean_best_of_checkpoints"), d.get("seeds")
-        used = [s for s in seeds if s in by and by[s] >= not_trained]
+        used = [s for s in seeds if s in by]
         if not used:
             return None, None, []
         best = d.get("best_by_seed") or {}
@@ -284,8 +282,8 @@ CHECKPOINT_COLUMNS = ("model", "method", "rate", "seeds", "final", "final_std", 
 
 def checkpoint_table(groups: list[dict]) -> str:
     """`checkpoint_rows` as Markdown: accuracies in percent, fractions of dense to 4 decimals;
-    "none" in `dense_seeds` where no dense seed of the network trained (Caffe's LeNet-5 under
-    the paper's protocol), so no ratio."""
+    "none" in `dense_seeds` where dense has no finished run on the row's seeds (Caffe's LeNet-5
+    under the paper's protocol diverges), so no ratio."""
     rows = checkpoint_rows(groups)
     shown = format_rows(rows, CHECKPOINT_COLUMNS, percent=(
         "final", "final_std", "best_of_last", "best_of_last_std"))
@@ -517,43 +515,98 @@ def fill_page(text: str, folder) -> str:
     return BLOCK.sub(table, text)
 
 
-def _verdict(a: str, diff: float, spread: float, seeds: int) -> str:
-    """The module's rule: a difference counts when it is larger than the spread (and there are
-    two seeds or more to have one)."""
-    return (f"{a} {'above' if diff > 0 else 'below'}, one seed: no spread to judge by"
-            if seeds < 2 else "within the spread" if abs(diff) <= spread else
-            f"{a} above" if diff > 0 else f"{a} below")
+ALPHA = 0.05
+"""A verdict says ahead or behind only when the test's p is below this; otherwise the two are
+"not separable" with the seeds there are."""
+
+
+def difference_test(a: dict, b: dict, *, paired: bool) -> dict:
+    """The test behind every verdict, between two groups (`aggregate` rows) of runs.
+
+    paired: the runs of one seed are a pair (they share theta0 and the data order, and frozen
+    against pruned also the mask), so the test is on the per-seed differences over the seeds
+    both have: scipy.stats.ttest_rel, the mean difference with its 95% interval
+    (t quantile, n - 1 degrees of freedom). Not paired (against dense, or groups read back from a
+    summary.csv without per-seed values): Welch's t-test on the two groups' means and standard
+    deviations (Welch-Satterthwaite degrees of freedom). Returns {"test", "n", "difference",
+    "ci_low", "ci_high", "p"}; with fewer than two values a side (two pairs) there is no
+    interval and no p (None)."""
+    from scipy import stats
+    by_a, by_b = a.get("by_seed"), b.get("by_seed")
+    if paired and by_a and by_b:
+        seeds = sorted(set(by_a) & set(by_b))
+        d = np.array([by_a[s] - by_b[s] for s in seeds], dtype=np.float64)  # (n,)
+        out = {"test": "paired", "n": len(d), "difference": float(d.mean()) if len(d) else None,
+               "ci_low": None, "ci_high": None, "p": None}
+        if len(d) >= 2:
+            sd = float(d.std(ddof=1))
+            half = float(stats.t.ppf(0.975, len(d) - 1)) * sd / math.sqrt(len(d))
+            p = (1.0 if d.mean() == 0 else 0.0) if sd == 0 else \
+                float(stats.ttest_rel([by_a[s] for s in seeds], [by_b[s] for s in seeds]).pvalue)
+            out.update(ci_low=out["difference"] - half, ci_high=out["difference"] + half, p=p)
+        return out
+    na, nb = len(a["seeds"]), len(b["seeds"])
+    diff = a["mean_accuracy"] - b["mean_accuracy"]
+    out = {"test": "welch", "n": min(na, nb), "difference": diff, "ci_low": None,
+           "ci_high": None, "p": None}
+    if na >= 2 and nb >= 2:
+        va, vb = a["std_accuracy"] ** 2 / na, b["std_accuracy"] ** 2 / nb
+        se = math.sqrt(va + vb)
+        if se == 0:
+            out.update(ci_low=diff, ci_high=diff, p=1.0 if diff == 0 else 0.0)
+        else:
+            df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
+            half = float(stats.t.ppf(0.975, df)) * se
+            out.update(ci_low=diff - half, ci_high=diff + half,
+                       p=float(2 * stats.t.sf(abs(diff) / se, df)))
+    return out
+
+
+def _verdict(a: str, test: dict) -> str:
+    """"a above" / "a below" when p < ALPHA, else "not separable with n seeds"; with one seed
+    (or one pair) there is no test."""
+    if test["p"] is None:
+        return f"{a} {'above' if (test['difference'] or 0) > 0 else 'below'}, one seed: no test"
+    if test["p"] < ALPHA:
+        return f"{a} above" if test["difference"] > 0 else f"{a} below"
+    return f"not separable with {test['n']} seeds"
+
+
+def is_baseline(method: str) -> bool:
+    """Dense, the network every sparse one is measured against: its runs are not paired with a
+    sparse network's by seed (a Welch test, not a paired one)."""
+    return method == "dense"
 
 
 def compare(groups: list[dict], a: str = "freezenet", b: str = "snip") -> list[dict]:
-    """Per model and rate where both ran: mean_a - mean_b against sqrt(std_a**2 + std_b**2)."""
+    """Per model and rate where both ran: a - b, its 95% interval and p (`difference_test`:
+    paired by seed unless one side is dense) and the verdict (`ALPHA`)."""
     index = {(g["model"], g["method"], g["rate"]): g for g in groups if "mean_accuracy" in g}
     rows = []
     for (model, method, rate), ga in sorted(index.items()):
         gb = index.get((model, b, rate))
         if method != a or gb is None:
             continue
-        diff = ga["mean_accuracy"] - gb["mean_accuracy"]
-        spread = math.hypot(ga["std_accuracy"], gb["std_accuracy"])
-        seeds = min(len(ga["seeds"]), len(gb["seeds"]))
-        verdict = _verdict(a, diff, spread, seeds)
+        test = difference_test(ga, gb, paired=not (is_baseline(a) or is_baseline(b)))
         rows.append({"model": model, "rate": rate, f"{a}": ga["mean_accuracy"],
                      f"{a}_std": ga["std_accuracy"], f"{b}": gb["mean_accuracy"],
-                     f"{b}_std": gb["std_accuracy"], "difference": diff, "spread": spread,
-                     "seeds": seeds, "verdict": verdict})
+                     f"{b}_std": gb["std_accuracy"], "difference": test["difference"],
+                     "ci_low": test["ci_low"], "ci_high": test["ci_high"], "p": test["p"],
+                     "test": test["test"], "seeds": test["n"], "verdict": _verdict(a, test)})
     return rows
 
 
 def pair_rows(groups: list[dict], pairs) -> list[dict]:
     """`compare` for several (a, b) pairs in one table: columns a and b name the methods, mean_a
-    and mean_b their means (same verdict rule: the difference against the spread)."""
+    and mean_b their means (same test and verdict)."""
     rows = []
     for a, b in pairs:
         for r in compare(groups, a, b):
             rows.append({"model": r["model"], "rate": r["rate"], "a": a, "b": b,
                          "seeds": r["seeds"], "mean_a": r[a], "std_a": r[f"{a}_std"],
                          "mean_b": r[b], "std_b": r[f"{b}_std"], "difference": r["difference"],
-                         "spread": r["spread"], "verdict": r["verdict"].replace(a, "a")})
+                         "ci_low": r["ci_low"], "ci_high": r["ci_high"], "p": r["p"],
+                         "verdict": r["verdict"].replace(a, "a")})
     return sorted(rows, key=lambda r: (r["model"], -r["rate"], _method_rank(r["a"]),
                                        _method_rank(r["b"])))
 
@@ -578,7 +631,7 @@ def against_pruned_pairs(groups: list[dict], frozen: str = "freezenet") -> list[
 
 
 PAIR_COLUMNS = ("model", "rate", "seeds", "a", "mean_a", "std_a", "b", "mean_b", "std_b",
-                "difference", "spread", "verdict")
+                "difference", "ci_low", "ci_high", "p", "verdict")
 
 
 def pairs_table(rows: list[dict]) -> str:
@@ -629,30 +682,50 @@ def layers_markdown(rows: list[dict]) -> str:
 
 def compare_markdown(groups: list[dict], a: str = "freezenet", b: str = "snip") -> str:
     """`compare` as one compact table: a row per network, a column per rate, cells "difference
-    +- spread (verdict)" in points."""
+    [95% interval] p (verdict)" in points."""
     rows = compare(groups, a, b)
     if not rows:
         return f"no rate where both {a} and {b} ran"
     rates = sorted({r["rate"] for r in rows})
-    short = {"within the spread": "within", f"{a} above": "above", f"{a} below": "below"}
+    short = {f"{a} above": "above", f"{a} below": "below"}
     out = [f"| {a} - {b} | " + " | ".join(f"q = {q!r}" for q in rates) + " |",
            "| --- | " + " | ".join("---:" for _ in rates) + " |"]
     for model in sorted({r["model"] for r in rows}):
         cells = []
         for q in rates:
             r = next((r for r in rows if r["model"] == model and r["rate"] == q), None)
-            cells.append("" if r is None else
-                         f"{100 * r['difference']:+.2f} +- {100 * r['spread']:.2f} "
-                         f"({short.get(r['verdict'], 'one seed')})")
+            cells.append("" if r is None else compare_cell(r, short))
         out.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def compare_cell(r: dict, short: dict) -> str:
+    """One comparison in points: "+0.42 [+0.10, +0.74] p 0.02 (above)"; "(one seed)" alone
+    where there is no test."""
+    if r["p"] is None:
+        return f"{100 * r['difference']:+.2f} (one seed)"
+    verdict = short.get(r["verdict"], "not separable")
+    return (f"{100 * r['difference']:+.2f} [{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}] "
+            f"p {format_p(r['p'])} ({verdict})")
+
+
+def format_p(p: float | None) -> str:
+    """p to two significant digits ("<0.001" below that), three near 0.05, where the second
+    digit decides the verdict."""
+    if p is None:
+        return ""
+    if p < 0.001:
+        return "<0.001"
+    return f"{p:.3f}" if 0.04 <= p < 0.06 else f"{p:.2g}"
 
 
 def _fmt(key: str, value, percent=()) -> str:
     if key.endswith("_of_dense") and isinstance(value, float):
         return f"{value:.4f}"
-    if isinstance(value, float) and (key.endswith("accuracy") or key in ("difference", "spread")
-                                     or key.endswith("_std") or key in percent):
+    if key == "p":
+        return format_p(value)
+    if isinstance(value, float) and (key.endswith("accuracy") or key in (
+            "difference", "ci_low", "ci_high") or key.endswith("_std") or key in percent):
         return f"{100 * value:.2f}"
     if key == "rate" and isinstance(value, float):
         return repr(value)
@@ -845,14 +918,15 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
                       "also as a fraction of dense's mean on the same network and seeds", "",
                   checkpoint_table(groups)]
     if comparison:
-        cols = ("model", "rate", "seeds", a, f"{a}_std", b, f"{b}_std", "difference", "spread",
-                "verdict")
-        parts += ["", f"## {a} against {b} (difference of means in points; spread = "
-                      f"sqrt(std_{a}^2 + std_{b}^2))", "",
+        cols = ("model", "rate", "seeds", a, f"{a}_std", b, f"{b}_std", "difference", "ci_low",
+                "ci_high", "p", "test", "verdict")
+        parts += ["", f"## {a} against {b} (difference in points with its 95% interval; "
+                      f"paired t-test by seed, Welch's against dense; a verdict needs "
+                      f"p < {ALPHA})", "",
                   markdown_table(format_rows(comparison, cols, percent=(a, b)), cols)]
     if len({(r["a"], r["b"]) for r in frozen_pruned}) > 1:
         parts += ["", "## The same mask, frozen (a) against pruned (b), for each score "
-                      "(difference of means in points; spread = sqrt(std_a^2 + std_b^2))", "",
+                      "(paired by seed: mean difference in points, its 95% interval and p)", "",
                   pairs_table(list(frozen_pruned))]
     if len({(r["a"], r["b"]) for r in against_pruned}) > 1:
         parts += ["", "## FreezeNet (a) against each pruned method (b)", "",
@@ -862,8 +936,8 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
     if elsa:
         parts += ["", "## ELSA: each level extracted from the final network, against the best "
                       "pruned method trained alone at that rate (q = 0: the final dense network "
-                      "against dense; difference of means in points, spread = "
-                      "sqrt(std_elsa^2 + std_alone^2))", "", elsa_markdown(list(elsa))]
+                      "against dense; difference in points, its 95% interval and p: paired by "
+                      "seed, Welch's against dense)", "", elsa_markdown(list(elsa))]
     if elsa_cost:
         parts += ["", "ELSA's cost: one run and one file, against training and storing each "
                       "level alone (seconds of training, mean over seeds; bytes on disk)", "",
@@ -1001,8 +1075,8 @@ def elsa_comparison(runs: list[dict], groups: list[dict]) -> list[dict]:
                  if (model, m, rate) in index]
         best = max(alone, key=lambda a: a["mean_accuracy"], default=None)
         fz = index.get((model, "freezenet", rate))
-        diff = None if best is None else g["mean_accuracy"] - best["mean_accuracy"]
-        spread = None if best is None else math.hypot(g["std_accuracy"], best["std_accuracy"])
+        test = None if best is None else difference_test(
+            g, best, paired=not is_baseline(best["method"]))
         rows.append({"model": model, "method": method, "rate": rate, "elsa": g["mean_accuracy"],
                      "elsa_std": g["std_accuracy"], "elsa_seeds": len(g["seeds"]),
                      "alone_method": None if best is None else best["method"],
@@ -1013,14 +1087,15 @@ def elsa_comparison(runs: list[dict], groups: list[dict]) -> list[dict]:
                      "alone_file_bytes": None if best is None else best["file_bytes"],
                      "freezenet": None if fz is None else fz["mean_accuracy"],
                      "freezenet_std": None if fz is None else fz["std_accuracy"],
-                     "elsa_file_bytes": g["file_bytes"], "difference": diff, "spread": spread,
-                     "verdict": None if best is None else _verdict(
-                         "elsa", diff, spread, min(len(g["seeds"]), len(best["seeds"])))})
+                     "elsa_file_bytes": g["file_bytes"],
+                     **{k: None if test is None else test[k]
+                        for k in ("difference", "ci_low", "ci_high", "p")},
+                     "verdict": None if test is None else _verdict("elsa", test)})
     return rows
 
 
 ELSA_COLUMNS = ("model", "method", "rate", "elsa_seeds", "elsa", "elsa_std", "alone_method",
-                "alone", "alone_std", "difference", "spread", "verdict", "freezenet",
+                "alone", "alone_std", "difference", "ci_low", "ci_high", "p", "verdict", "freezenet",
                 "freezenet_std")
 ELSA_COST_COLUMNS = ("model", "method", "levels", "elsa_train_seconds", "alone_train_seconds",
                      "elsa_file_bytes", "alone_file_bytes")

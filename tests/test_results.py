@@ -104,7 +104,8 @@ def test_a_report_without_its_runs_still_feeds_pages(tmp_path):
     assert report.read_summary(tmp_path / "res" / "summary.csv") == groups
     tables = report.folder_tables(tmp_path / "res")
     assert "layers" not in tables and "runs" not in tables and "(seed 0)" in tables["pivot"]
-    assert "| lenet5 | -0.08 +- 0.08 (within) |" in tables["compare"]
+    # no per-seed values there: Welch's test on the means and stds
+    assert "| lenet5 | -0.08 [-0.27, +0.11] p 0.22 (not separable) |" in tables["compare"]
     page = "<!-- table: res compare -->\n<!-- /table -->\n"
     assert report.fill_page(page, tmp_path) == page.replace("\n<!--", "\n" + tables["compare"] +
                                                            "\n<!--")

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, strategies as st
 
 from minifreeze import report, runs as R, sweep
 from minifreeze.__main__ import main
@@ -166,7 +167,7 @@ def _run(method, rate, seed, acc, model="lenet5"):
 
 def test_report_mean_and_std_are_the_hand_computed_ones():
     runs = [_run("freezenet", 0.99, s, a) for s, a in enumerate([0.97, 0.98, 0.99])]
-    runs += [_run("snip", 0.99, s, a) for s, a in enumerate([0.95, 0.96])]
+    runs += [_run("snip", 0.99, s, a) for s, a in enumerate([0.95, 0.97])]
     runs += [_run("dense", 0.0, 0, 0.993)]
     groups = report.aggregate(runs)
     fz = next(g for g in groups if g["method"] == "freezenet")
@@ -175,13 +176,18 @@ def test_report_mean_and_std_are_the_hand_computed_ones():
     assert fz["seeds"] == [0, 1, 2] and fz["min_accuracy"] == 0.97 and fz["max_accuracy"] == 0.99
     assert fz["file_bytes"] == 101 and fz["train_seconds"] == pytest.approx(2.0)
     sn = next(g for g in groups if g["method"] == "snip")
-    assert sn["std_accuracy"] == pytest.approx(math.sqrt(0.00005))
+    assert sn["std_accuracy"] == pytest.approx(math.sqrt(0.0002))
     dense = next(g for g in groups if g["method"] == "dense")
     assert dense["std_accuracy"] == 0.0
     [row] = report.compare(groups, "freezenet", "snip")
-    assert row["difference"] == pytest.approx(0.025)
-    assert row["spread"] == pytest.approx(math.hypot(0.01, math.sqrt(0.00005)))
-    assert row["verdict"] == "freezenet above"
+    # paired over the seeds both have (0 and 1): differences 0.02 and 0.01, mean 0.015, sd
+    # 0.01 / sqrt(2), t = 3 with 1 degree of freedom: p = 1 - 2 atan(3) / pi, interval
+    # 0.015 +- 12.706 * 0.005
+    assert row["test"] == "paired" and row["seeds"] == 2
+    assert row["difference"] == pytest.approx(0.015)
+    assert row["p"] == pytest.approx(1 - 2 * math.atan(3) / math.pi)
+    assert row["ci_high"] - row["difference"] == pytest.approx(12.7062047 * 0.005)
+    assert row["verdict"] == "not separable with 2 seeds"
     assert report.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
     table = report.pivot_markdown(groups, "lenet5").splitlines()
     assert table[0] == "| lenet5 (3 seeds) | q = 0 (dense) | q = 0.99 |"
@@ -248,8 +254,8 @@ def test_elsa_levels_are_compared_with_the_best_pruned_method_alone():
     assert [(r["rate"], r["alone_method"], r["alone"], r["elsa"]) for r in rows] == \
         [(0.9, "gmp", 0.96, 0.95), (0.0, "dense", 0.992, 0.99)]
     assert rows[0]["freezenet"] == 0.93
-    assert rows[0]["difference"] == pytest.approx(-0.01) and rows[0]["spread"] == 0.0
-    assert rows[0]["verdict"] == "elsa below, one seed: no spread to judge by"
+    assert rows[0]["difference"] == pytest.approx(-0.01) and rows[0]["p"] is None
+    assert rows[0]["verdict"] == "elsa below, one seed: no test"
     table = report.page_tables(groups, runs)["elsa"]
     assert "| lenet5 | elsa_snip | 0.9 | 1 | 95.00 |" in table and "| gmp | 96.00 |" in table
     [cost] = report.elsa_costs(runs, rows)
@@ -257,7 +263,45 @@ def test_elsa_levels_are_compared_with_the_best_pruned_method_alone():
     assert cost["elsa_train_seconds"] == 40.0 and cost["alone_train_seconds"] == 2.0
 
 
-def test_one_seed_has_no_spread_to_judge_by():
+def test_one_seed_has_no_test():
     groups = report.aggregate([_run("freezenet", 0.99, 0, 0.97), _run("snip", 0.99, 0, 0.95)])
     [row] = report.compare(groups)
-    assert row["verdict"] == "freezenet above, one seed: no spread to judge by"
+    assert row["verdict"] == "freezenet above, one seed: no test" and row["p"] is None
+    assert "+2.00 (one seed)" in report.compare_markdown(groups)
+
+
+def test_a_verdict_needs_p_below_005_and_pairs_by_seed():
+    """Three seeds that differ by nearly the same amount: paired, the test sees it (p < 0.05);
+    Welch's unpaired test on the same numbers does not (the seeds' spread hides it)."""
+    fz = [_run("freezenet", 0.99, s, a) for s, a in enumerate([0.90, 0.95, 0.99])]
+    sn = [_run("snip", 0.99, s, a - d) for s, (a, d) in
+          enumerate(zip([0.90, 0.95, 0.99], [0.010, 0.011, 0.012]))]
+    groups = report.aggregate(fz + sn)
+    [row] = report.compare(groups)
+    assert row["test"] == "paired" and row["p"] < 0.05 and row["verdict"] == "freezenet above"
+    assert row["ci_low"] > 0
+    from scipy import stats
+    welch = report.difference_test(*[g for g in groups], paired=False)
+    assert welch["p"] == pytest.approx(stats.ttest_ind([r["test_accuracy"] for r in fz],
+                                                       [r["test_accuracy"] for r in sn],
+                                                       equal_var=False).pvalue)
+    assert welch["p"] > 0.5 and welch["ci_low"] < 0 < welch["ci_high"]
+    # against dense: never paired
+    dense = [_run("dense", 0.0, s, a + 0.001) for s, a in enumerate([0.90, 0.95, 0.99])]
+    groups = report.aggregate(fz + dense)
+    by = {g["method"]: g for g in groups}
+    test = report.difference_test(by["dense"], by["freezenet"], paired=False)
+    assert test["test"] == "welch" and test["p"] > 0.5
+
+
+@given(d=st.lists(st.floats(-0.05, 0.05, allow_nan=False), min_size=2, max_size=6),
+       base=st.floats(0.5, 0.9))
+def test_the_interval_excludes_zero_exactly_when_p_is_below_005(d, base):
+    n = len(d)
+    a = {"by_seed": {s: base + x for s, x in enumerate(d)}, "seeds": list(range(n))}
+    b = {"by_seed": {s: base for s in range(n)}, "seeds": list(range(n))}
+    t = report.difference_test(a, b, paired=True)
+    if t["ci_low"] == t["ci_high"]:
+        return  # every difference equal: no spread at all
+    assume(min(abs(t["ci_low"]), abs(t["ci_high"])) > 1e-12 and abs(t["p"] - 0.05) > 1e-9)
+    assert (t["ci_low"] > 0 or t["ci_high"] < 0) == (t["p"] < 0.05)
