@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lab test test-cuda-sim notebooks mnist study study-relu study-full collapse paper conv-relu-table clean
+.PHONY: install lab test test-cuda-sim notebooks mnist study study-relu study-full collapse paper conv-relu-table dead-units-table clean
 
 install: $(STAMP)
 
@@ -140,19 +140,25 @@ study-full: install
 	$(BIN)/python -m minifreeze report runs/study-full
 
 # The paper's protocol (FreezeNet's supplement: lr 0.1 /10 every 25k steps, weight decay 5e-4,
-# momentum 0.9, batch 100, 250 epochs; the test set also at the last 5 checkpoints, one every
-# 1,000 steps, for SNIP's rule) on LeNet-5 with a ReLU after each convolution (`--conv-relu`):
-# Caffe's LeNet-5, without it, cannot train dense at lr 0.1 (benchmarks/conv_relu_divergence.py).
-# Dense, FreezeNet and SNIP at q = 0.995 for PAPER_SEEDS, both at q = 0.98 and 0.99 for seed 0,
-# and Caffe's network (no conv ReLU) for seed 0 as the documented row where dense diverges. One
-# single-threaded run per core: about 62 minutes per run on a free core, 16 runs. Resumable.
-PAPER_OUT   ?= runs/paper
-PAPER_SEEDS ?= 0 1 2
-PAPER = $(BIN)/python -m minifreeze sweep --protocol paper --models lenet5 --methods freezenet snip --out $(PAPER_OUT) $(STUDY_ARGS)
+# momentum 0.9, batch 100, 250 epochs, no warm-up; SNIP's code's initialiser, lecun; the test set
+# also at the last 5 checkpoints, one every 1,000 steps, for SNIP's rule) on LeNet-5 with a ReLU
+# after each convolution (`--conv-relu`): Caffe's LeNet-5, without it, cannot train dense at lr
+# 0.1 (benchmarks/conv_relu_divergence.py). Dense, FreezeNet and SNIP at q = 0.995 for
+# PAPER_SEEDS (0-4), both at q = 0.98 and 0.99 for PAPER_SEEDS_OTHER (0-2), and Caffe's network
+# for seed 0 as the documented row where dense diverges. One single-threaded run per core: 60 to
+# 120 minutes per run, 30 runs (Caffe's dense diverges in seconds), some 20 hours two at a time. Resumable twice over: finished runs
+# are kept, and a run stopped half-way goes on from its last saved state (every 5 epochs).
+# PAPER_ARGS="--init xavier" with PAPER_OUT=runs/paper gives the earlier, Glorot-normal rows
+# (committed in notebooks/results/paper/).
+PAPER_OUT         ?= runs/paper_lecun
+PAPER_SEEDS       ?= 0 1 2 3 4
+PAPER_SEEDS_OTHER ?= 0 1 2
+PAPER_ARGS        ?=
+PAPER = $(BIN)/python -m minifreeze sweep --protocol paper --models lenet5 --methods freezenet snip --out $(PAPER_OUT) $(PAPER_ARGS) $(STUDY_ARGS)
 paper: install
-	mkdir -p $(PAPER_OUT) && cp -rn notebooks/results/paper/*/ $(PAPER_OUT)/  # the committed runs count as finished
+	mkdir -p $(PAPER_OUT) && if [ -d notebooks/results/$(notdir $(PAPER_OUT)) ]; then cp -rn notebooks/results/$(notdir $(PAPER_OUT))/*/ $(PAPER_OUT)/ 2>/dev/null || true; fi  # the committed runs count as finished
 	$(PAPER) --conv-relu --rates 0.995 --seeds $(PAPER_SEEDS) --order seed
-	$(PAPER) --conv-relu --rates 0.98 0.99 --seeds 0
+	$(PAPER) --conv-relu --rates 0.98 0.99 --seeds $(PAPER_SEEDS_OTHER) --order seed
 	$(PAPER) --rates 0.995 --seeds 0
 	$(BIN)/python -m minifreeze report $(PAPER_OUT)
 
@@ -161,6 +167,12 @@ paper: install
 # notebooks/results/conv_relu/divergence.{json,md}.
 conv-relu-table: install
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/conv_relu_divergence.py
+
+# Why the paper protocol initialises with lecun: dead ReLU units in its first epoch (dense LeNet-5
+# with conv ReLU, 600 steps), five initialisations, seeds 0-4 (about 10 minutes on a free core).
+# Writes notebooks/results/dead_units/dead_units.{json,md}; docs/protocols.md embeds the table.
+dead-units-table: install
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/dead_units_init.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis runs

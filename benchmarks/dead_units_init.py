@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     record = {"kind": "dead_units", "network": "lenet5_relu", "method": "dense",
               "steps": 600, "lr": c.lr, "momentum": c.momentum, "weight_decay": c.weight_decay,
               "batch_size": c.batch_size, "probe_images": PROBE_IMAGES, "probe_steps": PROBE_AT,
-              "command": "python benchmarks/dead_units_init.py " + " ".join(argv or sys.argv[1:]),
+              "command": " ".join(["python benchmarks/dead_units_init.py", *(argv or sys.argv[1:])]),
               "rows": rows, "seconds": time.perf_counter() - t0,
               "environment": environment(shards=1, backend=backend.get_backend())}
     args.out.mkdir(parents=True, exist_ok=True)
