@@ -197,7 +197,7 @@ def expand_levels(runs: list[dict]) -> list[dict]:
             out.append(r)
             continue
         for lv in r["levels"]:
-            out.append({**{k: v for k, v in r.items() if k not in ("levels", "history")},
+            out.append({**{k: v for k, v in r.items() if k not in ("levels", "history", "density")},
                         "rate": lv["rate"], "test_accuracy": lv["test_accuracy"],
                         "trained_params": lv["trained_params"],
                         "compression": r["total_params"] / lv["trained_params"],
@@ -226,6 +226,9 @@ def aggregate(runs: list[dict]) -> list[dict]:
                 row[key] = mean_std([r[key] for r in ok])[0]
             for key in ("trained_params", "file_bytes", "epochs"):
                 row[key] = int(round(row[key]))
+            weights = [trained_weights(r) for r in ok]
+            if all(w is not None for w in weights):
+                row["trained_weights"] = int(round(mean_std(weights)[0]))
             row["by_seed"] = {r.get("seed", 0): r["test_accuracy"] for r in ok}
             best = [r.get("best_of_checkpoints") for r in ok]
             if all(b is not None for b in best):  # SNIP's rule: the best of the last checkpoints
@@ -234,6 +237,17 @@ def aggregate(runs: list[dict]) -> list[dict]:
         rows.append(row)
     return sorted(rows, key=lambda r: (r["model"], _method_rank(r["method"]), r["method"],
                                        r["rate"]))
+
+
+def trained_weights(run: dict) -> int | None:
+    """The trained *weights* of a run (conv and linear weights with m == 1), beside its trained
+    parameters, which count the biases too: FreezeNet's x157 at q = 0.995 is 431,080 / 2,732
+    parameters (2,152 weights + 580 biases); SNIP's code masks the biases, so it trains weights
+    alone. None for a run that recorded no per-tensor counts."""
+    rows = run.get("density")
+    if not rows:
+        return None
+    return sum(d["trained"] for d in rows if d["name"].endswith(".w"))
 
 
 def checkpoint_rows(groups: list[dict]) -> list[dict]:
@@ -266,7 +280,8 @@ def checkpoint_rows(groups: list[dict]) -> list[dict]:
         d = None if is_dense else dense.get(g["model"])
         final, best, used = baseline(d, g["seeds"]) if d else (None, None, [])
         rows.append({"model": g["model"], "method": g["method"], "rate": g["rate"],
-                     "seeds": g["seeds"], "final": g["mean_accuracy"],
+                     "seeds": g["seeds"], "trained_params": g.get("trained_params"),
+                     "trained_weights": g.get("trained_weights"), "final": g["mean_accuracy"],
                      "final_std": g["std_accuracy"],
                      "final_of_dense": g["mean_accuracy"] / final if final else None,
                      "best_of_last": g["mean_best_of_checkpoints"],
@@ -276,7 +291,8 @@ def checkpoint_rows(groups: list[dict]) -> list[dict]:
     return rows
 
 
-CHECKPOINT_COLUMNS = ("model", "method", "rate", "seeds", "final", "final_std", "final_of_dense",
+CHECKPOINT_COLUMNS = ("model", "method", "rate", "seeds", "trained_params", "trained_weights",
+                      "final", "final_std", "final_of_dense",
                       "best_of_last", "best_of_last_std", "best_of_last_of_dense", "dense_seeds")
 
 

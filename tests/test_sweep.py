@@ -305,3 +305,19 @@ def test_the_interval_excludes_zero_exactly_when_p_is_below_005(d, base):
         return  # every difference equal: no spread at all
     assume(min(abs(t["ci_low"]), abs(t["ci_high"])) > 1e-12 and abs(t["p"] - 0.05) > 1e-9)
     assert (t["ci_low"] > 0 or t["ci_high"] < 0) == (t["p"] < 0.05)
+
+
+def test_trained_weights_are_reported_beside_trained_parameters():
+    """x157 counts parameters (2,152 weights + 580 biases at q = 0.995); SNIP's code trains
+    weights alone: the checkpoints table shows both."""
+    density = [{"name": "conv1.w", "trained": 10, "total": 500},
+               {"name": "conv1.b", "trained": 20, "total": 20},
+               {"name": "bn1.gamma", "trained": 20, "total": 20},
+               {"name": "fc1.w", "trained": 5, "total": 400}]
+    runs = [{**_run("freezenet", 0.99, s, 0.98), "density": density, "best_of_checkpoints": 0.98,
+             "trained_params": 55} for s in (0, 1)]
+    [g] = report.aggregate(runs)
+    assert g["trained_weights"] == 15 and g["trained_params"] == 55
+    [row] = report.checkpoint_rows([g])
+    assert (row["trained_params"], row["trained_weights"]) == (55, 15)
+    assert report.trained_weights({"density": None}) is None
