@@ -141,31 +141,77 @@ def markdown_table(rows: list[dict], columns=SUMMARY_COLUMNS, *, left=LEFT_COLUM
 
 
 def plot_history(runs: list[dict], path=None, *, ax=None):
-    """Test accuracy per epoch, one line per run; saved to `path` if given. Returns the figure."""
+    """Test accuracy per epoch: one colour per (network, method, rate), pruned methods dashed;
+    each seed a thin line and, with several seeds, their mean a thick one (not for a group with a
+    seed at chance: the mean would sit between the two, where no run is). Drawn twice: the whole
+    0-100% range, where a run stuck at chance shows as such (and is named in the legend), and
+    zoomed on the range where the runs that trained end, where they differ. Dotted verticals mark
+    where a step schedule divides the learning rate. Legend outside the axes. `ax`: draw only the
+    zoomed panel there. Saved to `path` if given; returns the figure."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 4))
-    networks = sorted({network_of(r) for r in runs})
-    many = len(runs) > 1 and any(r.get("seed", 0) != runs[0].get("seed", 0) for r in runs)
+    groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        seed = f", seed {r.get('seed', 0)}" if many else ""
-        label = f"{method_of(r)} (rate {r['rate']}{seed})"
-        ax.plot([h["epoch"] for h in r["history"]], [100 * h["test_accuracy"] for h in r["history"]],
-                marker="o" if len(r["history"]) <= 40 else None,
-                label=label if len(networks) == 1 else f"{network_of(r)} {label}")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
+        groups.setdefault((network_of(r), method_of(r), r["rate"]), []).append(r)
+    networks = sorted({k[0] for k in groups})
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if ax is None:
+        fig, (full, zoom) = plt.subplots(1, 2, figsize=(11, 4.2),
+                                         gridspec_kw={"width_ratios": [1, 2]})
+        panels = (full, zoom)
+    else:
+        fig, zoom, panels = ax.figure, ax, (ax,)
+    finals = [r["history"][-1]["test_accuracy"] for r in runs if r["history"]]
+    trained = [f for f in finals if f >= 0.5]
+    handles = []
+    for i, ((net, method, rate), rs) in enumerate(sorted(groups.items())):
+        colour = colours[i % len(colours)]
+        style = "--" if REGISTRY.get(method) is not None and REGISTRY[method].pruned else "-"
+        dead = sorted(r.get("seed", 0) for r in rs if r["history"]
+                      and r["history"][-1]["test_accuracy"] < 0.2)
+        label = f"{method}, q = {rate}" + (f" ({net})" if len(networks) > 1 else "")
+        label += f", {len(rs)} seed{'s' if len(rs) > 1 else ''}" if len(rs) > 1 else \
+            f", seed {rs[0].get('seed', 0)}"
+        if dead:
+            label += f"; seed {', '.join(map(str, dead))} at chance"
+        curves = [([h["epoch"] for h in r["history"]],
+                   [100 * h["test_accuracy"] for h in r["history"]]) for r in rs]
+        for a in panels:
+            for x, y in curves:
+                a.plot(x, y, color=colour, ls=style, lw=0.8 if len(rs) > 1 else 1.6,
+                       alpha=0.45 if len(rs) > 1 else 1.0)
+            if len(rs) > 1 and len({len(x) for x, _ in curves}) == 1 and not dead:
+                a.plot(curves[0][0], np.mean([y for _, y in curves], axis=0), color=colour,
+                       ls=style, lw=2.2)
+        handles.append(plt.Line2D([], [], color=colour, ls=style, lw=2, label=label))
+    stepped = [r for r in runs if (r.get("config") or {}).get("schedule") == "step"]
+    drops = sorted({h["epoch"] for r in stepped for h0, h in zip(r["history"], r["history"][1:])
+                    if h.get("lr_end") and h0.get("lr_end") and h["lr_end"] < 0.5 * h0["lr_end"]})
+    for a in panels:
+        for e in drops:
+            a.axvline(e, color="grey", ls=":", lw=1)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        a.set_xlabel("epoch")
+        a.grid(alpha=0.3)
+    if drops:
+        handles.append(plt.Line2D([], [], color="grey", ls=":", label="lr divided (step schedule)"))
+    if len(panels) == 2:
+        panels[0].set_ylim(0, 100)
+        panels[0].set_ylabel("test accuracy (%)")
+        panels[0].set_title("whole range")
+    if trained:
+        lo, hi = 100 * min(trained), 100 * max(f for r in runs for f in
+                                                (h["test_accuracy"] for h in r["history"]))
+        zoom.set_ylim(lo - max(0.5, 0.25 * (hi - lo)), hi + 0.2)
+    zoom.set_ylabel("test accuracy (%)")
     if runs:
-        ax.set_title(f"{', '.join(networks)} on {runs[0]['dataset']}")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig = fig or ax.figure
+        zoom.set_title(f"{', '.join(networks)} on {runs[0]['dataset']}"
+                       + (": where the runs that trained end" if len(panels) == 2 else ""))
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               frameon=False)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
     return fig
 
 
@@ -1037,7 +1083,7 @@ def write_report(runs: list[dict], root, *, pair=("freezenet", "snip")) -> dict:
                          and "history" in r and "test_accuracy" in r}):
         figures.append((f"gradual_{model}.png", plot_gradual(original, model=model)))
     for name, fig in figures:
-        fig.savefig(root / name, dpi=120)
+        fig.savefig(root / name, dpi=120, bbox_inches="tight")
         plt.close(fig)
         files.append(name)
     return {"markdown": text, "files": files}
