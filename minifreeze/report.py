@@ -408,6 +408,9 @@ def page_tables(groups: list[dict], runs: list[dict] | None = None) -> dict[str,
               "against_pruned": pairs_table(pair_rows(groups, against_pruned_pairs(groups)))}
     if runs is not None:
         tables["layers"] = layers_markdown(layer_rows(runs))
+        dead = dead_unit_rows(runs)
+        if dead:
+            tables["dead_units"] = dead_units_markdown(dead)
         tables["runs"] = markdown_table(summary_rows(runs), SUMMARY_COLUMNS)
         elsa = elsa_comparison(expand_levels(runs), groups)
         if elsa:
@@ -723,6 +726,46 @@ def layer_rows(runs: list[dict]) -> list[dict]:
                                        r["method"]))
 
 
+DEAD_POINTS = ("step 100", "epoch 1", "end")
+"""Where every run records its dead units (`dead_units.DeadUnitsProbe`)."""
+
+
+def dead_unit_rows(runs: list[dict]) -> list[dict]:
+    """Per (network, method, rate) of runs that recorded dead units: at each recorded point
+    (`DEAD_POINTS`), each ReLU layer's dead share, mean over seeds, and the largest in any seed."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        if r.get("dead_units") and "elsa_level" not in r:
+            groups.setdefault((network_of(r), method_of(r), r["rate"]), []).append(r)
+    rows = []
+    for (model, method, rate), rs in groups.items():
+        at = {}
+        for point in DEAD_POINTS:
+            probes = [p for r in rs for p in r["dead_units"] if p["at"] == point]
+            if not probes:
+                continue
+            layers = list(probes[0]["units"])
+            at[point] = {k: (float(np.mean([p["dead"][k] / p["units"][k] for p in probes])),
+                             max(p["dead"][k] / p["units"][k] for p in probes)) for k in layers}
+        rows.append({"model": model, "method": method, "rate": rate,
+                     "seeds": sorted(r.get("seed", 0) for r in rs), "at": at})
+    return sorted(rows, key=lambda r: (r["model"], _method_rank(r["method"]), r["method"],
+                                       r["rate"]))
+
+
+def dead_units_markdown(rows: list[dict]) -> str:
+    """`dead_unit_rows` as Markdown: a column per recorded point, cells "layer mean% (max%)"."""
+    body = []
+    for r in rows:
+        cells = {p.replace(" ", "_"): ", ".join(f"{k} {100 * m:.0f}% ({100 * x:.0f}%)"
+                                                for k, (m, x) in r["at"][p].items())
+                 if p in r["at"] else "-" for p in DEAD_POINTS}
+        body.append({"model": r["model"], "method": r["method"], "rate": repr(r["rate"]),
+                     "seeds": ", ".join(map(str, r["seeds"])), **cells})
+    cols = ("model", "method", "rate", "seeds", *(p.replace(" ", "_") for p in DEAD_POINTS))
+    return markdown_table(body, cols, left=("model", "method", "seeds", *cols[4:]))
+
+
 def layers_markdown(rows: list[dict]) -> str:
     """`layer_rows` as one Markdown table per network: a column per masked layer, cells
     "mean kept (fewest)"; an emptied layer is marked 0!."""
@@ -995,6 +1038,11 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
                   pairs_table(list(against_pruned))]
     if layers:
         parts += ["", "## Weights kept per layer", "", layers_markdown(list(layers))]
+    dead = dead_unit_rows(runs)
+    if dead:
+        parts += ["", "## Dead ReLU units (no positive output on the first 1,000 training "
+                      "images): share per layer, mean over seeds (largest in any seed)", "",
+                  dead_units_markdown(dead)]
     if elsa:
         parts += ["", "## ELSA: each level extracted from the final network, against the best "
                       "pruned method trained alone at that rate (q = 0: the final dense network "
