@@ -45,7 +45,9 @@ a seeded generator, feeds batches to `trainer.step(x, y, lr)` and evaluates on t
 the validation split, if any) with `trainer.predict`. The loop never names a backend, and the
 caller's `setup.params` are never changed: the result carries the trained copies. Between steps
 and after each epoch it calls its hooks (`Hook`): that is where a method that changes the masks
-during training plugs in (`trainer.set_masks`). `on_step(t, loss, grads)` and `on_epoch(row)`
+during training plugs in (`trainer.set_masks`), and where every run records its dead ReLU units
+(`dead_units.DeadUnitsProbe`). Given a `StateFile`, the loop saves its whole state every few
+epochs and a run started again goes on from there, bit for bit (`runs.run` always does). `on_step(t, loss, grads)` and `on_epoch(row)`
 are lighter callbacks for notebooks. A NaN or infinite loss raises `TrainingDiverged` naming the
 epoch and step; it carries the last parameters whose loss was finite.
 Notebook `06_pipeline` walks through this file.
@@ -378,7 +380,8 @@ STATE_VERSION = 1
 
 
 def save_state(path, *, key: str, config: "TrainConfig", epoch: int, t: int, history: list,
-               shuffle: dict, trainer_state: dict, hooks: list, seconds: float) -> int:
+               shuffle: dict, trainer_state: dict, hooks: list, seconds: float,
+               hook_names: list | None = None) -> int:
     """Write a training state (see `StateFile`) atomically to `path`: one .npz whose arrays are
     `params/<name>`, `velocity/<name>`, `buffers/<name>`, `masks/<name>` and whose `meta` holds
     the rest as JSON. Returns the bytes written."""
@@ -387,6 +390,7 @@ def save_state(path, *, key: str, config: "TrainConfig", epoch: int, t: int, his
     arrays.update({f"masks/{k}": np.asarray(v) for k, v in (trainer_state["masks"] or {}).items()})
     meta = {"version": STATE_VERSION, "key": key, "config": _config_json(config), "epoch": epoch,
             "t": t, "history": history, "shuffle": shuffle, "hooks": hooks, "seconds": seconds,
+            "hook_names": hook_names or [],
             "has_masks": trainer_state["masks"] is not None, "pruned": trainer_state["pruned"]}
     buf = io.BytesIO()
     np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
@@ -395,8 +399,9 @@ def save_state(path, *, key: str, config: "TrainConfig", epoch: int, t: int, his
 
 def load_state(path, *, key: str, config: "TrainConfig") -> dict | None:
     """The state `save_state` wrote at `path` for this `key` and (resolved) config, as
-    {"epoch", "t", "history", "shuffle", "hooks", "seconds", "trainer": {...}}; None when
-    there is no such file, it does not parse, or it was saved for another run."""
+    {"epoch", "t", "history", "shuffle", "hooks", "hook_names", "seconds", "trainer": {...}};
+    None when there is no such file, it does not parse, or it was saved for another run.
+    `hook_names` is None for a state saved before they were recorded (then not checked)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes().decode())
@@ -413,6 +418,7 @@ def load_state(path, *, key: str, config: "TrainConfig") -> dict | None:
     trainer_state = {**parts, "masks": parts["masks"] if meta["has_masks"] else None,
                      "pruned": meta["pruned"]}
     return {**{k: meta[k] for k in ("epoch", "t", "history", "shuffle", "hooks", "seconds")},
+            "hook_names": meta.get("hook_names"),
             "trainer": trainer_state}
 
 
@@ -446,6 +452,9 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
     for hook in hooks:
         hook.start(trainer, total)
     saved = None if state is None else load_state(state.path, key=state.key, config=c)
+    if saved is not None and saved["hook_names"] is not None and \
+            saved["hook_names"] != [type(h).__name__ for h in hooks]:
+        saved = None  # saved with other hooks: their records would not line up
     if saved is not None:
         trainer.load_state(saved["trainer"])
         shuffle.bit_generator.state = saved["shuffle"]
@@ -497,6 +506,7 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
                 save_state(state.path, key=state.key, config=c, epoch=epoch, t=t,
                            history=history, shuffle=shuffle.bit_generator.state,
                            trainer_state=trainer.state(), hooks=hook_states,
+                           hook_names=[type(h).__name__ for h in hooks],
                            seconds=before + time.perf_counter() - t_start)
     return TrainResult(c, setup.model, setup.theta0, trainer.masks, trainer.params,
                        trainer.buffers, history, before + time.perf_counter() - t_start,

@@ -98,3 +98,27 @@ def test_a_hook_that_cannot_resume_turns_saving_off(small, tmp_path):
     T.train(c, small, progress=False, state=T.StateFile(path, every=1))
     meta = json.loads(np.load(path)["meta"].tobytes())
     assert meta["epoch"] == 1 and meta["t"] == 4  # saved after epoch 1 only (not after the last)
+
+
+def test_a_state_saved_with_other_hooks_is_not_resumed(small, tmp_path):
+    class Counter(T.Hook):
+        def __init__(self):
+            self.n = 0
+
+        def after_step(self, t, trainer):
+            self.n += 1
+
+        def state(self):
+            return {"n": self.n}
+
+        def load_state(self, state):
+            self.n = state["n"]
+    c = T.TrainConfig(model="lenet300", method="dense", epochs=3, seed=2, shards=1)
+    path = tmp_path / "state.npz"
+    T.train(c, small, progress=False, state=T.StateFile(path, every=1), hooks=[Counter()])
+    assert path.exists()  # saved after epochs 1 and 2 (not after the last) by a run with a Counter
+    counter = Counter()
+    resumed = T.train(c, small, progress=False, state=T.StateFile(path, every=1), hooks=[counter])
+    assert resumed.resumed_from == 2 and counter.n == 12  # 8 steps restored, 4 taken: 3 epochs
+    again = T.train(c, small, progress=False, state=T.StateFile(path, every=1))
+    assert again.resumed_from is None  # without the Counter the records would not line up
