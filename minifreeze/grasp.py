@@ -14,11 +14,17 @@ As its reference code (alecwangcq/GraSP, `pruner/GraSP.py`) defines it:
    S* (the weights whose removal reduces the gradient flow least, or raises it) and keeps the
    lowest (`grasp_masks`).
 
-Hg without a second backward pass: a central difference of the hand-written gradient,
+Hg, two ways. `hessian_vector`: a central difference of the hand-written gradient,
 (grad(theta + eps g) - grad(theta - eps g)) / (2 eps), in float64 with eps = `step` * |theta| /
-|g| (relative step 1e-6: small enough that few ReLU kinks or max-pool winners change, large enough
-to stay clear of rounding); `tests/test_grasp.py` checks it against the exact Hessian-vector product
-of a softmax-regression layer, written out. The reference re-initialises the linear layers of the
+|g| (relative step 1e-6), what the registry's `grasp` score and every committed GraSP run use. It
+is right on a smooth network (LeNet-300-100: within 1e-10 of the exact product) and wrong on
+LeNet-5: between the +eps and -eps passes a few max-pool winners and ReLU signs switch, each an
+O(1) jump divided by 2 eps, and with T = 200 making Hg tiny one switch dominates a layer (conv
+layers off by 4 to 70 times the product's norm at seed 0). `hessian_vector_exact`: Pearlmutter's
+R-operator through the same layers, with the unperturbed pass's ReLU masks and max-pool winners,
+exact and free of any step (`hvp="exact"`); `tests/test_grasp.py` checks it against dual numbers
+run through a loop-by-loop conv + ReLU + max-pool reference. Switching the registry's score to it
+means re-running every GraSP run on LeNet-5: an open issue. The reference re-initialises the linear layers of the
 network it scores (`reinit=True`, Xavier normal) and scores that copy; here the score is of theta0
 itself, the weights that are then frozen or pruned (our choice: the mask should belong to the
 network it is applied to).
@@ -32,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minifreeze import methods
+from minifreeze import layers as L, methods
 from minifreeze.losses import softmax_cross_entropy
 from minifreeze.masks import Masks, select_topk
 
@@ -85,10 +91,106 @@ def hessian_vector(model, params, x, y, v: dict, *, temperature: float = TEMPERA
     return {n: (gp[n] - gm[n]) / (2 * eps) for n in v}
 
 
+def hessian_vector_exact(model, params, x, y, v: dict, *,
+                         temperature: float = TEMPERATURE) -> dict:
+    """H v, exactly, for the Hessian of mean cross-entropy(logits / T) with respect to the conv
+    and linear weights (biases held), by Pearlmutter's R-operator through the hand-written
+    passes: the directional derivative along v of every forward activation (R h) and then of
+    every backward gradient (R d), with each ReLU's mask and each max-pool window's winner those
+    of the unperturbed pass (the derivative where it exists, which is everywhere but on a kink).
+    No step size: nothing here steps across a kink, as `hessian_vector`'s difference does.
+
+    Per layer, with V the weight's direction: conv or linear out = f(h, W) + b gives
+    R out = f(R h, W) + f(h, V); its weight gradient dW(d, h) and input gradient dx(d, W) are
+    bilinear, so R dW = dW(R d, h) + dW(d, R h) and R dx = dx(R d, W) + dx(d, V), both read off
+    the layer's own backward pass; ReLU and max-pool pass R h and R d through their fixed
+    pattern; at the logits, R (dL/dz) = (p * r - p * sum(p * r)) / (N T) with r = R z / T.
+    Returns {weight name: H v} in float64. Batch norm is not supported (ValueError)."""
+    p = {k: np.asarray(a, dtype=np.float64) for k, a in params.items()}
+    vv = {k: np.asarray(a, dtype=np.float64) for k, a in v.items()}
+    n = len(x)
+    h, rh = np.asarray(x, dtype=np.float64), np.zeros(x.shape)  # the input does not move with W
+    tape = []  # per layer: what its R backward pass needs
+    for ly in model.layers:
+        a, w, b = ly.args, f"{ly.name}.w", f"{ly.name}.b"
+        if ly.op in ("conv", "linear"):
+            fwd = (lambda x_, w_, b_: L.conv_forward(x_, w_, b_, a["stride"], a["pad"])) \
+                if ly.op == "conv" else L.linear_forward
+            vw = vv.get(w, np.zeros_like(p[w]))
+            zero = np.zeros_like(p[b])
+            out, cache = fwd(h, p[w], p[b])
+            r1, _ = fwd(rh, p[w], zero)  # f(R h, W)
+            r2, cache_v = fwd(h, vw, zero)  # f(h, V)
+            _, cache_rv = fwd(rh, vw, zero)  # its backward gives dW(d, R h) and dx(d, V)
+            tape.append((ly, cache, cache_rv))
+            h, rh = out, r1 + r2
+        elif ly.op == "relu":
+            h, mask = L.relu_forward(h)
+            rh = rh * mask
+            tape.append((ly, mask, None))
+        elif ly.op == "maxpool":
+            h, cache = L.maxpool_forward(h, a["size"], a["stride"], layer=ly.name)
+            rh = _gather_winners(rh, cache)
+            tape.append((ly, cache, None))
+        elif ly.op == "flatten":
+            shape = h.shape
+            h, rh = h.reshape(n, -1), rh.reshape(n, -1)
+            tape.append((ly, shape, None))
+        else:
+            raise ValueError(f"hessian_vector_exact: layer {ly.name} ({ly.op}) is not supported; "
+                             f"expected conv, linear, relu, maxpool or flatten")
+    z = h / temperature  # (N, K)
+    prob = np.exp(z - z.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    onehot = np.zeros_like(prob)
+    onehot[np.arange(n), y] = 1.0
+    d = (prob - onehot) / (n * temperature)  # dL/d logits
+    r = rh / temperature
+    rd = (prob * r - prob * np.sum(prob * r, axis=1, keepdims=True)) / (n * temperature)
+    hv = {}
+    for i in range(len(tape) - 1, -1, -1):
+        ly, cache, cache_rv = tape[i]
+        if ly.op in ("conv", "linear"):
+            back = L.conv_backward if ly.op == "conv" else L.linear_backward
+            need_dx = i > 0
+            dx1, dw1, _ = back(rd, cache, need_dx=need_dx)  # dx(R d, W), dW(R d, h)
+            dx, _, _ = back(d, cache, need_dx=need_dx) if need_dx else (None, None, None)
+            dx2, dw2, _ = back(d, cache_rv, need_dx=need_dx)  # dx(d, V), dW(d, R h)
+            if f"{ly.name}.w" in vv:
+                hv[f"{ly.name}.w"] = dw1 + dw2
+            if need_dx:
+                d, rd = dx, dx1 + dx2
+        elif ly.op == "relu":
+            d, rd = d * cache, rd * cache
+        elif ly.op == "maxpool":
+            d, rd = L.maxpool_backward(d, cache), L.maxpool_backward(rd, cache)
+        elif ly.op == "flatten":
+            d, rd = d.reshape(cache), rd.reshape(cache)
+    return {k: hv[k] for k in vv}
+
+
+def _gather_winners(a: np.ndarray, cache) -> np.ndarray:
+    """a (N, C, H, W) read at each pooling window's winner in `cache` (from the unperturbed
+    pass): (N, C, OH, OW)."""
+    nb, c, oh, ow = cache.argmax.shape
+    k, s = cache.size, cache.stride
+    i, j = np.divmod(cache.argmax, k)  # offsets inside each window
+    rows = np.arange(oh)[None, None, :, None] * s + i  # (N, C, OH, OW)
+    cols = np.arange(ow)[None, None, None, :] * s + j
+    return a[np.arange(nb)[:, None, None, None], np.arange(c)[None, :, None, None], rows, cols]
+
+
+HVPS = ("difference", "exact")
+
+
 def grasp_scores(model, theta0, x, y, *, temperature: float = TEMPERATURE,
-                 step: float = 1e-6) -> dict[str, np.ndarray]:
+                 step: float = 1e-6, hvp: str = "difference") -> dict[str, np.ndarray]:
     """GraSP's score S = -theta * Hg / (|sum S| + 1e-10) per weight (signed; low = kept), on the
-    batch (x, y) cut into two halves as the reference does."""
+    batch (x, y) cut into two halves as the reference does. `hvp`: "difference" (the central
+    difference of `hessian_vector`, with `step`: what every committed GraSP run used) or "exact"
+    (`hessian_vector_exact`)."""
+    if hvp not in HVPS:
+        raise ValueError(f"hvp: expected one of {', '.join(HVPS)}, got {hvp!r}")
     p = {k: np.asarray(a, dtype=np.float64) for k, a in theta0.items()}
     half = len(y) // 2
     parts = [(x[:half], y[:half]), (x[half:], y[half:])]
@@ -98,8 +200,10 @@ def grasp_scores(model, theta0, x, y, *, temperature: float = TEMPERATURE,
             g[n] += a
     hg = {n: np.zeros_like(p[n]) for n in g}
     for xs, ys in parts:  # Hg: the halves' Hessians times g, summed
-        for n, a in hessian_vector(model, p, xs, ys, g, temperature=temperature,
-                                   step=step).items():
+        hv = hessian_vector_exact(model, p, xs, ys, g, temperature=temperature) \
+            if hvp == "exact" else \
+            hessian_vector(model, p, xs, ys, g, temperature=temperature, step=step)
+        for n, a in hv.items():
             hg[n] += a
     s = {n: -p[n] * hg[n] for n in g}  # -theta * Hg
     norm = abs(sum(float(v.sum()) for v in s.values())) + 1e-10
@@ -107,9 +211,10 @@ def grasp_scores(model, theta0, x, y, *, temperature: float = TEMPERATURE,
 
 
 def grasp_masks(model, theta0, x, y, rate: float, *, scope: str = "global",
-                temperature: float = TEMPERATURE, step: float = 1e-6) -> Masks:
+                temperature: float = TEMPERATURE, step: float = 1e-6,
+                hvp: str = "difference") -> Masks:
     """GraSP's masks: remove the round(q N) weights with the largest score, keep the rest."""
-    s = grasp_scores(model, theta0, x, y, temperature=temperature, step=step)
+    s = grasp_scores(model, theta0, x, y, temperature=temperature, step=step, hvp=hvp)
     return select_topk({n: -v for n, v in s.items()}, rate, scope=scope)  # keep the lowest S
 
 
