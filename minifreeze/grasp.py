@@ -228,7 +228,7 @@ def grasp_select(model, theta0, data, config, buffers):
     x, y = balanced_batch(data.x_train, data.y_train,
                           samples_per_class=max(1, config.saliency_batch // classes),
                           seed=config.seed)
-    s = grasp_scores(model, theta0, x, y)
+    s = grasp_scores(model, theta0, x, y, hvp="exact")
     return s, select_topk({n: -v for n, v in s.items()}, config.rate, scope=config.scope)
 
 
