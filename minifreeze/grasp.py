@@ -14,17 +14,17 @@ As its reference code (alecwangcq/GraSP, `pruner/GraSP.py`) defines it:
    S* (the weights whose removal reduces the gradient flow least, or raises it) and keeps the
    lowest (`grasp_masks`).
 
-Hg, two ways. `hessian_vector`: a central difference of the hand-written gradient,
+Hg, two ways. `hessian_vector_exact` (the default, `hvp="exact"`, and the registry's):
+Pearlmutter's R-operator through the hand-written layers, with the unperturbed pass's ReLU masks
+and max-pool winners, exact and free of any step; `tests/test_grasp.py` checks it against dual
+numbers run through a loop-by-loop conv + ReLU + max-pool reference. `hessian_vector`
+(`hvp="difference"`, what GraSP used before): a central difference of the hand-written gradient,
 (grad(theta + eps g) - grad(theta - eps g)) / (2 eps), in float64 with eps = `step` * |theta| /
-|g| (relative step 1e-6), what the registry's `grasp` score and every committed GraSP run use. It
-is right on a smooth network (LeNet-300-100: within 1e-10 of the exact product) and wrong on
-LeNet-5: between the +eps and -eps passes a few max-pool winners and ReLU signs switch, each an
-O(1) jump divided by 2 eps, and with T = 200 making Hg tiny one switch dominates a layer (conv
-layers off by 4 to 70 times the product's norm at seed 0). `hessian_vector_exact`: Pearlmutter's
-R-operator through the same layers, with the unperturbed pass's ReLU masks and max-pool winners,
-exact and free of any step (`hvp="exact"`); `tests/test_grasp.py` checks it against dual numbers
-run through a loop-by-loop conv + ReLU + max-pool reference. Switching the registry's score to it
-means re-running every GraSP run on LeNet-5: an open issue. The reference re-initialises the linear layers of the
+|g| (relative step 1e-6). It is right on a smooth network (LeNet-300-100: within 1e-10 of the
+exact product, the same masks) and wrong on LeNet-5: between the +eps and -eps passes a few
+max-pool winners and ReLU signs switch, each an O(1) jump divided by 2 eps, and with T = 200
+making Hg tiny one switch dominates a layer (conv layers off by 4 to 70 times the product's norm
+at seed 0). The reference re-initialises the linear layers of the
 network it scores (`reinit=True`, Xavier normal) and scores that copy; here the score is of theta0
 itself, the weights that are then frozen or pruned (our choice: the mask should belong to the
 network it is applied to).
@@ -184,11 +184,11 @@ HVPS = ("difference", "exact")
 
 
 def grasp_scores(model, theta0, x, y, *, temperature: float = TEMPERATURE,
-                 step: float = 1e-6, hvp: str = "difference") -> dict[str, np.ndarray]:
+                 step: float = 1e-6, hvp: str = "exact") -> dict[str, np.ndarray]:
     """GraSP's score S = -theta * Hg / (|sum S| + 1e-10) per weight (signed; low = kept), on the
-    batch (x, y) cut into two halves as the reference does. `hvp`: "difference" (the central
-    difference of `hessian_vector`, with `step`: what every committed GraSP run used) or "exact"
-    (`hessian_vector_exact`)."""
+    batch (x, y) cut into two halves as the reference does. `hvp`: "exact"
+    (`hessian_vector_exact`) or "difference" (`hessian_vector` with `step`, what GraSP used
+    before: wrong across LeNet-5's kinks)."""
     if hvp not in HVPS:
         raise ValueError(f"hvp: expected one of {', '.join(HVPS)}, got {hvp!r}")
     p = {k: np.asarray(a, dtype=np.float64) for k, a in theta0.items()}
@@ -212,7 +212,7 @@ def grasp_scores(model, theta0, x, y, *, temperature: float = TEMPERATURE,
 
 def grasp_masks(model, theta0, x, y, rate: float, *, scope: str = "global",
                 temperature: float = TEMPERATURE, step: float = 1e-6,
-                hvp: str = "difference") -> Masks:
+                hvp: str = "exact") -> Masks:
     """GraSP's masks: remove the round(q N) weights with the largest score, keep the rest."""
     s = grasp_scores(model, theta0, x, y, temperature=temperature, step=step, hvp=hvp)
     return select_topk({n: -v for n, v in s.items()}, rate, scope=scope)  # keep the lowest S
@@ -228,7 +228,7 @@ def grasp_select(model, theta0, data, config, buffers):
     x, y = balanced_batch(data.x_train, data.y_train,
                           samples_per_class=max(1, config.saliency_batch // classes),
                           seed=config.seed)
-    s = grasp_scores(model, theta0, x, y, hvp="exact")
+    s = grasp_scores(model, theta0, x, y)
     return s, select_topk({n: -v for n, v in s.items()}, config.rate, scope=config.scope)
 
 
