@@ -79,13 +79,16 @@ def rate_schedule(rate: float, iterations: int, schedule: str = "exponential") -
 
 def synflow_masks(model, params, rate: float, *, iterations: int = 100,
                   schedule: str = "exponential", scope: str = "global",
-                  dtype=np.float64) -> Masks:
+                  dtype=np.float64, on_round=None) -> Masks:
     """SynFlow's masks for freezing rate q: `iterations` rounds of scoring the network masked so
-    far and keeping the top of the schedule's density; ends at exactly round((1 - q) N) weights."""
+    far and keeping the top of the schedule's density; ends at exactly round((1 - q) N) weights.
+    `on_round(k, masks)`, if given, sees each round's masks (k = 1..iterations)."""
     masks = None
-    for q_k in rate_schedule(rate, iterations, schedule):
+    for k, q_k in enumerate(rate_schedule(rate, iterations, schedule), start=1):
         scores, _ = synflow_scores(model, params, masks, dtype=dtype)
         masks = select_topk(scores, q_k, scope=scope)
+        if on_round is not None:
+            on_round(k, masks)
     return masks
 
 

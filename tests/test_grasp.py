@@ -192,3 +192,34 @@ def test_the_exact_product_is_what_a_small_enough_step_approaches_on_lenet5():
                        for k in exact)
         assert err(grasp.hessian_vector(model, theta, x, y, g, step=1e-8)) < 1e-6
         assert (err(grasp.hessian_vector(model, theta, x, y, g)) < 1e-6) == close_at_default
+
+
+def test_the_registrys_grasp_mask_is_the_lowest_of_an_independent_score():
+    """The registry path (`prepare`), against GraSP's score computed here from its definition:
+    g and Hg of mean CE(logits / 200) on the two halves of the class-balanced batch, summed,
+    S = -theta * Hg. The kept weights are the lowest S, and removing them would change the
+    gradient flow g^T g less, to first order (2 * sum of -theta * Hg over the removed), than
+    removing the ones GraSP removed. Fails if the score's sign flips, if the selection keeps the
+    largest S, or if the temperature is not 200."""
+    from minifreeze.data import limit_train, load_dataset
+    from minifreeze.train import TrainConfig, prepare
+    data = limit_train(load_dataset("mnist"), 3000)
+    model = get_model("lenet300")
+    config = TrainConfig(model="lenet300", method="grasp_prune", rate=0.99, seed=1)
+    masks = prepare(config, data).masks
+    theta = {k: a.astype(np.float64) for k, a in init.init_params(model, 1).items()}
+    x, y = grasp.balanced_batch(data.x_train, data.y_train, samples_per_class=10, seed=1)
+    halves = [(x[:50], y[:50]), (x[50:], y[50:])]
+    g = {n: sum(grasp.weight_grads(model, theta, xs, ys, temperature=200.0)[n] for xs, ys in halves)
+         for n in model.weight_names()}
+    hg = {n: sum(grasp.hessian_vector_exact(model, theta, xs, ys, g, temperature=200.0)[n]
+                 for xs, ys in halves) for n in g}
+    s = {n: -theta[n] * hg[n] for n in g}  # GraSP's S, unnormalised
+    flat_s = np.concatenate([s[k].ravel() for k in masks])
+    flat_m = np.concatenate([masks[k].ravel() for k in masks])
+    assert flat_s[flat_m == 1].max() <= flat_s[flat_m == 0].min()  # kept: the lowest S
+    independent = M.select_topk({n: -v for n, v in s.items()}, 0.99)
+    assert all(np.array_equal(masks[k], independent[k]) for k in masks)
+    # to first order, removing a set R changes g^T g by 2 * sum_R S_i (delta = -theta_R)
+    change_removed, change_kept = 2 * flat_s[flat_m == 0].sum(), 2 * flat_s[flat_m == 1].sum()
+    assert change_kept < change_removed

@@ -98,3 +98,26 @@ def test_masked_weights_score_zero_and_bad_arguments_are_clear():
         synflow.rate_schedule(0.9, 0)
     with pytest.raises(ValueError, match="rate"):
         synflow.synflow_masks(model, p, 1.0)
+
+
+def test_the_registry_runs_100_rounds_and_each_round_only_removes():
+    """The registry path (`prepare`) gives the mask of exactly 100 rounds (not 99, 10 or 1: each
+    gives another mask here), and every round's kept weights are a subset of the round before:
+    a weight SynFlow removed never comes back."""
+    from minifreeze.data import limit_train, load_dataset
+    from minifreeze.train import TrainConfig, prepare
+    model = get_model("lenet300")
+    data = limit_train(load_dataset("mnist"), 500)
+    registry = prepare(TrainConfig(model="lenet300", method="synflow_prune", rate=0.999, seed=0),
+                       data).masks
+    theta0 = init.init_params(model, 0)
+    rounds = []
+    hundred = synflow.synflow_masks(model, theta0, 0.999,
+                                    on_round=lambda k, m: rounds.append((k, m)))
+    assert all(np.array_equal(registry[k], hundred[k]) for k in hundred)
+    for n in (99, 10, 1):
+        other = synflow.synflow_masks(model, theta0, 0.999, iterations=n)
+        assert not all(np.array_equal(other[k], hundred[k]) for k in hundred), n
+    assert [k for k, _ in rounds] == list(range(1, 101))
+    for (_, before), (k, after) in zip(rounds, rounds[1:]):
+        assert all(((after[n] == 1) <= (before[n] == 1)).all() for n in after), f"round {k}"
