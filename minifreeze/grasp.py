@@ -120,7 +120,7 @@ def hessian_vector_exact(model, params, x, y, v: dict, *,
             zero = np.zeros_like(p[b])
             out, cache = fwd(h, p[w], p[b])
             r1, _ = fwd(rh, p[w], zero)  # f(R h, W)
-            r2, cache_v = fwd(h, vw, zero)  # f(h, V)
+            r2, _ = fwd(h, vw, zero)  # f(h, V)
             _, cache_rv = fwd(rh, vw, zero)  # its backward gives dW(d, R h) and dx(d, V)
             tape.append((ly, cache, cache_rv))
             h, rh = out, r1 + r2

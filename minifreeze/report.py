@@ -98,6 +98,15 @@ def network_of(run: dict) -> str:
     return network_name(run["model"], (run.get("config") or {}).get("model_kwargs"))
 
 
+def group_runs(runs) -> dict[tuple, list[dict]]:
+    """Runs by (network, method, rate), in the order they come: the groups every table and
+    figure averages over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((network_of(r), method_of(r), r["rate"]), []).append(r)
+    return groups
+
+
 def _method_rank(method: str) -> int:
     order = method_order()
     return order.index(method) if method in order else len(order)
@@ -150,9 +159,7 @@ def plot_history(runs: list[dict], path=None, *, ax=None):
     zoomed panel there. Saved to `path` if given; returns the figure."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        groups.setdefault((network_of(r), method_of(r), r["rate"]), []).append(r)
+    groups = group_runs(runs)
     networks = sorted({k[0] for k in groups})
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     if ax is None:
@@ -256,9 +263,7 @@ def aggregate(runs: list[dict]) -> list[dict]:
     LeNet-5 with and without conv ReLU are never averaged together): the seeds, mean / std /
     min / max test accuracy, and the means of the counts and times. Diverged runs are counted in
     `diverged`, not averaged."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        groups.setdefault((network_of(r), method_of(r), r["rate"]), []).append(r)
+    groups = group_runs(runs)
     rows = []
     for (model, method, rate), rs in groups.items():
         ok = [r for r in rs if "test_accuracy" in r]
@@ -708,10 +713,8 @@ def layer_rows(runs: list[dict]) -> list[dict]:
     """Per (network, method, rate) of runs with masks: the weights kept in each masked layer
     (mean over seeds) and the fewest in any seed; `emptied` names the layers some seed left
     with no trainable weight (pruned, such a layer cuts the network: layer collapse)."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        if r.get("density") and any(d["masked"] for d in r["density"]) and "elsa_level" not in r:
-            groups.setdefault((network_of(r), method_of(r), r["rate"]), []).append(r)
+    groups = group_runs(r for r in runs if r.get("density") and
+                        any(d["masked"] for d in r["density"]) and "elsa_level" not in r)
     rows = []
     for (model, method, rate), rs in groups.items():
         names = [d["name"] for d in rs[0]["density"] if d["masked"]]
@@ -733,10 +736,7 @@ DEAD_POINTS = ("step 100", "epoch 1", "end")
 def dead_unit_rows(runs: list[dict]) -> list[dict]:
     """Per (network, method, rate) of runs that recorded dead units: at each recorded point
     (`DEAD_POINTS`), each ReLU layer's dead share, mean over seeds, and the largest in any seed."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        if r.get("dead_units") and "elsa_level" not in r:
-            groups.setdefault((network_of(r), method_of(r), r["rate"]), []).append(r)
+    groups = group_runs(r for r in runs if r.get("dead_units") and "elsa_level" not in r)
     rows = []
     for (model, method, rate), rs in groups.items():
         at = {}

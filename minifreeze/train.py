@@ -451,9 +451,10 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
     t_start, t, done, before = time.perf_counter(), 0, 0, 0.0
     for hook in hooks:
         hook.start(trainer, total)
+    hook_names = [type(h).__name__ for h in hooks]
     saved = None if state is None else load_state(state.path, key=state.key, config=c)
     if saved is not None and saved["hook_names"] is not None and \
-            saved["hook_names"] != [type(h).__name__ for h in hooks]:
+            saved["hook_names"] != hook_names:
         saved = None  # saved with other hooks: their records would not line up
     if saved is not None:
         trainer.load_state(saved["trainer"])
@@ -506,7 +507,7 @@ def train_steps(config: TrainConfig, data: Dataset, setup: Setup, *, progress: b
                 save_state(state.path, key=state.key, config=c, epoch=epoch, t=t,
                            history=history, shuffle=shuffle.bit_generator.state,
                            trainer_state=trainer.state(), hooks=hook_states,
-                           hook_names=[type(h).__name__ for h in hooks],
+                           hook_names=hook_names,
                            seconds=before + time.perf_counter() - t_start)
     return TrainResult(c, setup.model, setup.theta0, trainer.masks, trainer.params,
                        trainer.buffers, history, before + time.perf_counter() - t_start,

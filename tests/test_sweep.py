@@ -292,6 +292,9 @@ def test_a_verdict_needs_p_below_005_and_pairs_by_seed():
     by = {g["method"]: g for g in groups}
     test = report.difference_test(by["dense"], by["freezenet"], paired=False)
     assert test["test"] == "welch" and test["p"] > 0.5
+    level = [{**r, "rate": 0.0} for r in fz]  # a sparse method set beside dense at one rate
+    [row] = report.compare(report.aggregate(level + dense), "freezenet", "dense")
+    assert row["test"] == "welch"  # compare never pairs a run with dense's
 
 
 @given(d=st.lists(st.floats(-0.05, 0.05, allow_nan=False), min_size=2, max_size=6),
