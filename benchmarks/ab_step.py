@@ -105,7 +105,7 @@ def main(argv=None):
     if ns.out:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         from minifreeze import storage
-        from minifreeze.environment import environment
+        from minifreeze.lab.environment import environment
         commits = {w: subprocess.run(["git", "-C", getattr(ns, w), "rev-parse", "--short", "HEAD"],
                                      capture_output=True, text=True).stdout.strip() or None
                    for w in ("before", "after")}

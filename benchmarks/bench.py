@@ -50,7 +50,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from minifreeze import backend, init, parallel, saliency, storage  # noqa: E402
 from minifreeze import masks as M  # noqa: E402
-from minifreeze.environment import environment  # noqa: E402
+from minifreeze.lab.environment import environment  # noqa: E402
+from minifreeze.lab.tables import markdown_table  # noqa: E402
 from minifreeze.models import get_model  # noqa: E402
 from minifreeze.trainer import HostTrainer  # noqa: E402
 
@@ -288,6 +289,78 @@ def gemm_rate(threads: int, n: int = 2048, repeats: int = 3) -> float:
     return n ** 3 / best
 
 
+def bench_tables(bench: dict) -> dict[str, str]:
+    """The tables of one benchmark run (`benchmarks/bench.py --out`): `bench`, per model, regime
+    and minifreeze runner, images per second training (and PyTorch's in the same run), the
+    ratios to PyTorch and to the runner's own dense step, and the share of the machine's float32
+    GEMM rate the step reaches; `bench_cost`, the multiply-adds per image a step computes
+    (forward + input gradient + weight gradient), the step in ms and the bytes the model
+    stores. Inference, memory and compile times follow as one line each. `bench_brief`, for a
+    front page: the dense and the SNIP-pruned rows, their share of the GEMM rate and the ratio to
+    PyTorch."""
+    rows = bench["rows"]
+    torch = {(r["model"], r["regime"]): r for r in rows if r["impl"] == "torch"}
+    ours = [r for r in rows if r["impl"] != "torch"]
+
+    def num(v, fmt="{:,.0f}"):
+        return "-" if v is None else fmt.format(v)
+    speed, costs = [], []
+    for r in ours:
+        t = torch.get((r["model"], r["regime"]))
+        row = {"model": r["model"], "regime": r["regime"], "runner": r["impl"]}
+        speed.append({**row, "train_img/s": num(r["train_img_s"]),
+                      "torch_img/s": num(t and t["train_img_s"]),
+                      "vs_torch": num(r["train_vs_torch"], "{:.2f}x"),
+                      "vs_own_dense": "" if r["regime"] == "dense" else
+                      num(r["train_vs_own_dense"], "{:.2f}x"),
+                      "of_GEMM": num(r.get("gemm_fraction"), "{:.1%}")})
+        costs.append({**row, "MAC_per_image_(fwd_+_dx_+_dW)": " + ".join(
+            f"{r[k] / 1e6:.2f}M" for k in ("forward_macs", "input_grad_macs", "weight_grad_macs")),
+            "step_ms": f"{r['step_ms']:.1f}", "stored_bytes": f"{r['stored_bytes']:,}"})
+    left = ("model", "regime", "runner")
+    speed_cols = (*left, "train_img/s", "torch_img/s", "vs_torch", "vs_own_dense", "of_GEMM")
+    brief_cols = (*left, "of_GEMM", "vs_torch")
+    cost_cols = (*left, "MAC_per_image_(fwd_+_dx_+_dW)", "step_ms", "stored_bytes")
+    brief = [r for r in speed if r["regime"] in ("dense", "snip")]
+    infer = [f"{r['model']} {r['impl']} {num(r['infer_img_s'])}" +
+             ("" if torch.get((r["model"], "dense")) is None else
+              f" (torch {num(torch[(r['model'], 'dense')]['infer_img_s'])})")
+             for r in ours if r["regime"] == "dense" and r.get("infer_img_s")]
+    machine = bench["machine"]
+    env = machine.get("environment") or {}
+    blas = (env.get("blas") or [{}])[0]
+    notes = [f"Batch {bench['batch']}, median of {bench['rounds']} interleaved rounds of "
+             f"{bench['steps']} steps (`{bench.get('command', 'benchmarks/bench.py')}`); "
+             f"{machine['cpus']} CPUs ({env.get('cpu', 'CPU not recorded')}, OpenBLAS "
+             f"{blas.get('version', '?')} {blas.get('architecture', '?')} kernels, Numba for "
+             f"{env.get('numba_cpu', '?')}); PyTorch {machine.get('torch') or 'not installed'}; "
+             f"float32 GEMM rate " + ", ".join(f"{t} thread{'s' if int(t) > 1 else ''} {v} G "
+                                               f"multiply-adds/s"
+                                               for t, v in machine["gemm_gmacs"].items()) + ".",
+             "Inference, dense, images/s: " + "; ".join(infer) + "."]
+    if bench.get("peak_rss_mb"):
+        notes.append("Peak resident memory training (fresh process, MB): " + ", ".join(
+            f"{k} {v}" for k, v in bench["peak_rss_mb"].items()) + ".")
+    if bench.get("compile_s"):
+        notes.append(f"Numba kernels of all models: {bench['compile_s']['cold_cache']} s to "
+                     f"compile with a cold cache, {bench['compile_s']['warm_cache']} s to load "
+                     f"from a warm one.")
+    return {"bench": markdown_table(speed, speed_cols, left=left) + "\n\n" + "\n".join(notes),
+            "bench_cost": markdown_table(costs, cost_cols, left=left),
+            "bench_brief": markdown_table(brief, brief_cols, left=left)}
+
+
+def write_tables(path, bench: dict) -> list:
+    """`bench_tables` as `bench.md`, `bench_cost.md`, `bench_brief.md` beside the record `path`:
+    the tables a page embeds (`<!-- table: DIR bench -->`, `minifreeze.lab.pages.fill_page`)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    written = []
+    for kind, table in bench_tables(bench).items():
+        written.append(os.path.join(folder, f"{kind}.md"))
+        storage.write_atomic(written[-1], (table + "\n").encode())
+    return written
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", choices=MODELS, default=None)
@@ -307,8 +380,14 @@ def main(argv=None):
     p.add_argument("--out", metavar="FILE",
                    help="also write the JSON object to FILE (atomically), e.g. "
                         "notebooks/results/bench/bench.json, whose tables docs/speed.md embeds")
+    p.add_argument("--tables", metavar="FILE",
+                   help="only write the tables of a bench.json FILE beside it (KIND.md, see "
+                        "write_tables), measuring nothing")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     ns = p.parse_args(argv)
+    if ns.tables:
+        write_tables(ns.tables, json.loads(open(ns.tables).read()))
+        return
     ns.argv = list(sys.argv[1:] if argv is None else argv)
     # As the command line does; it is process-wide, so PyTorch gets the same malloc.
     with parallel.kept_freed_memory():
@@ -397,6 +476,7 @@ def run(ns):
               "rows": rows, **extra}
     if ns.out:
         storage.write_atomic(ns.out, (json.dumps(report, indent=2) + "\n").encode())
+        write_tables(ns.out, report)
     if ns.json:
         print(json.dumps(report, indent=2))
         return

@@ -26,7 +26,7 @@ import numpy as np
 
 from minifreeze import backend, init, models, parallel
 from minifreeze.data import load_dataset
-from minifreeze.report import divergence_cell, divergence_table
+from minifreeze.lab.tables import markdown_table
 from minifreeze.storage import write_atomic
 from minifreeze.train import make_trainer
 from minifreeze.trainer import NonFiniteStep
@@ -71,6 +71,26 @@ def one(conv_relu: bool, scheme: str, seed: int, data, steps: int, n_test: int) 
             "test_accuracy": float((logits.argmax(1) == data.y_test[:n_test]).mean())}
 
 
+def divergence_cell(r: dict) -> str:
+    """One seed of one row of the divergence table: where it diverged, or stuck, or how it did."""
+    if "diverged_at_step" in r:
+        return f"NaN at step {r['diverged_at_step']}"
+    if r["loss_last_50"] > 2.2:
+        return f"stuck at loss {r['loss_last_50']:.3f}"
+    return f"loss {r['loss_last_50']:.2f}, {100 * r['test_accuracy']:.1f}%"
+
+
+def divergence_table(record: dict) -> str:
+    """Dense LeNet-5 at lr 0.1 with and without conv ReLU, per initialisation and seed
+    (`benchmarks/conv_relu_divergence.py`'s record) as Markdown."""
+    seeds = [k for k in record["rows"][0] if k.startswith("seed ")]
+    columns = ("conv_ReLU", "init", *(s.replace(" ", "_") for s in seeds))
+    rows = [{"conv_ReLU": "yes" if row["conv_relu"] else "no", "init": row["init"],
+             **{s.replace(" ", "_"): divergence_cell(row[s]) for s in seeds}}
+            for row in record["rows"]]
+    return markdown_table(rows, columns, left=columns)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=400)
@@ -91,7 +111,7 @@ def main(argv=None) -> int:
                 print(f"conv ReLU {'yes' if conv_relu else 'no'}, {scheme}: "
                       + "; ".join(divergence_cell(row[f'seed {s}']) for s in args.seeds),
                       file=sys.stderr)
-    from minifreeze.environment import environment
+    from minifreeze.lab.environment import environment
     record = {"steps": args.steps, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
               "batch_size": 100, "warmup_steps": 0, "test_images": args.test, "rows": rows,
               "seconds": time.perf_counter() - t0,

@@ -26,7 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conv_relu_divergence import theta0  # noqa: E402  (xavier's stream rescaled)
@@ -35,7 +34,7 @@ from minifreeze import backend, parallel  # noqa: E402
 from minifreeze import train as T  # noqa: E402
 from minifreeze.data import load_dataset  # noqa: E402
 from minifreeze.dead_units import PROBE_IMAGES, DeadUnitsProbe  # noqa: E402
-from minifreeze.report import DEAD_UNITS_FILE, dead_units_table  # noqa: E402
+from minifreeze.lab.tables import markdown_table  # noqa: E402
 from minifreeze.storage import write_atomic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +75,32 @@ def one(variant: str, seed: int, data) -> dict:
             "warmup_steps": c.warmup_steps, "probes": probe.rows, **out}
 
 
+def dead_units_table(record: dict) -> str:
+    """Dense LeNet-5 (conv ReLU), the paper protocol's first epoch, per initialisation and seed
+    (`benchmarks/dead_units_init.py`'s record): the share of conv2's channels dead at each probe
+    step, of every layer's units dead after the epoch, the epoch's train loss and the test
+    accuracy after it, as Markdown."""
+    def share(probe, layer):
+        return f"{100 * probe['dead'][layer] / probe['units'][layer]:.0f}%"
+
+    rows = []
+    for r in record["rows"]:
+        probes = {p["at"]: p for p in r["probes"]}
+        end = r["probes"][-1]
+        row = {"init": r["variant"], "seed": r["seed"]}
+        for s in record["probe_steps"]:
+            p = probes.get(f"step {s}")
+            row[f"conv2_at_step_{s}"] = "-" if p is None else share(p, "conv2")
+        row.update({f"{k}_after_epoch_1": share(end, k) for k in end["dead"]})
+        if "diverged" in r:
+            row.update(train_loss=f"NaN at step {r['diverged']['step']}", test_accuracy="-")
+        else:
+            row.update(train_loss=f"{r['train_loss']:.3f}",
+                       test_accuracy=f"{100 * r['test_accuracy']:.1f}%")
+        rows.append(row)
+    return markdown_table(rows, tuple(rows[0]), left=("init",))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -93,7 +118,7 @@ def main(argv=None) -> int:
                 print(f"{variant}, seed {seed}: dead at the end of epoch 1 "
                       + ", ".join(f"{k} {d}/{end['units'][k]}" for k, d in end["dead"].items())
                       + f"; test {r.get('test_accuracy', float('nan')):.4f}", file=sys.stderr)
-    from minifreeze.environment import environment
+    from minifreeze.lab.environment import environment
     c = T.protocol_config("paper")
     record = {"kind": "dead_units", "network": "lenet5_relu", "method": "dense",
               "steps": 600, "lr": c.lr, "momentum": c.momentum, "weight_decay": c.weight_decay,
@@ -103,7 +128,7 @@ def main(argv=None) -> int:
               "environment": environment(shards=1, backend=backend.get_backend())}
     args.out.mkdir(parents=True, exist_ok=True)
     table = dead_units_table(record)
-    write_atomic(args.out / DEAD_UNITS_FILE, (json.dumps(record, indent=2) + "\n").encode())
+    write_atomic(args.out / "dead_units.json", (json.dumps(record, indent=2) + "\n").encode())
     write_atomic(args.out / "dead_units.md", (table + "\n").encode())
     print(table)
     return 0

@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from minifreeze import backend, init, layers, parallel, storage  # noqa: E402
-from minifreeze.environment import environment  # noqa: E402
+from minifreeze.lab.environment import environment  # noqa: E402
 from minifreeze.models import get_model  # noqa: E402
 from benchmarks.bench import MinifreezeRunner  # noqa: E402
 

@@ -20,12 +20,13 @@ Modules, one concept each:
     grasp      GraSP's gradient-flow score (a one-shot score: grasp_freeze, grasp_prune)
     weightmom  pruning during training: WeightMom (our reading) and gradual magnitude pruning
     elsa       ELSA (our reading): nested sparse levels trained in phases, extracted by zeroing
-    sweep      a grid of runs, resumable from its files, on a process pool or a Dask cluster
-    report     metrics, tables (mean and std over seeds) and figures, for the CLI and notebooks
     parallel   a batch cut into shards on threads (data parallelism on the CPU)
     kernels_numba  the reference kernels as compiled Numba loops (the default backend)
     kernels_cuda  optional numba.cuda kernels (imported only by the cuda backend)
     cuda_train    DeviceTrainer: a whole training run kept on the GPU
+
+The lab (`minifreeze/lab/`: runs, sweeps, the command line, the report) is the apparatus around
+these lessons; they never import it.
 
 The pipeline in one call: `minifreeze.train.train(TrainConfig(...), load_dataset("mnist"))`.
 """

@@ -53,7 +53,7 @@ from typing import ClassVar
 from minifreeze import masks as M, methods, models, saliency as S, storage
 from minifreeze import train as T
 from minifreeze.data import Dataset
-from minifreeze.methods import require
+from minifreeze.methods import documented, require
 from minifreeze.weightmom import GRADUAL, Schedule
 
 SPARSIFIERS = {"snip": "snip", "grad": "grad_prune", "random": "random_prune",
@@ -77,11 +77,21 @@ class ElsaOptions(methods.Options):
     the defaults when not given, None for a one-shot sparsifier, so one run has one config); how
     each later level's weights are chosen and start; the epochs of each phase (None: `epochs`
     each)."""
-    levels: tuple = (0.995, 0.99, 0.9)
-    sparsifier: str = "gmp"
-    join_score: str = "grad"
-    join_init: str = "zero"
-    phase_epochs: tuple | None = None
+    levels: tuple = documented((0.995, 0.99, 0.9),
+        "elsa: the rates of the nested levels, sparsest first",
+        nargs="+", type=float, metavar="Q")
+    sparsifier: str = documented("gmp",
+        "elsa: how the sparsest level is chosen",
+        choices=lambda: tuple(SPARSIFIERS))
+    join_score: str = documented("grad",
+        "elsa: how each later level's weights are chosen",
+        choices=JOIN_SCORES)
+    join_init: str = documented("zero",
+        "elsa: what a joining weight starts from",
+        choices=JOIN_INITS)
+    phase_epochs: tuple | None = documented(None,
+        "elsa: epochs of each phase (one per level, then dense; default --epochs)",
+        nargs="+", type=int, metavar="E")
     gradual: Schedule | None = None
 
     NAME_PINS: ClassVar[dict] = {"sparsifier": "snip"}
@@ -121,6 +131,11 @@ class ElsaOptions(methods.Options):
     def flat_defaults(cls) -> dict:
         return {**cls().flat(), **Schedule.flat_defaults()}
 
+    @classmethod
+    def flat_fields(cls) -> dict:
+        own = {k: f for k, f in super().flat_fields().items() if k != "gradual"}
+        return {**own, **Schedule.flat_fields()}
+
 
 @dataclass(frozen=True)
 class Elsa(methods.Method):
@@ -158,6 +173,17 @@ class Elsa(methods.Method):
     def run(self, config, data, *, progress: bool | None = None) -> "ElsaResult":
         return train(config, data, progress=progress)
 
+    def record(self, result, data, path) -> dict:
+        """Each level as extracted from the final network (`level_metrics`), with its bytes in
+        the file as written at `path` (`level_rows`), the seconds of each phase and the bytes of
+        the level map."""
+        rows = level_metrics(result, data, batch_size=result.config.eval_batch)
+        for row, sizes in zip(rows, level_rows(storage.load(path))):
+            row.update(extracted_bytes=sizes["extracted_bytes"], joined_bytes=sizes["joined_bytes"],
+                       own_mask_bytes=sizes["own_mask_bytes"])
+        return {"levels": rows, "phase_seconds": result.phase_seconds,
+                "level_map_bytes": storage.describe(path)["mask_bytes"]}
+
 
 @dataclass
 class ElsaResult:
@@ -188,7 +214,7 @@ class ElsaResult:
     def checkpoint(self) -> storage.Checkpoint:
         c = self.config
         return storage.Checkpoint(c.model, self.params, buffers=self.buffers, seed=c.seed,
-                                  init_scheme=c.init, mode="prune",
+                                  init_scheme=c.init, mode=c.mode,  # "prune": levels extract by zeroing
                                   meta={**T.checkpoint_meta(c), "levels": self.rates},
                                   model_kwargs=dict(c.model_kwargs), levels=self.level_map)
 
@@ -205,6 +231,50 @@ def extract(params: dict[str, np.ndarray], level_map: dict[str, np.ndarray],
     for k, lv in level_map.items():
         out[k][lv > level] = 0.0
     return out
+
+
+def level_rows(ckpt: storage.Checkpoint) -> list[dict]:
+    """Per level of an ELSA checkpoint: rate, weights kept, `joined_bytes` (its joining weights'
+    indices delta-coded, what the "nested" level map spends on the level; a tensor whose map is
+    "packed" spends its bits instead, so the file's total is the header's level_bytes), the bytes
+    of that level's mask on its own (the smaller of bitmap and delta per tensor: what one mask
+    per level would store) and the size of the extracted .mfz."""
+    rates = ckpt.meta["levels"]
+    rows = []
+    for level, rate in enumerate(rates, 1):
+        kept, own, joined = 0, 0, 0
+        for name, lv in ckpt.levels.items():
+            m = lv <= level
+            kept += int(m.sum())
+            own += len(storage.encode_mask(m)[1]) if level < len(rates) else 0
+            idx = np.flatnonzero(lv == level).astype(np.uint64)
+            joined += len(storage.encode_varints(np.diff(idx, prepend=np.uint64(0)) if idx.size
+                                         else idx)) if level < len(rates) else 0
+        rows.append({"level": level, "rate": rate, "kept_weights": kept,
+                     "joined_bytes": joined, "own_mask_bytes": own,
+                     "extracted_bytes": len(storage.to_bytes(extract_level(ckpt, rate)))})
+    return rows
+
+
+def extract_level(ckpt: storage.Checkpoint, rate: float) -> storage.Checkpoint:
+    """The level of an ELSA checkpoint whose rate is `rate`, as an ordinary pruned checkpoint:
+    masks = the weights that joined at that level or before, everything else 0."""
+    rates = ckpt.meta.get("levels")
+    if not ckpt.levels or not rates:
+        raise storage.StorageError(f"not an ELSA file (method {ckpt.meta.get('method')}): only a file "
+                           f"written by --method elsa holds levels to extract")
+    names = ", ".join(f"{q!r}" + (" (dense)" if q == 0 else "") for q in rates)
+    match = [i for i, q in enumerate(rates, 1) if np.isclose(q, rate, rtol=0, atol=1e-12)]
+    if not match:
+        raise storage.StorageError(f"rate {rate!r} is not a level of this file; its levels are {names}")
+    level = match[0]
+    masks = dict(level_masks(ckpt.levels, level))
+    params = extract(ckpt.params, ckpt.levels, level)
+    meta = {k: v for k, v in ckpt.meta.items() if k != "levels"}
+    meta.update(rate=rates[level - 1], elsa_level=level, elsa_levels=rates)
+    return storage.Checkpoint(ckpt.model_name, params, masks=masks if level < len(rates) else {},
+                      buffers=ckpt.buffers, seed=ckpt.seed, init_scheme=ckpt.init_scheme,
+                      mode="prune", meta=meta, model_kwargs=dict(ckpt.model_kwargs))
 
 
 def phase_epochs(config: T.TrainConfig) -> list[int]:
@@ -318,7 +388,7 @@ def train(config: T.TrainConfig, data: Dataset, *, progress: bool | None = None)
 
 
 methods.register(Elsa("elsa", "ELSA (our reading): nested sparse levels trained one after "
-                      "another, the earlier ones frozen; see elsa.py"))
+                      "another, the earlier ones frozen; see elsa.py", "prune"))
 
 
 def level_metrics(result: ElsaResult, data: Dataset, *, batch_size: int = 1000) -> list[dict]:

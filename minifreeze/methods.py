@@ -28,8 +28,18 @@ from typing import Callable, ClassVar, Mapping
 
 from minifreeze import masks as M, saliency as S
 
-__all__ = ["Dense", "Method", "OneShot", "Options", "REGISTRY", "SCORES", "Score", "get",
-           "option_defaults", "register", "register_score", "require"]
+__all__ = ["Dense", "HEADLINE", "Method", "OneShot", "Options", "REGISTRY", "SCORES", "Score",
+           "baseline", "documented", "get",
+           "option_defaults", "option_fields", "register", "register_score", "require"]
+
+
+def documented(default, help: str, **argparse_kwargs):
+    """A dataclass field with its default and what it means: `help` (shown by `--help`) and,
+    for the command line, argparse's `choices` (a tuple, or a function giving one when the
+    registry fills it later), `type`, `nargs`, `metavar`. Every field of `TrainConfig` and of a
+    method's `Options` says what it means here, so a new method's options reach the command
+    line with no table to edit."""
+    return dataclasses.field(default=default, metadata={"help": help, **argparse_kwargs})
 
 
 def require(ok: bool, what: str, expected: str, got) -> None:
@@ -62,6 +72,13 @@ class Method:
     """Whether config.rate means something (a run name carries it; a sweep runs every rate)."""
     overridable: ClassVar[bool] = False
     """Whether config.score and config.mode may override the method's own pair."""
+    baseline: ClassVar[bool] = False
+    """Whether this is the network every sparse one is measured against (dense): its runs are
+    not paired with a sparse network's by seed, a sweep always includes it, figures draw it as
+    a reference line."""
+    gradual: ClassVar[bool] = False
+    """Whether the rate is reached during training (weightmom, gmp): the report draws its
+    schedule."""
 
     def options_from(self, values: Mapping | None, *, strict: bool = False):
         """This method's options from flat values by field name (the command line's flags, or
@@ -105,6 +122,12 @@ class Method:
         """Train a method whose `trains_itself` is True (the others train with `train.train`)."""
         raise NotImplementedError(f"method {self.name} trains with train.train")
 
+    def record(self, result, data, path) -> dict:
+        """What a run of this method records beyond every run's metrics (`lab.runs.run_metrics`),
+        from its result, its data and its model file as written at `path`: {} for most; ELSA's
+        levels, each extracted and tested."""
+        return {}
+
     def group(self, config: dict) -> str:
         """The name a run's row is grouped under in the report, from its recorded config (a
         dict, as metrics.json holds it): runs of one group are averaged over seeds."""
@@ -126,6 +149,7 @@ class Method:
 class Dense(Method):
     """No mask: every parameter trains (recorded as mode freeze with every m = 1)."""
     uses_rate: ClassVar[bool] = False
+    baseline: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -177,16 +201,32 @@ def get(name: str) -> Method:
     return REGISTRY[name]
 
 
+HEADLINE = ("freezenet", "snip")
+"""The comparison the project is about, the default of every report's `compare`: the same mask,
+frozen (FreezeNet) against pruned (SNIP)."""
+
+
+def baseline() -> str:
+    """The name of the baseline method (`Method.baseline`: dense)."""
+    return next(m.name for m in REGISTRY.values() if m.baseline)
+
+
+def option_fields() -> dict:
+    """Every option some method has, flat, as its dataclass field (`Options.flat_fields`): the
+    default, and the help and argparse settings in its metadata (`documented`)."""
+    out: dict = {}
+    for m in REGISTRY.values():
+        if m.Options is not None:
+            for k, f in m.Options.flat_fields().items():
+                out.setdefault(k, f)
+    return out
+
+
 def option_defaults() -> dict:
     """Every option some method has, flat (by field name, a nested option's fields spread out),
     at its default, in registry order: the command line's option flags, and the fields a run's
     name hashes (`TrainConfig.flat`)."""
-    out: dict = {}
-    for m in REGISTRY.values():
-        if m.Options is not None:
-            for k, v in m.Options.flat_defaults().items():
-                out.setdefault(k, v)
-    return out
+    return {k: f.default for k, f in option_fields().items()}
 
 
 @dataclass(frozen=True)
@@ -211,6 +251,11 @@ class Options:
     def flat_defaults(cls) -> dict:
         """Every flat field this kind of options may have, at its default."""
         return cls().flat()
+
+    @classmethod
+    def flat_fields(cls) -> dict:
+        """Every flat field this kind of options may have, as its `dataclasses.Field`."""
+        return {f.name: f for f in dataclasses.fields(cls)}
 
     NAME_PINS: ClassVar[dict] = {}
     """{field: value}: the default a run's name hashes a field against, where the default changed

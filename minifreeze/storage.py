@@ -31,7 +31,8 @@ Each tensor entry in the header names its shape and kind:
     ckpt = load(path)      checks magic, version, lengths and checksum; validates the header
                            against the model; rebuilds params bit for bit
     describe(path)         what the file holds, tensor by tensor, and its size breakdown
-    extract(ckpt, rate)    one level of an ELSA file as an ordinary pruned checkpoint
+
+(ELSA's levels, read from such a file: `elsa.level_rows`, `elsa.extract_level`.)
 
 What the checksum protects against, and what it does not: the SHA-256 at the end detects accidents
 (a truncated download, a flipped bit, a file cut off by a full disk). It is not a signature:
@@ -601,52 +602,4 @@ def describe(path) -> dict:
             "format_version": header["_version"], "tensors": rows,
             "file_bytes": size, "header_bytes": head_end, "mask_bytes": mask_total,
             "value_bytes": value_total, "checksum_bytes": 32, "dense_bytes": 4 * n_total}
-    if header.get("levels"):
-        info["level_rows"] = level_rows(load(path))
     return info
-
-
-def level_rows(ckpt: Checkpoint) -> list[dict]:
-    """Per level of an ELSA checkpoint: rate, weights kept, `joined_bytes` (its joining weights'
-    indices delta-coded, what the "nested" level map spends on the level; a tensor whose map is
-    "packed" spends its bits instead, so the file's total is the header's level_bytes), the bytes
-    of that level's mask on its own (the smaller of bitmap and delta per tensor: what one mask
-    per level would store) and the size of the extracted .mfz."""
-    rates = ckpt.meta["levels"]
-    rows = []
-    for level, rate in enumerate(rates, 1):
-        kept, own, joined = 0, 0, 0
-        for name, lv in ckpt.levels.items():
-            m = lv <= level
-            kept += int(m.sum())
-            own += len(encode_mask(m)[1]) if level < len(rates) else 0
-            idx = np.flatnonzero(lv == level).astype(np.uint64)
-            joined += len(encode_varints(np.diff(idx, prepend=np.uint64(0)) if idx.size
-                                         else idx)) if level < len(rates) else 0
-        rows.append({"level": level, "rate": rate, "kept_weights": kept,
-                     "joined_bytes": joined, "own_mask_bytes": own,
-                     "extracted_bytes": len(to_bytes(extract(ckpt, rate)))})
-    return rows
-
-
-def extract(ckpt: Checkpoint, rate: float) -> Checkpoint:
-    """The level of an ELSA checkpoint whose rate is `rate`, as an ordinary pruned checkpoint:
-    masks = the weights that joined at that level or before, everything else 0."""
-    rates = ckpt.meta.get("levels")
-    if not ckpt.levels or not rates:
-        raise StorageError(f"not an ELSA file (method {ckpt.meta.get('method')}): only a file "
-                           f"written by --method elsa holds levels to extract")
-    names = ", ".join(f"{q!r}" + (" (dense)" if q == 0 else "") for q in rates)
-    match = [i for i, q in enumerate(rates, 1) if np.isclose(q, rate, rtol=0, atol=1e-12)]
-    if not match:
-        raise StorageError(f"rate {rate!r} is not a level of this file; its levels are {names}")
-    level = match[0]
-    masks = {k: (lv <= level).astype(np.float32) for k, lv in ckpt.levels.items()}
-    params = {k: v.copy() for k, v in ckpt.params.items()}
-    for k, m in masks.items():
-        params[k][m == 0] = 0.0
-    meta = {k: v for k, v in ckpt.meta.items() if k != "levels"}
-    meta.update(rate=rates[level - 1], elsa_level=level, elsa_levels=rates)
-    return Checkpoint(ckpt.model_name, params, masks=masks if level < len(rates) else {},
-                      buffers=ckpt.buffers, seed=ckpt.seed, init_scheme=ckpt.init_scheme,
-                      mode="prune", meta=meta, model_kwargs=dict(ckpt.model_kwargs))

@@ -71,7 +71,7 @@ from minifreeze import backend, init, masks as M, methods, models, parallel, sto
 from minifreeze.data import Dataset
 from minifreeze.dead_units import PROBE_IMAGES, DeadUnitsProbe
 from minifreeze.losses import softmax_cross_entropy
-from minifreeze.methods import Method, require
+from minifreeze.methods import SCORES, Method, documented, require
 from minifreeze.optim import SCHEDULES, make_schedule
 from minifreeze.saliency import saliency_batch
 from minifreeze.trainer import Hook, HostTrainer, NonFiniteStep
@@ -126,32 +126,50 @@ class TrainConfig:
         every so many steps) and checkpoint_last (only the last so many such checkpoints; SNIP
         reports the best of its last 5, one every 1,000 steps: `TrainResult.checkpoints`).
     """
-    model: str = "lenet5"
-    method: str = "freezenet"
-    rate: float = 0.995
-    score: str | None = None
-    mode: str | None = None
-    scope: str = "global"
-    include_biases: bool = False
-    init: str = "xavier"
-    seed: int = 0
-    epochs: int = 20
-    batch_size: int = 100
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    lr_step_every: int | None = None
-    lr_gamma: float = 0.1
-    warmup_steps: int = 200
-    saliency_batch: int = 100
-    eval_batch: int = 1000
-    shards: int | None = None
-    sparse_compute: bool = False
+    model: str = documented("lenet5", "architecture")
+    method: str = documented("freezenet", "the method (the registry's names)")
+    rate: float = documented(0.995, "rate q = 1 - density: share of the weights frozen or pruned")
+    score: str | None = documented(None,
+        "override a one-shot method's saliency score",
+        choices=lambda: tuple(SCORES))
+    mode: str | None = documented(None,
+        "override a one-shot method's mode: freeze (keep theta0) or prune (set to 0)",
+        choices=M.MODES)
+    scope: str = documented("global",
+        "top-k over all weights (global) or per layer",
+        choices=M.SCOPES)
+    include_biases: bool = documented(False,
+        "score and mask the biases too (default: biases always train)")
+    init: str = documented("xavier", "initialisation scheme", choices=init.SCHEMES)
+    seed: int = documented(0, "32-bit seed: init, saliency batch, shuffling")
+    epochs: int = documented(20, "epochs (train also takes 'auto' with --budget)")
+    batch_size: int = documented(100, "examples per step")
+    lr: float = documented(0.05, "peak learning rate (the same for every method)")
+    momentum: float = documented(0.9, "SGD momentum")
+    nesterov: bool = documented(False, "Nesterov momentum")
+    weight_decay: float = documented(5e-4, "weight decay, on trainable entries only")
+    schedule: str = documented("cosine", "learning-rate schedule", choices=SCHEDULES)
+    lr_step_every: int | None = documented(None,
+        "step schedule: multiply lr by --lr-gamma every N steps (default: a third of the run)",
+        type=int, metavar="N")
+    lr_gamma: float = documented(0.1, "step schedule: the factor")
+    warmup_steps: int = documented(200,
+        "linear learning-rate warm-up over the first N steps (0: none)")
+    saliency_batch: int = documented(100, "training images in the one saliency batch")
+    eval_batch: int = documented(1000, "test images per forward pass when evaluating")
+    shards: int | None = documented(None,
+        "cut each batch into N shards trained on N threads (0: one per CPU for models with "
+        "convolutions; results are bit for bit the same for the same N)",
+        type=int, metavar="N")
+    sparse_compute: bool = documented(False,
+        "pruned layers compute over their kept weights only (faster; equal to float rounding, so "
+        "off by default)")
     options: Any = None
-    checkpoint_every: int | None = None
-    checkpoint_last: int = 5
+    checkpoint_every: int | None = documented(None,
+        "also evaluate the test set every N steps near the end, for SNIP's rule (the best of the "
+        "last checkpoints; paper: 1000)",
+        type=int, metavar="N")
+    checkpoint_last: int = documented(5, "how many of the last checkpoints count (SNIP: 5)")
     model_kwargs: dict = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
@@ -225,9 +243,13 @@ class TrainConfig:
         """A config from its recorded form: `dataclasses.asdict` of one (the options nested), or
         the flat form of runs recorded before options were nested (`flat`); fields it does not
         name take their defaults, names no config has are ignored (a field added later, whose
-        default keeps the old behaviour, leaves old runs readable). Not resolved."""
+        default keeps the old behaviour, leaves old runs readable); the score and mode of a method
+        that does not let them be overridden are left to `resolved`. Not resolved."""
         known = {f.name for f in dataclasses.fields(cls)}
         fields_ = {k: v for k, v in d.items() if k in known}
+        if not methods.get(d.get("method", cls.method)).overridable:
+            fields_.pop("score", None)  # derived from the method by `resolved`, not a choice: a
+            fields_.pop("mode", None)   # run recorded before ELSA's mode became prune reads back
         if "options" not in d:
             fields_["options"] = methods.get(d.get("method", cls.method)).options_from(d)
         return cls(**fields_)

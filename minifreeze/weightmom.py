@@ -70,6 +70,7 @@ from typing import ClassVar
 import numpy as np
 
 from minifreeze import masks as M, methods
+from minifreeze.methods import documented
 from minifreeze.saliency import scored_names
 from minifreeze.trainer import Hook
 
@@ -283,11 +284,15 @@ class Schedule(methods.Options):
     first phase when it is gradual): the rounds run from prune_start to prune_end (shares of the
     run's steps), one every prune_every steps; mom_beta is the moving average's beta, alloc_alpha
     the per-layer share's exponent (see the module docstring)."""
-    prune_start: float = 0.1
-    prune_end: float = 0.6
-    prune_every: int = 100
-    mom_beta: float = 0.99
-    alloc_alpha: float = 0.0
+    prune_start: float = documented(0.1,
+        "weightmom/gmp: first pruning round, as a share of the run's steps")
+    prune_end: float = documented(0.6,
+        "weightmom/gmp: last pruning round (the target rate), as a share of the steps")
+    prune_every: int = documented(100, "weightmom/gmp: steps between pruning rounds")
+    mom_beta: float = documented(0.99, "weightmom: beta of the moving average of |w|")
+    alloc_alpha: float = documented(0.0,
+        "weightmom: a layer's share of a round is the global threshold's cut times (its density / "
+        "the network's) ** alpha")
 
     def check(self) -> None:
         check_schedule(self.prune_start, self.prune_end, self.prune_every, self.mom_beta,
@@ -301,6 +306,7 @@ class Gradual(methods.Method):
     rank: str = "momentum"
     allocation: str = "layer"
     Options: ClassVar[type] = Schedule
+    gradual: ClassVar[bool] = True
 
     def check(self, config) -> None:
         config.options.check()

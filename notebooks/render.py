@@ -34,7 +34,7 @@ def sources() -> list[Path]:
 
 def where() -> dict:
     """Where a rendering ran: the same record a training run keeps."""
-    from minifreeze.environment import environment
+    from minifreeze.lab.environment import environment
     return environment()
 
 

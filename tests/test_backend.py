@@ -88,7 +88,7 @@ def test_unavailable_backend_is_a_clear_error_not_a_fallback(broken_backend):
 
 
 def test_cli_backend_option_and_listing(broken_backend, capsys):
-    from minifreeze.__main__ import main
+    from minifreeze.lab.cli import main
     assert main(["info", "--backends"]) == 0
     out = capsys.readouterr().out
     assert "numba    unavailable: numba is not importable" in out and "* numpy" in out

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from minifreeze import environment, report, runs as R, sweep
-from minifreeze.__main__ import main
+from minifreeze.lab import environment, pages, results, runs as R, sweep, tables
+from minifreeze.lab.cli import main
 from minifreeze.data import load_dataset, limit_test, limit_train
 from minifreeze.train import TrainConfig, protocol_config, train
 
@@ -50,7 +50,7 @@ def _run(network_kwargs, method, seed, acc, env=None):
 def test_report_keeps_caffes_network_and_the_conv_relu_one_apart():
     runs = [_run({}, "snip", 0, 0.90), _run({}, "snip", 1, 0.92),
             _run({"conv_relu": True}, "snip", 0, 0.98)]
-    groups = report.aggregate(runs)
+    groups = results.aggregate(runs)
     by = {g["model"]: g for g in groups}
     assert set(by) == {"lenet5", "lenet5_relu"}
     assert by["lenet5"]["mean_accuracy"] == pytest.approx(0.91) and by["lenet5"]["seeds"] == [0, 1]
@@ -63,11 +63,11 @@ def test_report_says_when_runs_come_from_several_environments():
     other = {**env, "blas": [{"internal_api": "openblas", "version": "0.3.21",
                               "architecture": arch, "threading_layer": "pthreads"}]}
     one = [_run({}, "snip", 0, 0.9, env), _run({}, "snip", 1, 0.9, env)]
-    assert "environments" not in report.environments_markdown(one)
-    assert report.environments_markdown(one).startswith("- 2 runs: ")
-    text = report.environments_markdown(one + [_run({}, "snip", 2, 0.9, other)])
+    assert "environments" not in tables.environments_markdown(one)
+    assert tables.environments_markdown(one).startswith("- 2 runs: ")
+    text = tables.environments_markdown(one + [_run({}, "snip", 2, 0.9, other)])
     assert "come from 2 environments" in text and arch in text
-    assert report.environments([_run({}, "snip", 0, 0.9)]) == {"unrecorded": 1}
+    assert results.environments([_run({}, "snip", 0, 0.9)]) == {"unrecorded": 1}
     assert env["shards"] == 1 and env["numpy"] == np.__version__ and env["blas"]
 
 
@@ -112,23 +112,23 @@ def test_snips_rule_and_the_fraction_of_dense_are_reported():
                 "rate": 0.0 if method == "dense" else 0.995}
     runs = [run("dense", 0, 0.990, 0.992), run("dense", 1, 0.994, 0.994),
             run("freezenet", 0, 0.980, 0.985), run("freezenet", 1, 0.984, 0.985)]
-    rows = {r["method"]: r for r in report.checkpoint_rows(report.aggregate(runs))}
+    rows = {r["method"]: r for r in results.checkpoint_rows(results.aggregate(runs))}
     assert rows["freezenet"]["final_of_dense"] == pytest.approx(0.982 / 0.992)
     assert rows["freezenet"]["best_of_last_of_dense"] == pytest.approx(0.985 / 0.993)
     assert rows["dense"]["final_of_dense"] is None and rows["freezenet"]["dense_seeds"] == [0, 1]
-    text = report.report_markdown(runs, report.aggregate(runs), [])
+    text = pages.report_markdown(runs, results.aggregate(runs), [])
     assert "SNIP's rule" in text and "| 0.9899 |" in text  # 0.982 / 0.992
     # runs without checkpoints have no such table
-    assert report.checkpoint_rows(report.aggregate([_run({}, "snip", 0, 0.9)])) == []
+    assert results.checkpoint_rows(results.aggregate([_run({}, "snip", 0, 0.9)])) == []
     # a dense seed the method has no run for is not mixed in
     stuck = runs + [run("dense", 2, 0.1135, 0.1135)]
-    rows = {r["method"]: r for r in report.checkpoint_rows(report.aggregate(stuck))}
+    rows = {r["method"]: r for r in results.checkpoint_rows(results.aggregate(stuck))}
     assert rows["freezenet"]["final_of_dense"] == pytest.approx(0.982 / 0.992)
     assert rows["dense"]["final"] == pytest.approx((0.990 + 0.994 + 0.1135) / 3)
     # but one that did not train (here one that never left chance) counts: no rule leaves a
     # run out after it ran
     third = stuck + [run("freezenet", 2, 0.983, 0.986)]
-    rows = {r["method"]: r for r in report.checkpoint_rows(report.aggregate(third))}
+    rows = {r["method"]: r for r in results.checkpoint_rows(results.aggregate(third))}
     dense3 = (0.990 + 0.994 + 0.1135) / 3
     assert rows["freezenet"]["final_of_dense"] == pytest.approx(0.982333 / dense3, rel=1e-5)
     assert rows["freezenet"]["dense_seeds"] == [0, 1, 2]
@@ -136,15 +136,15 @@ def test_snips_rule_and_the_fraction_of_dense_are_reported():
     alone = [{**_run({"conv_relu": True}, "dense", 3, 0.1), "diverged": {"step": 13}},
              run("freezenet", 3, 0.983, 0.986)]
     del alone[0]["test_accuracy"]
-    rows = {r["method"]: r for r in report.checkpoint_rows(report.aggregate(alone))}
+    rows = {r["method"]: r for r in results.checkpoint_rows(results.aggregate(alone))}
     assert rows["freezenet"]["final_of_dense"] is None and rows["freezenet"]["dense_seeds"] == []
-    assert "| - | none |" in report.checkpoint_table(report.aggregate(alone)).splitlines()[-1]
+    assert "| - | none |" in tables.checkpoint_table(results.aggregate(alone)).splitlines()[-1]
 
 
 def test_elsa_variants_are_grouped_apart():
     def elsa(sparsifier, seed, acc):
         return {**_run({}, "elsa", seed, acc), "rate": 0.0,
                 "config": {"model_kwargs": {}, "sparsifier": sparsifier}}
-    groups = report.aggregate([elsa("snip", 0, 0.9), elsa("gmp", 0, 0.95), elsa("gmp", 1, 0.97)])
+    groups = results.aggregate([elsa("snip", 0, 0.9), elsa("gmp", 0, 0.95), elsa("gmp", 1, 0.97)])
     by = {g["method"]: g for g in groups}
     assert set(by) == {"elsa_snip", "elsa_gmp"} and by["elsa_gmp"]["seeds"] == [0, 1]

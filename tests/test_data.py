@@ -112,7 +112,7 @@ def test_a_wrong_file_in_minifreeze_data_is_one_line_before_training(monkeypatch
     """Present but wrong: a different file under the expected name is refused by its SHA-256,
     by train and by sweep, before any run starts."""
     import shutil
-    from minifreeze.__main__ import main
+    from minifreeze.lab.cli import main
     src = D.data_root() / "mnist"
     (tmp_path / "mnist").mkdir()
     for f in src.glob("*.gz"):

@@ -87,17 +87,17 @@ def test_the_probe_changes_nothing(small):
 
 
 def test_the_report_shows_dead_units_per_group():
-    from minifreeze import report
+    from minifreeze.lab import results, tables
 
     def run(seed, conv2_end):
         probes = [{"at": at, "step": t, "dead": {"conv2": d, "fc1": 0}, "units": {"conv2": 50, "fc1": 500}}
                   for at, t, d in (("step 100", 100, 10), ("epoch 1", 600, 20), ("end", 1200, conv2_end))]
         return {"model": "lenet5", "network": "lenet5_relu", "method": "dense", "rate": 0.0,
                 "seed": seed, "test_accuracy": 0.99, "dead_units": probes}
-    rows = report.dead_unit_rows([run(0, 25), run(1, 50), {"method": "dense", "rate": 0.0}])
+    rows = results.dead_unit_rows([run(0, 25), run(1, 50), {"method": "dense", "rate": 0.0}])
     [row] = rows
     assert row["seeds"] == [0, 1] and row["at"]["end"]["conv2"] == (0.75, 1.0)
-    table = report.dead_units_markdown(rows).splitlines()
+    table = tables.dead_units_markdown(rows).splitlines()
     assert table[0] == "| model | method | rate | seeds | step 100 | epoch 1 | end |"
     assert table[2] == ("| lenet5_relu | dense | 0.0 | 0, 1 | conv2 20% (20%), fc1 0% (0%) | "
                         "conv2 40% (40%), fc1 0% (0%) | conv2 75% (100%), fc1 0% (0%) |")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from minifreeze.__main__ import make_parser
+from minifreeze.lab.cli import make_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "notebooks" / "README.md",

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minifreeze import backend, elsa, init, masks as M, storage
-from minifreeze.__main__ import main
+from minifreeze.lab.cli import main
 from minifreeze.data import Dataset
 from minifreeze.models import get_model
 from minifreeze.train import TrainConfig
@@ -68,6 +68,10 @@ def test_one_file_holds_every_level_and_extract_writes_an_ordinary_pruned_file(t
     ckpt = storage.load(out / "model.mfz")
     assert ckpt.meta["levels"] == [0.99, 0.9, 0.0] and set(ckpt.levels) == {"fc1.w", "fc2.w",
                                                                            "fc3.w"}
+    # one mode for one run: the record and the file say the same (levels extract by zeroing)
+    assert metrics["config"]["mode"] == ckpt.mode == ckpt.meta["config"]["mode"] == "prune"
+    assert [r["extracted_bytes"] for r in metrics["levels"]] == \
+        [r["extracted_bytes"] for r in elsa.level_rows(ckpt)]
     assert main(["inspect", str(out / "model.mfz")]) == 0
     text = capsys.readouterr().out
     assert "ELSA levels" in text and "one mask per sparse level" in text

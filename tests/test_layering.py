@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from minifreeze.__main__ import make_parser
+from minifreeze.lab.cli import make_parser
 from minifreeze.train import TrainConfig
 
 PACKAGE = Path(__file__).resolve().parent.parent / "minifreeze"
@@ -18,21 +18,32 @@ KERNELS = {"im2col", "winograd", "kernels_numba", "kernels_cuda"}
 """The kernel modules: NumPy reference, Numba, CUDA."""
 
 
+def modules() -> dict[str, Path]:
+    """Every module by its name under the package: `train`, `lab.runs`, ..."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] != "__init__":
+            out[".".join(parts)] = path
+    return out
+
+
 def import_graph() -> dict[str, set[str]]:
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    mods = modules()
     graph = {}
-    for name in modules:
+    for name, path in mods.items():
         deps = set()
-        for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text())):
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module == "minifreeze":
-                    deps |= {a.name for a in node.names}
+                if node.module in ("minifreeze", "minifreeze.lab"):
+                    prefix = node.module.removeprefix("minifreeze").lstrip(".")
+                    deps |= {f"{prefix}.{a.name}".lstrip(".") for a in node.names}
                 elif node.module.startswith("minifreeze."):
-                    deps.add(node.module.split(".")[1])
+                    deps.add(node.module.removeprefix("minifreeze."))
             elif isinstance(node, ast.Import):
-                deps |= {a.name.split(".")[1] for a in node.names
+                deps |= {a.name.removeprefix("minifreeze.") for a in node.names
                          if a.name.startswith("minifreeze.")}
-        graph[name] = (deps & modules) - {name}
+        graph[name] = (deps & set(mods)) - {name}
     return graph
 
 
@@ -52,6 +63,17 @@ def test_no_import_cycles():
     assert not cycles, f"modules on an import cycle: {cycles}"
 
 
+def test_the_lessons_never_import_the_lab():
+    """Two rooms: the core (`minifreeze/*.py`) teaches; the lab (`minifreeze/lab/`: runs,
+    sweeps, the command line, the report) uses it and is never used by it."""
+    graph = import_graph()
+    assert any(m.startswith("lab.") for m in graph) and "train" in graph
+    upward = {m: sorted(d for d in deps if d.startswith("lab."))
+              for m, deps in graph.items() if not m.startswith("lab.") and m != "__main__"}
+    assert not {m: d for m, d in upward.items() if d}, upward
+    assert "__main__" in graph and graph["__main__"] == {"lab.cli"}  # the shim, and only that
+
+
 def test_kernels_import_nothing_above_them():
     graph = import_graph()
     for kernel in KERNELS:
@@ -66,16 +88,17 @@ def test_backend_sits_below_layers_and_trainers():
 def test_process_wide_tuning_is_only_for_programs():
     """kept_freed_memory changes malloc for the whole process: only the command line and a
     sweep's own worker processes (checked by `multiprocessing.parent_process()`) call it."""
-    callers = sorted(p.stem for p in PACKAGE.glob("*.py")
-                     if "kept_freed_memory(" in p.read_text() and p.stem != "parallel")
-    assert callers == ["__main__", "sweep"]
+    callers = sorted(name for name, path in modules().items()
+                     if "kept_freed_memory(" in path.read_text() and name != "parallel")
+    assert callers == ["lab.cli", "lab.sweep"]
 
 
 @pytest.mark.parametrize("own_process", [False, True])
 def test_a_sweep_worker_tunes_malloc_only_in_its_own_process(monkeypatch, own_process):
     import contextlib
     import multiprocessing
-    from minifreeze import parallel, sweep
+    from minifreeze import parallel
+    from minifreeze.lab import sweep
     entered = []
 
     @contextlib.contextmanager
@@ -97,7 +120,7 @@ def _subcommand(name):
 
 
 def test_every_config_field_has_its_flag():
-    from minifreeze.__main__ import config_from_args
+    from minifreeze.lab.cli import config_from_args
     train = _subcommand("train")
     flags = {o for a in train._actions for o in a.option_strings}
     from minifreeze import methods

@@ -2,18 +2,25 @@
 score is one module and one registry line (SynFlow and GraSP are the proof; a toy score here)."""
 
 import ast
+import dataclasses
+import json
+import typing
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from minifreeze import methods, report, storage, sweep
+from minifreeze import methods, storage
+from minifreeze.lab import figures, pages, results, sweep, tables
 from minifreeze.data import limit_train, load_dataset
 from minifreeze.train import METHODS, TrainConfig, prepare, train
 
 PACKAGE = Path(__file__).resolve().parent.parent / "minifreeze"
-METHOD_FREE = ("train", "runs", "sweep", "trainer", "parallel", "__main__")
+METHOD_FREE = ("train", "trainer", "parallel", "lab/runs", "lab/sweep", "lab/cli", "lab/results",
+               "lab/tables", "lab/figures", "lab/pages")
+"""Modules that ask the registry and compare with no method's name (the lab: not even dense's,
+`Method.baseline` says which is the baseline)."""
 """Modules that must not compare anything with a method's name."""
 
 
@@ -73,9 +80,7 @@ def test_each_method_owns_its_options_nested_in_the_config():
 def test_a_config_reads_back_from_both_its_recorded_forms():
     """Nested (`dataclasses.asdict`, as runs record it now) and flat (`TrainConfig.flat`, as runs
     recorded before options were nested): the same config, and the same run name."""
-    import dataclasses
-    import json
-    from minifreeze.runs import RunSpec
+    from minifreeze.lab.runs import RunSpec
     for c in (TrainConfig(method="elsa", options={"levels": [0.99, 0.9], "sparsifier": "gmp",
                                                   "mom_beta": 0.5}),
               TrainConfig(method="weightmom", options={"prune_every": 3}),
@@ -101,7 +106,8 @@ def _compared_strings(module: str) -> list[str]:
 
 @pytest.mark.parametrize("module", METHOD_FREE)
 def test_the_pipeline_names_no_method(module):
-    named = sorted(set(_compared_strings(module)) & (set(METHODS) - {"dense"}))
+    names = set(METHODS) if module.startswith("lab/") else set(METHODS) - {"dense"}
+    named = sorted(set(_compared_strings(module)) & names)
     assert not named, f"{module}.py compares with method names {named}: ask the registry"
 
 
@@ -128,10 +134,11 @@ def test_a_toy_score_is_one_registry_line(small, tmp_path, monkeypatch):
     first half) trains, sweeps, is stored and is reported, and nothing else had to change."""
     monkeypatch.setattr(methods, "REGISTRY", dict(methods.REGISTRY))
     monkeypatch.setattr(methods, "SCORES", dict(methods.SCORES))
-    import minifreeze.report as R
     import minifreeze.train as T
     monkeypatch.setattr(T, "METHODS", methods.REGISTRY)
-    monkeypatch.setattr(R, "REGISTRY", methods.REGISTRY)
+    for lab in (results, figures, tables, pages):
+        if hasattr(lab, "REGISTRY"):
+            monkeypatch.setattr(lab, "REGISTRY", methods.REGISTRY)
 
     def select(model, theta0, data, config, buffers):
         s = {k: np.abs(theta0[k]) for k in model.weight_names()}
@@ -144,11 +151,11 @@ def test_a_toy_score_is_one_registry_line(small, tmp_path, monkeypatch):
                                            base=base, limit_train=300, limit_test=200),
                          tmp_path, progress=False)  # a thread of this process: sees the registry
     assert result.ran == 3 and not result.failed
-    runs = report.load_runs(tmp_path)
+    runs = results.load_runs(tmp_path)
     assert [r["method"] for r in runs] == ["dense", "toy_freeze", "toy_prune"]
     back = storage.load(next(tmp_path.glob("lenet300-toy_prune-*")) / "model.mfz")
     assert back.mode == "prune"
-    assert report.method_style("toy_freeze")["color"] == report.method_style("toy_prune")["color"]
+    assert figures.method_style("toy_freeze")["color"] == figures.method_style("toy_prune")["color"]
     setup = prepare(replace(base, method="toy_freeze", rate=0.9), small)
     assert setup.scores is not None and setup.masks is not None
 
@@ -168,23 +175,60 @@ def test_report_pairs_every_mask_frozen_against_pruned_and_counts_emptied_layers
             for m, acc, k in (("freezenet", 0.9, 3), ("snip", 0.5, 3), ("synflow_freeze", 0.8, 2),
                               ("synflow_prune", 0.7, 2), ("grasp_prune", 0.6, 0))
             for s in (0, 1)]
-    groups = report.aggregate(runs)
-    assert report.freeze_prune_pairs(groups) == [("freezenet", "snip"),
+    groups = results.aggregate(runs)
+    assert results.freeze_prune_pairs(groups) == [("freezenet", "snip"),
                                                  ("synflow_freeze", "synflow_prune")]
-    assert report.against_pruned_pairs(groups) == [("freezenet", "snip"),
+    assert results.against_pruned_pairs(groups) == [("freezenet", "snip"),
                                                    ("freezenet", "synflow_prune"),
                                                    ("freezenet", "grasp_prune")]
-    rows = report.pair_rows(groups, report.freeze_prune_pairs(groups))
+    rows = results.pair_rows(groups, results.freeze_prune_pairs(groups))
     assert [(r["a"], r["b"]) for r in rows] == [("freezenet", "snip"),
                                                 ("synflow_freeze", "synflow_prune")]
     assert rows[1]["difference"] == pytest.approx(0.1) and rows[1]["verdict"] == "a above"
-    layers = {r["method"]: r for r in report.layer_rows(runs)}
+    layers = {r["method"]: r for r in results.layer_rows(runs)}
     assert layers["grasp_prune"]["emptied"] == ["fc1.w"] and not layers["snip"]["emptied"]
     assert layers["freezenet"]["kept"] == {"fc1.w": 3.0, "fc2.w": 5.0}
-    text = report.layers_markdown(report.layer_rows(runs))
+    text = tables.layers_markdown(results.layer_rows(runs))
     assert "| grasp_prune | 0.99 | 2 | 0 (0!) | 5 (5) |" in text
-    md = report.report_markdown(runs, groups, [], frozen_pruned=rows,
-                                against_pruned=report.pair_rows(
-                                    groups, report.against_pruned_pairs(groups)),
-                                layers=report.layer_rows(runs))
+    md = pages.report_markdown(runs, groups, [], frozen_pruned=rows,
+                                against_pruned=results.pair_rows(
+                                    groups, results.against_pruned_pairs(groups)),
+                                layers=results.layer_rows(runs))
     assert "frozen (a) against pruned (b)" in md and "FreezeNet (a) against each pruned" in md
+
+
+@dataclasses.dataclass(frozen=True)
+class _EveryNth(methods.Options):
+    keep_every: int = methods.documented(3, "toy: score every N-th weight of a layer highest",
+                                         metavar="N")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Toy(methods.Method):
+    """A method with an option of its own, declared only here."""
+    Options: typing.ClassVar[type] = _EveryNth
+
+    def select(self, model, theta0, data, config, buffers):
+        n = config.options.keep_every
+        scores = {k: ((np.arange(theta0[k].size) % n == 0) +
+                      np.abs(theta0[k]).ravel() * 1e-3).reshape(theta0[k].shape)
+                  for k in model.weight_names()}
+        return scores, methods.M.select_topk(scores, config.rate, scope=config.scope)
+
+
+def test_a_method_with_an_option_is_one_module(monkeypatch, tmp_path, capsys):
+    """Registering a method whose option is documented on its dataclass field is all it takes:
+    `train --help` lists the flag with its help, and `train --keep-every 5` records it."""
+    from minifreeze.lab.cli import main
+    monkeypatch.setitem(methods.REGISTRY, "toy_nth", _Toy("toy_nth", "every N-th weight",
+                                                        "freeze"))
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--keep-every N toy: score every N-th weight of a layer highest (default 3)" in help_text
+    assert main(["train", "--model", "lenet300", "--method", "toy_nth", "--keep-every", "5",
+                 "--rate", "0.9", "--epochs", "1", "--limit-train", "300", "--limit-test", "200",
+                 "--shards", "1", "--out", str(tmp_path / "toy")]) == 0
+    metrics = json.loads((tmp_path / "toy" / "metrics.json").read_text())
+    assert metrics["method"] == "toy_nth" and metrics["config"]["options"] == {"keep_every": 5}
+    assert metrics["trained_params"] < metrics["total_params"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from minifreeze import layers as L
-from minifreeze.__main__ import main
+from minifreeze.lab.cli import main
 from minifreeze.gradcheck import rel_error
 from minifreeze.models import Model, get_model, vgg, vgg_d
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from minifreeze import report, runs as R, sweep
+from minifreeze.lab import pages, results, runs as R, sweep, tables
 
 RESULTS = Path(__file__).resolve().parents[1] / "notebooks" / "results"
 WITH_RUNS = sorted({p.parent.parent for p in RESULTS.glob("*/*/metrics.json")})
@@ -16,9 +16,9 @@ TABLES = ("summary.md", "summary.csv", "runs.csv", "results.json")
 @pytest.mark.parametrize("folder", WITH_RUNS, ids=lambda p: p.name)
 def test_committed_report_is_what_report_writes_from_the_committed_runs(folder, tmp_path):
     skipped: list[str] = []
-    runs = report.load_runs(folder, skipped=skipped)
+    runs = results.load_runs(folder, skipped=skipped)
     assert not skipped, skipped  # every committed metrics.json keeps its checksum
-    report.write_report(runs, tmp_path)
+    pages.write_report(runs, tmp_path)
     for name in TABLES:
         assert (folder / name).read_text() == (tmp_path / name).read_text(), (
             f"{folder.name}/{name} differs from what `python -m minifreeze report "
@@ -28,7 +28,7 @@ def test_committed_report_is_what_report_writes_from_the_committed_runs(folder, 
 @pytest.mark.parametrize("folder", WITH_RUNS, ids=lambda p: p.name)
 def test_committed_runs_name_their_spec_and_environment(folder):
     for path in sorted(folder.glob("*/metrics.json")):
-        m = report.load_runs(folder)
+        m = results.load_runs(folder)
         run = next(r for r in m if r["run"] == path.parent.name)
         spec = R.RunSpec.from_dict(run["spec"])  # a sweep names the folder by its spec; make
         assert path.parent.name in (spec.name, spec.config.method)  # mnist by the method
@@ -54,7 +54,7 @@ def test_publish_copies_finished_runs_and_small_models_only(tmp_path):
     assert (dense / "metrics.json").is_file() and not (dense / "model.mfz").exists()  # 1 MB
     assert (snip / "model.mfz").is_file()  # a few KB
     assert R.publish(tmp_path / "runs", tmp_path / "pub") == []  # already there
-    assert len(report.load_runs(tmp_path / "pub")) == 2
+    assert len(results.load_runs(tmp_path / "pub")) == 2
     # a published run counts as finished, the large model file left out by name and checksum
     assert all(R.finished(tmp_path / "pub" / s.name, s) is not None for s in specs)
     # a published folder publishes again (a sweep resumed in a copy of it, as make paper does)
@@ -72,7 +72,7 @@ PAGES = [RESULTS.parents[1] / "README.md"] + sorted((RESULTS.parents[1] / "docs"
 @pytest.mark.parametrize("page", [p for p in PAGES if p.is_file()], ids=lambda p: p.name)
 def test_generated_tables_in_pages_are_current(page):
     text = page.read_text()
-    assert report.fill_page(text, page.parent) == text, (
+    assert pages.fill_page(text, page.parent) == text, (
         f"{page.name}: a generated table differs from the committed runs; run `python -m "
         f"minifreeze report <folder> --page {page.name}` and commit the result")
 
@@ -86,88 +86,54 @@ def test_fill_page_rewrites_only_between_its_markers(tmp_path):
              "trained_params": 10, "compression": 2.0, "file_bytes": 100, "epochs": 3,
              "train_seconds": 1.0})))
     page = "before\n<!-- table: res pivot -->\nstale\n<!-- /table -->\nafter\n"
-    new = report.fill_page(page, tmp_path)
+    new = pages.fill_page(page, tmp_path)
     assert new.startswith("before\n<!-- table: res pivot -->\n| lenet5 (2 seeds) | q = 0.99 |")
     assert "91.00 +- 1.41" in new and new.endswith("<!-- /table -->\nafter\n")
-    assert report.fill_page(new, tmp_path) == new
-    with pytest.raises(report.ReportError, match="unknown kind"):
-        report.fill_page(page.replace("pivot", "nonsense"), tmp_path)
+    assert pages.fill_page(new, tmp_path) == new
+    with pytest.raises(results.ReportError, match="unknown kind"):
+        pages.fill_page(page.replace("pivot", "nonsense"), tmp_path)
 
 
 def test_a_report_without_its_runs_still_feeds_pages(tmp_path):
     """A folder that holds only a committed summary.csv (the study's runs were not committed)
     gives the tables that need only the groups, read back with the numbers `aggregate` gave."""
-    groups = report.read_summary(RESULTS / "study" / "summary.csv")
+    groups = results.read_summary(RESULTS / "study" / "summary.csv")
     (tmp_path / "res").mkdir()
-    report.write_csv(tmp_path / "res" / "summary.csv", groups,
-                     ("diverged",) + report.AGGREGATE_COLUMNS)
-    assert report.read_summary(tmp_path / "res" / "summary.csv") == groups
-    tables = report.folder_tables(tmp_path / "res")
-    assert "layers" not in tables and "runs" not in tables and "(seed 0)" in tables["pivot"]
+    tables.write_csv(tmp_path / "res" / "summary.csv", groups,
+                     ("diverged",) + tables.AGGREGATE_COLUMNS)
+    assert results.read_summary(tmp_path / "res" / "summary.csv") == groups
+    made = pages.folder_tables(tmp_path / "res")
+    assert "layers" not in made and "runs" not in made and "(seed 0)" in made["pivot"]
     # no per-seed values there: Welch's test on the means and stds
-    assert "| lenet5 | -0.08 [-0.27, +0.11] p 0.22 (not separable) |" in tables["compare"]
+    assert "| lenet5 | -0.08 [-0.27, +0.11] p 0.22 (not separable) |" in made["compare"]
     page = "<!-- table: res compare -->\n<!-- /table -->\n"
-    assert report.fill_page(page, tmp_path) == page.replace("\n<!--", "\n" + tables["compare"] +
+    assert pages.fill_page(page, tmp_path) == page.replace("\n<!--", "\n" + made["compare"] +
                                                            "\n<!--")
 
 
 def test_a_page_compares_any_two_methods():
     page = "<!-- table: study compare freezenet random_freeze -->\nold\n<!-- /table -->\n"
-    new = report.fill_page(page, RESULTS)
+    new = pages.fill_page(page, RESULTS)
     assert "| freezenet - random_freeze | q = 0.9 |" in new and "old" not in new
-    with pytest.raises(report.ReportError, match="only compare .* and pivot"):
-        report.fill_page(page.replace("compare", "groups"), RESULTS)
+    with pytest.raises(results.ReportError, match="only compare .* and pivot"):
+        pages.fill_page(page.replace("compare", "groups"), RESULTS)
 
 
 def test_a_pivot_shows_the_methods_it_names_in_their_order():
     page = "<!-- table: study pivot snip freezenet -->\n<!-- /table -->\n"
-    new = report.fill_page(page, RESULTS)
+    new = pages.fill_page(page, RESULTS)
     rows = [line.split(" | ")[0] for line in new.splitlines() if line.startswith("| ")
             and not line.startswith("| ---")]
     assert rows == ["| lenet300 (3 seeds)", "| snip", "| freezenet",
                     "| lenet5 (3 seeds)", "| snip", "| freezenet"]
-    with pytest.raises(report.ReportError, match="no run of gmq there"):
-        report.fill_page(page.replace("freezenet", "gmq"), RESULTS)
+    with pytest.raises(results.ReportError, match="no run of gmq there"):
+        pages.fill_page(page.replace("freezenet", "gmq"), RESULTS)
 
 
 def test_a_page_lists_a_folders_runs():
     page = "<!-- table: paper runs -->\n<!-- /table -->\n"
-    new = report.fill_page(page, RESULTS)
+    new = pages.fill_page(page, RESULTS)
     assert "| method | rate | test accuracy |" in new and "| freezenet | 0.995 |" in new
-
-
-def test_a_benchmark_run_feeds_its_tables(tmp_path):
-    """A folder with `bench.json` (benchmarks/bench.py --out) gives the speed and cost tables;
-    the ratios and the GEMM share are the file's, not recomputed."""
-    row = {"model": "lenet5", "impl": "numba x2", "infer_img_s": None, "forward_macs": 2.29e6,
-           "input_grad_macs": 2.0e6, "weight_grad_macs": 0.34e6, "total_macs": 4.63e6,
-           "shards": 2, "stored_bytes": 14344, "step_ms": 14.04, "gemm_fraction": 0.123}
-    bench = {"batch": 100, "steps": 20, "rounds": 7, "q": 0.995, "command": "x",
-             "machine": {"cpus": 2, "gemm_gmacs": {"2": 150.0}, "torch": "2.13.0",
-                         "environment": {"cpu": "CPU", "numba_cpu": "znver4",
-                                         "blas": [{"version": "0.3", "architecture": "Zen"}]}},
-             "rows": [{**row, "regime": "dense", "train_img_s": 6343.0, "infer_img_s": 17856.0,
-                       "train_vs_torch": 1.13, "train_vs_own_dense": 1.0},
-                      {**row, "regime": "freezenet", "train_img_s": 7125.0,
-                       "train_vs_torch": 1.28, "train_vs_own_dense": 1.12},
-                      {"model": "lenet5", "regime": "dense", "impl": "torch",
-                       "train_img_s": 5608.0, "infer_img_s": 11801.0},
-                      {"model": "lenet5", "regime": "freezenet", "impl": "torch",
-                       "train_img_s": 5550.0, "infer_img_s": None}]}
-    (tmp_path / "bench").mkdir()
-    (tmp_path / "bench" / report.BENCH_FILE).write_text(json.dumps(bench))
-    page = ("<!-- table: bench bench -->\n<!-- /table -->\n"
-            "<!-- table: bench bench_cost -->\n<!-- /table -->\n")
-    new = report.fill_page(page, tmp_path)
-    assert "| lenet5 | freezenet | numba x2 | 7,125 | 5,550 | 1.28x | 1.12x | 12.3% |" in new
-    assert "| lenet5 | dense | numba x2 | 6,343 | 5,608 | 1.13x |  | 12.3% |" in new
-    assert "| lenet5 | freezenet | numba x2 | 2.29M + 2.00M + 0.34M | 14.0 | 14,344 |" in new
-    assert "lenet5 numba x2 17,856 (torch 11,801)" in new and "2 threads 150.0 G" in new
-    brief = report.fill_page("<!-- table: bench bench_brief -->\n<!-- /table -->\n", tmp_path)
-    assert "| lenet5 | dense | numba x2 | 12.3% | 1.13x |" in brief and "freezenet" not in brief
-    assert report.fill_page(new, tmp_path) == new
-    with pytest.raises(report.ReportError, match="unknown kind"):
-        report.fill_page(page.replace("bench_cost", "pivot"), tmp_path)
 
 
 def test_a_changed_default_renames_no_run():
@@ -187,13 +153,3 @@ def test_a_changed_default_renames_no_run():
         snip.config, options=ElsaOptions(levels=snip.config.options.levels)).resolved())
     assert default.config.options.sparsifier == "gmp" and default.name == by["gmp"][0]
     assert default.name != snip_name
-
-
-def test_the_divergence_table_is_what_its_record_gives():
-    """`make conv-relu-table`'s record and its Markdown agree, and a page embeds the same table."""
-    record = json.loads((RESULTS / "conv_relu" / report.DIVERGENCE_FILE).read_text())
-    table = report.divergence_table(record)
-    assert (RESULTS / "conv_relu" / "divergence.md").read_text() == table + "\n"
-    assert "| no | xavier | NaN at step 13 | NaN at step 15 |" in table
-    page = "<!-- table: conv_relu divergence -->\n<!-- /table -->\n"
-    assert report.fill_page(page, RESULTS) == page.replace("\n<!--", "\n" + table + "\n<!--")

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from minifreeze import runs, storage
+from minifreeze import storage
+from minifreeze.lab import runs
 from minifreeze import train as T
 from minifreeze.data import limit_train, load_dataset
 

@@ -255,7 +255,7 @@ def test_named_lies_name_their_field(tmp_path, honest_files, edit, message):
 
 def test_cli_lie_is_one_line_exit_2(tmp_path, honest_files, capsys):
     import json
-    from minifreeze.__main__ import main
+    from minifreeze.lab.cli import main
     raw, _ = honest_files["freeze"]
     header = json.loads(raw[10:10 + int.from_bytes(raw[6:10], "little")])
     header["tensors"][0]["shape"] = [200_000, 200_000]

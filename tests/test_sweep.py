@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
 
-from minifreeze import report, runs as R, sweep
-from minifreeze.__main__ import main
+from minifreeze.lab import pages, results, runs as R, sweep, tables
+from minifreeze.lab.cli import main
 from minifreeze.train import TrainConfig, protocol_config
 
 TINY = dict(limit_train=200, limit_test=100)
@@ -169,7 +169,7 @@ def test_report_mean_and_std_are_the_hand_computed_ones():
     runs = [_run("freezenet", 0.99, s, a) for s, a in enumerate([0.97, 0.98, 0.99])]
     runs += [_run("snip", 0.99, s, a) for s, a in enumerate([0.95, 0.97])]
     runs += [_run("dense", 0.0, 0, 0.993)]
-    groups = report.aggregate(runs)
+    groups = results.aggregate(runs)
     fz = next(g for g in groups if g["method"] == "freezenet")
     assert fz["mean_accuracy"] == pytest.approx(0.98)
     assert fz["std_accuracy"] == pytest.approx(0.01)  # sqrt(((-.01)^2 + 0 + .01^2) / 2)
@@ -179,7 +179,7 @@ def test_report_mean_and_std_are_the_hand_computed_ones():
     assert sn["std_accuracy"] == pytest.approx(math.sqrt(0.0002))
     dense = next(g for g in groups if g["method"] == "dense")
     assert dense["std_accuracy"] == 0.0
-    [row] = report.compare(groups, "freezenet", "snip")
+    [row] = results.compare(groups, "freezenet", "snip")
     # paired over the seeds both have (0 and 1): differences 0.02 and 0.01, mean 0.015, sd
     # 0.01 / sqrt(2), t = 3 with 1 degree of freedom: p = 1 - 2 atan(3) / pi, interval
     # 0.015 +- 12.706 * 0.005
@@ -188,8 +188,8 @@ def test_report_mean_and_std_are_the_hand_computed_ones():
     assert row["p"] == pytest.approx(1 - 2 * math.atan(3) / math.pi)
     assert row["ci_high"] - row["difference"] == pytest.approx(12.7062047 * 0.005)
     assert row["verdict"] == "not separable with 2 seeds"
-    assert report.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
-    table = report.pivot_markdown(groups, "lenet5").splitlines()
+    assert results.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
+    table = tables.pivot_markdown(groups, "lenet5").splitlines()
     assert table[0] == "| lenet5 (3 seeds) | q = 0 (dense) | q = 0.99 |"
     assert table[2] == "| dense | 99.30 (seed 0) |  |"  # one seed: no spread, and which one
     assert table[3] == "| freezenet |  | 98.00 +- 1.00 |"
@@ -203,7 +203,7 @@ def test_report_leaves_out_altered_metrics(tmp_path):
     bad["test_accuracy"] = 1.0
     (tmp_path / "r1" / "metrics.json").write_text(json.dumps(bad))
     skipped = []
-    runs = report.load_runs(tmp_path, skipped=skipped)
+    runs = results.load_runs(tmp_path, skipped=skipped)
     assert [r["seed"] for r in runs] == [0] and "checksum does not match" in skipped[0]
 
 
@@ -220,7 +220,7 @@ def test_protocols_are_presets_any_field_overrides():
 
 
 def test_cli_sweep_keeps_the_fields_each_method_uses(tmp_path, monkeypatch):
-    from minifreeze import __main__ as cli
+    from minifreeze.lab import cli
     seen = []
     monkeypatch.setattr(sweep, "sweep", lambda specs, *a, **k: seen.extend(specs) or
                         sweep.SweepResult([], 0, {}, 0.0))
@@ -245,29 +245,29 @@ def test_elsa_levels_are_compared_with_the_best_pruned_method_alone():
                              "trained_params": 100, "extracted_bytes": 450}]})
     runs = [elsa, _run("snip", 0.9, 0, 0.94), _run("gmp", 0.9, 0, 0.96),
             _run("freezenet", 0.9, 0, 0.93), _run("dense", 0.0, 0, 0.992)]
-    expanded = report.expand_levels(runs)
+    expanded = results.expand_levels(runs)
     assert [(r["method"], r["rate"], r["file_bytes"]) for r in expanded[:2]] == \
         [("elsa", 0.9, 80), ("elsa", 0.0, 450)]
-    groups = report.aggregate(expanded)
-    rows = report.elsa_comparison(expanded, groups)
+    groups = results.aggregate(expanded)
+    rows = results.elsa_comparison(expanded, groups)
     assert {r["method"] for r in rows} == {"elsa_snip"}  # recorded no sparsifier: SNIP's
     assert [(r["rate"], r["alone_method"], r["alone"], r["elsa"]) for r in rows] == \
         [(0.9, "gmp", 0.96, 0.95), (0.0, "dense", 0.992, 0.99)]
     assert rows[0]["freezenet"] == 0.93
     assert rows[0]["difference"] == pytest.approx(-0.01) and rows[0]["p"] is None
     assert rows[0]["verdict"] == "elsa below, one seed: no test"
-    table = report.page_tables(groups, runs)["elsa"]
+    table = pages.page_tables(groups, runs)["elsa"]
     assert "| lenet5 | elsa_snip | 0.9 | 1 | 95.00 |" in table and "| gmp | 96.00 |" in table
-    [cost] = report.elsa_costs(runs, rows)
+    [cost] = results.elsa_costs(runs, rows)
     assert cost["elsa_file_bytes"] == 500 and cost["alone_file_bytes"] == 100 + 100
     assert cost["elsa_train_seconds"] == 40.0 and cost["alone_train_seconds"] == 2.0
 
 
 def test_one_seed_has_no_test():
-    groups = report.aggregate([_run("freezenet", 0.99, 0, 0.97), _run("snip", 0.99, 0, 0.95)])
-    [row] = report.compare(groups)
+    groups = results.aggregate([_run("freezenet", 0.99, 0, 0.97), _run("snip", 0.99, 0, 0.95)])
+    [row] = results.compare(groups)
     assert row["verdict"] == "freezenet above, one seed: no test" and row["p"] is None
-    assert "+2.00 (one seed)" in report.compare_markdown(groups)
+    assert "+2.00 (one seed)" in tables.compare_markdown(groups)
 
 
 def test_a_verdict_needs_p_below_005_and_pairs_by_seed():
@@ -276,24 +276,24 @@ def test_a_verdict_needs_p_below_005_and_pairs_by_seed():
     fz = [_run("freezenet", 0.99, s, a) for s, a in enumerate([0.90, 0.95, 0.99])]
     sn = [_run("snip", 0.99, s, a - d) for s, (a, d) in
           enumerate(zip([0.90, 0.95, 0.99], [0.010, 0.011, 0.012]))]
-    groups = report.aggregate(fz + sn)
-    [row] = report.compare(groups)
+    groups = results.aggregate(fz + sn)
+    [row] = results.compare(groups)
     assert row["test"] == "paired" and row["p"] < 0.05 and row["verdict"] == "freezenet above"
     assert row["ci_low"] > 0
     from scipy import stats
-    welch = report.difference_test(*[g for g in groups], paired=False)
+    welch = results.difference_test(*[g for g in groups], paired=False)
     assert welch["p"] == pytest.approx(stats.ttest_ind([r["test_accuracy"] for r in fz],
                                                        [r["test_accuracy"] for r in sn],
                                                        equal_var=False).pvalue)
     assert welch["p"] > 0.5 and welch["ci_low"] < 0 < welch["ci_high"]
     # against dense: never paired
     dense = [_run("dense", 0.0, s, a + 0.001) for s, a in enumerate([0.90, 0.95, 0.99])]
-    groups = report.aggregate(fz + dense)
+    groups = results.aggregate(fz + dense)
     by = {g["method"]: g for g in groups}
-    test = report.difference_test(by["dense"], by["freezenet"], paired=False)
+    test = results.difference_test(by["dense"], by["freezenet"], paired=False)
     assert test["test"] == "welch" and test["p"] > 0.5
     level = [{**r, "rate": 0.0} for r in fz]  # a sparse method set beside dense at one rate
-    [row] = report.compare(report.aggregate(level + dense), "freezenet", "dense")
+    [row] = results.compare(results.aggregate(level + dense), "freezenet", "dense")
     assert row["test"] == "welch"  # compare never pairs a run with dense's
 
 
@@ -303,7 +303,7 @@ def test_the_interval_excludes_zero_exactly_when_p_is_below_005(d, base):
     n = len(d)
     a = {"by_seed": {s: base + x for s, x in enumerate(d)}, "seeds": list(range(n))}
     b = {"by_seed": {s: base for s in range(n)}, "seeds": list(range(n))}
-    t = report.difference_test(a, b, paired=True)
+    t = results.difference_test(a, b, paired=True)
     if t["ci_low"] == t["ci_high"]:
         return  # every difference equal: no spread at all
     assume(min(abs(t["ci_low"]), abs(t["ci_high"])) > 1e-12 and abs(t["p"] - 0.05) > 1e-9)
@@ -319,8 +319,8 @@ def test_trained_weights_are_reported_beside_trained_parameters():
                {"name": "fc1.w", "trained": 5, "total": 400}]
     runs = [{**_run("freezenet", 0.99, s, 0.98), "density": density, "best_of_checkpoints": 0.98,
              "trained_params": 55} for s in (0, 1)]
-    [g] = report.aggregate(runs)
+    [g] = results.aggregate(runs)
     assert g["trained_weights"] == 15 and g["trained_params"] == 55
-    [row] = report.checkpoint_rows([g])
+    [row] = results.checkpoint_rows([g])
     assert (row["trained_params"], row["trained_weights"]) == (55, 15)
-    assert report.trained_weights({"density": None}) is None
+    assert results.trained_weights({"density": None}) is None

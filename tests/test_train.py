@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minifreeze import storage
-from minifreeze.__main__ import main
+from minifreeze.lab.cli import main
 from minifreeze.data import limit_train, load_dataset
 from minifreeze.train import TrainConfig, TrainingDiverged, plan_epochs, prepare, train
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minifreeze import backend, masks as M, storage, weightmom as W
-from minifreeze.__main__ import main
+from minifreeze.lab.cli import main
 from minifreeze.data import Dataset
 from minifreeze.train import TrainConfig, method_hooks, prepare, train, train_steps
 from tests.strategies import rng_from, seeds

@@ -34,7 +34,8 @@ from typing import Iterator, Mapping
 
 from minifreeze import backend, masks as M, models, parallel
 from minifreeze import train as T
-from minifreeze.runs import RunSpec, finished, run
+from minifreeze.methods import baseline
+from minifreeze.lab.runs import RunSpec, finished, run
 
 EXECUTORS = ("process", "dask", "thread")
 ORDERS = ("grid", "seed")
@@ -97,7 +98,8 @@ def expand_grid(models, methods, rates, seeds, *, base: T.TrainConfig | None = N
     unknown = [m for m in methods if m not in T.METHODS]
     if unknown:
         raise SweepError(f"unknown method {unknown[0]!r}; expected any of {', '.join(T.METHODS)}")
-    uses_rate = {m: T.METHODS[m].uses_rate for m in ["dense", *methods]}
+    base_method = baseline()
+    uses_rate = {m: T.METHODS[m].uses_rate for m in [base_method, *methods]}
     try:
         rates = [M.check_rate(q) for q in rates]
     except ValueError as err:
@@ -106,7 +108,7 @@ def expand_grid(models, methods, rates, seeds, *, base: T.TrainConfig | None = N
         raise SweepError("a grid needs at least one model and one seed")
     if any(uses_rate[m] for m in methods) and not rates:
         raise SweepError(f"methods {', '.join(methods)} need at least one rate")
-    methods = ["dense"] + [m for m in methods if m != "dense"]
+    methods = [base_method] + [m for m in methods if m != base_method]
     specs, seen = [], set()
     for model in models:
         for method in methods:

@@ -249,15 +249,7 @@ def run(spec: RunSpec, out, *, data: D.Dataset | None = None, progress: bool | N
                                  wall_seconds=time.perf_counter() - t0,
                                  backend=backend.get_backend(), plan=plan,
                                  environment=run_environment(c))
-    if hasattr(result, "level_map"):  # ELSA: each level as extracted from the final network
-        from minifreeze import elsa
-        rows = elsa.level_metrics(result, data, batch_size=c.eval_batch)
-        info = storage.describe(out / MODEL)  # the file as written: its level rows and map bytes
-        for row, sizes in zip(rows, info["level_rows"]):
-            row.update(extracted_bytes=sizes["extracted_bytes"], joined_bytes=sizes["joined_bytes"],
-                       own_mask_bytes=sizes["own_mask_bytes"])
-        metrics.update(levels=rows, phase_seconds=result.phase_seconds,
-                       level_map_bytes=info["mask_bytes"])
+    metrics.update(methods.get(c.method).record(result, data, out / MODEL))  # e.g. ELSA's levels
     metrics.update(run=out.name, spec=spec.to_dict(), model_sha256=_file_sha256(out / MODEL))
     metrics = seal(_jsonable(metrics))
     storage.write_atomic(out / METRICS, (json.dumps(metrics, indent=2) + "\n").encode())
@@ -267,7 +259,7 @@ def run(spec: RunSpec, out, *, data: D.Dataset | None = None, progress: bool | N
 
 def run_environment(c: T.TrainConfig) -> dict:
     """Where a run of config `c` runs now: `environment.environment` with its shard count."""
-    from minifreeze.environment import environment
+    from minifreeze.lab.environment import environment
     model = models.get_model(c.model, **c.model_kwargs)
     return environment(shards=parallel.resolve_shards(model, c.shards, c.batch_size),
                        backend=backend.get_backend())
