@@ -2,6 +2,7 @@
 
 Modules, one concept each:
     im2col     im2col / col2im and max-pool windows, the NumPy reference kernels
+    kernels_sparse  the kernels a mask allows (sampled dW, pruned products), in NumPy
     winograd   Winograd's F(2x2, 3x3) for 3x3 stride-1 convolutions, forward and both gradients
     backend    which kernels run (numpy, numba, cuda) and the switch between them
     layers     functional forward/backward pairs: linear, relu, conv, maxpool, flatten, batchnorm

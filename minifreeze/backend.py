@@ -70,7 +70,7 @@ class Kernels:
 
 
 def _numpy() -> Kernels:
-    from minifreeze import im2col as ref
+    from minifreeze import im2col as ref, kernels_sparse as sp
     from minifreeze import winograd as wg
     from minifreeze.optim import masked_sgd_update
     # NumPy's gathers cost far more per multiply-add than BLAS: on LeNet-5's conv2 (50 x 500
@@ -78,10 +78,10 @@ def _numpy() -> Kernels:
     # the dense product 2.3 ms.
     return Kernels(name="numpy", im2col=ref.im2col, col2im=ref.col2im,
                    maxpool_forward=ref.maxpool_forward, maxpool_backward=ref.maxpool_backward,
-                   sampled_weight_grad=ref.sampled_weight_grad,
-                   masked_sgd_update=masked_sgd_update, sparse_matmul=ref.sparse_matmul,
-                   sparse_conv_forward=ref.sparse_conv_forward,
-                   sparse_conv_backward=ref.sparse_conv_backward,
+                   sampled_weight_grad=sp.sampled_weight_grad,
+                   masked_sgd_update=masked_sgd_update, sparse_matmul=sp.sparse_matmul,
+                   sparse_conv_forward=sp.sparse_conv_forward,
+                   sparse_conv_backward=sp.sparse_conv_backward,
                    winograd_input=wg.input_transform, winograd_output=wg.output_transform,
                    winograd_output_adjoint=wg.output_adjoint, winograd_input_adjoint=wg.input_adjoint,
                    sparse_dw_density=0.02, sparse_compute_density=0.01)
@@ -121,14 +121,14 @@ def _cuda() -> Kernels:
     reason = cu.unavailable_reason()
     if reason is not None:
         raise BackendUnavailable(f"cuda: {reason}")
-    from minifreeze import im2col as ref  # no CUDA kernel for the sampled product: the reference
+    from minifreeze import kernels_sparse as sp  # no CUDA kernel for the sampled product: the reference
     from minifreeze import winograd as wg  # nor for Winograd's transforms (DeviceTrainer refuses it)
     return Kernels(name="cuda", im2col=cu.im2col, col2im=cu.col2im,
                    maxpool_forward=cu.maxpool_forward, maxpool_backward=cu.maxpool_backward,
-                   sampled_weight_grad=ref.sampled_weight_grad,
-                   masked_sgd_update=cu.masked_sgd_update, sparse_matmul=ref.sparse_matmul,
-                   sparse_conv_forward=ref.sparse_conv_forward,
-                   sparse_conv_backward=ref.sparse_conv_backward,
+                   sampled_weight_grad=sp.sampled_weight_grad,
+                   masked_sgd_update=cu.masked_sgd_update, sparse_matmul=sp.sparse_matmul,
+                   sparse_conv_forward=sp.sparse_conv_forward,
+                   sparse_conv_backward=sp.sparse_conv_backward,
                    winograd_input=wg.input_transform, winograd_output=wg.output_transform,
                    winograd_output_adjoint=wg.output_adjoint, winograd_input_adjoint=wg.input_adjoint,
                    sparse_dw_density=0.02, sparse_compute_density=0.01, device_resident=True)

@@ -47,7 +47,8 @@ import numpy as np
 from numba import njit
 from numba import uint64 as U
 
-from minifreeze.im2col import check_col2im, conv_output_size, filter_positions
+from minifreeze.im2col import check_col2im, conv_output_size
+from minifreeze.kernels_sparse import filter_positions
 
 _jit = dict(cache=True, nogil=True)
 
@@ -323,7 +324,7 @@ def _sparse_matmul(vals, src, dst, order, b, out):
 
 def sparse_matmul(vals: np.ndarray, rows: np.ndarray, cidx: np.ndarray, n_rows: int,
                   b: np.ndarray, *, transpose: bool = False) -> np.ndarray:
-    """W @ b (or W.T @ b) for W zero but at (rows[e], cidx[e]) = vals[e]; see im2col.sparse_matmul.
+    """W @ b (or W.T @ b) for W zero but at (rows[e], cidx[e]) = vals[e]; see kernels_sparse.sparse_matmul.
     Each nonzero adds one row of b to one row of the output (a vectorised axpy), in tiles of
     _TILE columns."""
     src, dst = (rows, cidx) if transpose else (cidx, rows)
@@ -379,7 +380,7 @@ def _channel_major(x: np.ndarray) -> np.ndarray:
 
 def sparse_conv_forward(x: np.ndarray, vals: np.ndarray, rows: np.ndarray, cidx: np.ndarray,
                         w_shape: tuple, stride: int = 1, pad: int = 0) -> np.ndarray:
-    """A pruned convolution over its nonzeros, straight from x (see im2col.sparse_conv_forward):
+    """A pruned convolution over its nonzeros, straight from x (see kernels_sparse.sparse_conv_forward):
     x (N, C, H, W) -> (N, F, OH, OW), returned channel-major (a view of (F, N, OH, OW))."""
     n, _, h, w = x.shape
     f, _, kh, kw = w_shape

@@ -176,52 +176,68 @@ class Model:
                              f"{', '.join(map(str, self.input_shape))}), got {np.shape(x)}")
 
     def forward(self, params: Mapping[str, np.ndarray], x: np.ndarray, *, train: bool = True,
-                buffers: Mapping[str, np.ndarray] | None = None, pruned=None):
+                buffers: Mapping[str, np.ndarray] | None = None, pruned=None, plan=None):
         """x (N, *input_shape) -> logits (N, classes), caches (one per layer, for backward).
-
         `train` matters only for batch norm: batch statistics (and, if `buffers` is given, an
         in-place update of the running statistics) in training, running statistics in eval.
         `pruned`: a `masks.Masks` whose m == 0 entries are exactly 0 in params; its layers then
         go through `fast_layers.py`'s pruned forward passes (over the kept weights only).
+        `plan`: the layers' forward functions, `self.plan(pruned)`, chosen once (a trainer
+        does so when it is built); by default chosen here.
         """
         self.check_input(x)
-        pruned = as_masks(pruned)
+        steps = self.plan(pruned) if plan is None else plan
         caches = []
         h = x
-        for ly in self.layers:
-            a, w, b = ly.args, f"{ly.name}.w", f"{ly.name}.b"
-            sparse = pruned.index(w) if pruned is not None and w in pruned else None
-            winograd = ly.op == "conv" and a.get("algo") == "winograd"
-            if winograd and (sparse is None or not F.computes_sparsely(sparse)):
-                h, cache = F.conv_forward_winograd(h, params[w], params[b], a["stride"], a["pad"],
-                                                   layer=ly.name)
-            elif ly.op == "conv" and sparse is not None:
-                h, cache = F.conv_forward_pruned(h, params[w], params[b], a["stride"], a["pad"],
-                                                 sparse, layer=ly.name)
-            elif ly.op == "conv":
-                h, cache = L.conv_forward(h, params[w], params[b], a["stride"], a["pad"],
-                                          layer=ly.name)
-            elif ly.op == "linear" and sparse is not None:
-                h, cache = F.linear_forward_pruned(h, params[w], params[b], sparse,
-                                                   layer=ly.name)
-            elif ly.op == "linear":
-                h, cache = L.linear_forward(h, params[w], params[b], layer=ly.name)
-            elif ly.op == "relu":
-                h, cache = L.relu_forward(h)
-            elif ly.op == "maxpool":
-                h, cache = L.maxpool_forward(h, a["size"], a["stride"], layer=ly.name)
-            elif ly.op == "flatten":
-                h, cache = L.flatten_forward(h)
-            elif ly.op == "batchnorm":
-                rm = None if buffers is None else buffers[f"{ly.name}.running_mean"]
-                rv = None if buffers is None else buffers[f"{ly.name}.running_var"]
-                h, cache = L.batchnorm_forward(h, params[f"{ly.name}.gamma"],
-                                               params[f"{ly.name}.beta"], rm, rv, train=train,
-                                               momentum=a["momentum"], eps=a["eps"], layer=ly.name)
-            else:
-                raise ValueError(f"{self.name}: layer {ly.name} has unknown op {ly.op!r}")
+        for step in steps:
+            h, cache = step(h, params, buffers, train)
             caches.append(cache)
         return h, caches
+
+    def plan(self, pruned=None) -> tuple:
+        """Which forward function each layer runs, chosen once: one `step(h, params, buffers,
+        train) -> (h, cache)` per layer. The textbook pair of `layers.py`, or, for a layer of
+        `pruned` (a `masks.Masks` whose m == 0 entries are exactly 0 in params), the pruned pass
+        of `fast_layers.py`; a VGG built with `conv="winograd"` runs its 3x3 convolutions by
+        Winograd's transforms."""
+        pruned = as_masks(pruned)
+        return tuple(self._step(ly, pruned) for ly in self.layers)
+
+    def _step(self, ly, pruned):
+        """The forward function of layer `ly` (see `plan`)."""
+        a, w, b = ly.args, f"{ly.name}.w", f"{ly.name}.b"
+        sparse = pruned.index(w) if pruned is not None and w in pruned else None
+        winograd = ly.op == "conv" and a.get("algo") == "winograd"
+        if winograd and (sparse is None or not F.computes_sparsely(sparse)):
+            return lambda h, p, bufs, train: F.conv_forward_winograd(
+                h, p[w], p[b], a["stride"], a["pad"], layer=ly.name)
+        if ly.op == "conv" and sparse is not None:
+            return lambda h, p, bufs, train: F.conv_forward_pruned(
+                h, p[w], p[b], a["stride"], a["pad"], sparse, layer=ly.name)
+        if ly.op == "conv":
+            return lambda h, p, bufs, train: L.conv_forward(h, p[w], p[b], a["stride"], a["pad"],
+                                                            layer=ly.name)
+        if ly.op == "linear" and sparse is not None:
+            return lambda h, p, bufs, train: F.linear_forward_pruned(h, p[w], p[b], sparse,
+                                                                     layer=ly.name)
+        if ly.op == "linear":
+            return lambda h, p, bufs, train: L.linear_forward(h, p[w], p[b], layer=ly.name)
+        if ly.op == "relu":
+            return lambda h, p, bufs, train: L.relu_forward(h)
+        if ly.op == "maxpool":
+            return lambda h, p, bufs, train: L.maxpool_forward(h, a["size"], a["stride"],
+                                                               layer=ly.name)
+        if ly.op == "flatten":
+            return lambda h, p, bufs, train: L.flatten_forward(h)
+        if ly.op == "batchnorm":
+            def batchnorm(h, p, bufs, train):
+                rm = None if bufs is None else bufs[f"{ly.name}.running_mean"]
+                rv = None if bufs is None else bufs[f"{ly.name}.running_var"]
+                return L.batchnorm_forward(h, p[f"{ly.name}.gamma"], p[f"{ly.name}.beta"], rm, rv,
+                                           train=train, momentum=a["momentum"], eps=a["eps"],
+                                           layer=ly.name)
+            return batchnorm
+        raise ValueError(f"{self.name}: layer {ly.name} has unknown op {ly.op!r}")
 
     def backward(self, dlogits: np.ndarray, caches: list, *,
                  masks: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:

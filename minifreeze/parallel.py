@@ -131,13 +131,14 @@ def _map(fn, items: list) -> list:
 
 
 def loss_and_grads(model, params, x, y, *, masks=None, buffers=None, shards: int | None = None,
-                   pruned=None):
+                   pruned=None, plan=None):
     """Softmax cross-entropy, its gradients and the logits of a batch, run as shards on threads.
 
     -> (loss, grads keyed like params, logits (N, classes)). Equal to `model.loss_and_grads` up to
     float rounding; with one shard it is that call. `pruned`: as in `Model.forward` and
     `predict`, a `masks.Masks` whose m == 0 entries are exactly 0 in params, so pruned layers may
-    compute over their kept weights only; None computes every product densely.
+    compute over their kept weights only; None computes every product densely. `plan`: the
+    forward functions chosen once (`Model.plan`), in place of choosing them from `pruned`.
     """
     masks = as_masks(masks)
     n = len(x)
@@ -145,7 +146,8 @@ def loss_and_grads(model, params, x, y, *, masks=None, buffers=None, shards: int
 
     def run(sl):
         with np.errstate(over="ignore", invalid="ignore"):  # the caller checks the loss
-            logits, caches = model.forward(params, x[sl], buffers=buffers, pruned=pruned)
+            logits, caches = model.forward(params, x[sl], buffers=buffers, pruned=pruned,
+                                           plan=plan)
             loss, dlogits = softmax_cross_entropy(logits, y[sl])
         return loss, model.backward(dlogits, caches, masks=masks), logits
 
@@ -172,11 +174,11 @@ def loss_and_grads(model, params, x, y, *, masks=None, buffers=None, shards: int
 
 
 def predict(model, params, x, *, buffers=None, batch_size: int = 1000,
-            shards: int | None = None, pruned=None) -> np.ndarray:
+            shards: int | None = None, pruned=None, plan=None) -> np.ndarray:
     """Logits in eval mode, each batch of `batch_size` cut into shards: x (N, ...) -> (N, classes).
 
     Eval mode uses batch norm's running statistics, so every model can be sharded here.
-    `pruned`: see `Model.forward`.
+    `pruned`, `plan`: see `Model.forward`.
     """
     check_shards(shards)
     out = []
@@ -184,7 +186,7 @@ def predict(model, params, x, *, buffers=None, batch_size: int = 1000,
         xb = x[i:i + batch_size]
         parts = slices(len(xb), _fit(shards, len(xb)))
         out += _map(lambda sl: model.forward(params, xb[sl], train=False, buffers=buffers,
-                                             pruned=pruned)[0], parts)
+                                             pruned=pruned, plan=plan)[0], parts)
     return np.concatenate(out) if out else model.predict(params, x, buffers=buffers)
 
 

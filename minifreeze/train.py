@@ -175,7 +175,12 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """A copy with score and mode filled in from the method, its options those of the method
         (the defaults when not given; so that the same run has one config), every field checked
-        (the method checks its own options)."""
+        (the method checks its own options).
+
+        The work is done once per run: the copy remembers what it was resolved to, and calling
+        `resolved()` on it again returns it as it is, unless a field has changed since."""
+        if self.__dict__.get("_resolved_as") == _fields(self):
+            return self
         m = methods.get(self.method)
         if not m.overridable and (self.score is not None or self.mode is not None) and \
                 (self.score, self.mode) != (m.score, m.mode):
@@ -227,6 +232,7 @@ class TrainConfig:
         require(0 <= c.momentum < 1, "momentum", "a number in [0, 1)", c.momentum)
         require(c.weight_decay >= 0, "weight_decay", "a number >= 0", c.weight_decay)
         m.check(c)
+        c.__dict__["_resolved_as"] = _fields(c)  # not a field: replace() and asdict() drop it
         return c
 
     def flat(self) -> dict:
@@ -253,6 +259,12 @@ class TrainConfig:
         if "options" not in d:
             fields_["options"] = methods.get(d.get("method", cls.method)).options_from(d)
         return cls(**fields_)
+
+
+def _fields(c: TrainConfig) -> tuple:
+    """A config's fields as a comparable snapshot (the model's keyword arguments copied)."""
+    return tuple(dict(v) if isinstance(v, dict) else v
+                 for v in (getattr(c, f.name) for f in dataclasses.fields(c)))
 
 
 PROTOCOLS: dict[str, dict] = {

@@ -166,6 +166,11 @@ class HostTrainer:
                              nesterov=nesterov, update=backend.kernels().masked_sgd_update)
         self.last_grads: dict[str, np.ndarray] | None = None
         self._good = {k: v.copy() for k, v in self._params.items()}
+        self._replan()
+
+    def _replan(self) -> None:
+        """Choose each layer's forward function once (`Model.plan`), for these masks."""
+        self._plan = self.model.plan(self.masks if self._sparse else None)
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> tuple[float, int]:
         """One masked SGD step on the batch (x, y) -> (its mean loss before the update, number
@@ -173,7 +178,7 @@ class HostTrainer:
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
             loss, grads, logits = parallel.loss_and_grads(
                 self.model, self._params, x, y, masks=self.masks, buffers=self.buffers,
-                shards=self.shards, pruned=self.masks if self._sparse else None)
+                shards=self.shards, plan=self._plan)
         if not np.isfinite(loss):
             raise NonFiniteStep(f"loss is {loss}", float(loss))
         for k, v in self._params.items():
@@ -188,8 +193,7 @@ class HostTrainer:
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Logits in eval mode: x (N, *input_shape) -> (N, classes)."""
         return parallel.predict(self.model, self._params, x, buffers=self.buffers,
-                                batch_size=batch_size, shards=self.shards,
-                                pruned=self.masks if self._sparse else None)
+                                batch_size=batch_size, shards=self.shards, plan=self._plan)
 
     @property
     def _sparse(self) -> bool:
@@ -207,6 +211,7 @@ class HostTrainer:
                 self._params[name][off] = 0.0
         self.masks = masks
         self.pruned = self.pruned or prune
+        self._replan()
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -231,6 +236,7 @@ class HostTrainer:
         self.masks = as_masks(state["masks"])
         check_masks(self.model, self.masks)
         self.pruned = bool(state["pruned"])
+        self._replan()
 
     def last_good(self) -> dict[str, np.ndarray]:
         """Copies of the parameters from before the last step whose update was applied."""

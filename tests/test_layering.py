@@ -14,8 +14,8 @@ from minifreeze.lab.cli import make_parser
 from minifreeze.train import TrainConfig
 
 PACKAGE = Path(__file__).resolve().parent.parent / "minifreeze"
-KERNELS = {"im2col", "winograd", "kernels_numba", "kernels_cuda"}
-"""The kernel modules: NumPy reference, Numba, CUDA."""
+KERNELS = {"im2col", "winograd", "kernels_sparse", "kernels_numba", "kernels_cuda"}
+"""The kernel modules: NumPy references (dense, Winograd, sparse), Numba, CUDA."""
 
 
 def modules() -> dict[str, Path]:

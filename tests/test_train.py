@@ -173,3 +173,18 @@ def test_cli_diverged_run_keeps_last_good_and_says_where(tmp_path, capsys):
     for k, m in back.masks.items():  # still a FreezeNet: frozen entries are theta0
         assert np.array_equal(back.params[k][m == 0], theta0.theta0[k][m == 0])
     assert sorted(p.name for p in out.iterdir()) == ["last_good.mfz", "metrics.json"]
+
+
+def test_a_config_is_resolved_once_unless_it_changes():
+    """`resolved()` does its work once per run: the copy it returns is returned as it is by
+    later calls, until a field changes; the marker is not a field (asdict, replace drop it)."""
+    import dataclasses
+    c = TrainConfig(model="lenet5", method="snip", rate=0.99,
+                    model_kwargs={"conv_relu": True}).resolved()
+    assert c.resolved() is c
+    c.model_kwargs["conv_relu"] = False  # a field's contents changed: resolved again
+    again = c.resolved()
+    assert again is not c and again.model_kwargs == {}
+    assert "_resolved_as" not in dataclasses.asdict(again)
+    moved = dataclasses.replace(again, epochs=3)
+    assert moved.resolved() is not moved and moved.resolved() == moved

@@ -225,3 +225,34 @@ def test_sparse_compute_trains_a_pruned_network_as_the_dense_products_do(name):
     for k, m in sparse.masks.items():
         assert (sparse.params[k][m == 0] == 0).all()
     assert sparse.history[0]["test_accuracy"] == dense.history[0]["test_accuracy"]
+
+
+def test_the_forward_plan_is_chosen_once_and_changes_nothing(monkeypatch):
+    """A trainer chooses each layer's forward function when it is built (and when its masks
+    change), not on every forward pass; the planned pass is the unplanned one bit for bit."""
+    import numpy as np
+    from minifreeze import init, masks as M
+    from minifreeze.models import get_model
+    from minifreeze.trainer import HostTrainer
+    model = get_model("lenet5")
+    theta0 = init.init_params(model, 0)
+    rng = np.random.default_rng(1)
+    masks = M.select_topk({k: rng.random(theta0[k].shape) for k in model.weight_names()}, 0.995)
+    pruned = M.apply_mode(theta0, masks, "prune")
+    x, y = rng.standard_normal((8, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 8)
+    planned = []
+    original = type(model).plan
+    monkeypatch.setattr(type(model), "plan", lambda self, p=None: planned.append(p) or
+                        original(self, p))
+    trainer = HostTrainer(model, pruned, masks, shards=1, sparse_compute=True, pruned=True)
+    assert len(planned) == 1 and planned[0] is trainer.masks
+    for _ in range(3):
+        trainer.step(x, y, 0.01)
+    trainer.predict(x)
+    assert len(planned) == 1  # three steps and a prediction: no choice made again
+    trainer.set_masks(masks)
+    assert len(planned) == 2
+    plan = original(model, masks)
+    a, _ = model.forward(pruned, x, pruned=masks)
+    b, _ = model.forward(pruned, x, plan=plan)
+    assert np.array_equal(a, b)

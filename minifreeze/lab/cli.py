@@ -49,24 +49,32 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def build_model(args) -> models.Model:
+def model_kwargs(args) -> dict:
+    """The model builder's keyword arguments the flags give (--input-shape, --batch-norm,
+    --conv-relu, --conv): built once, for the model and the config alike. With one --model each
+    is checked against it; a sweep's (--models) are applied per model by `sweep.expand_grid`."""
+    model = getattr(args, "model", None)
     kwargs = {}
     if getattr(args, "input_shape", None) is not None:
-        if args.model not in ("vgg", "vgg_d"):
-            raise CLIError(f"--input-shape applies to vgg and vgg_d only, not {args.model}")
-        kwargs["input_shape"] = args.input_shape
+        if model is not None and model not in ("vgg", "vgg_d"):
+            raise CLIError(f"--input-shape applies to vgg and vgg_d only, not {model}")
+        kwargs["input_shape"] = list(args.input_shape)
     if getattr(args, "batch_norm", False):
-        if args.model != "vgg":
-            raise CLIError(f"--batch-norm applies to vgg only, not {args.model}")
+        if model is not None and model != "vgg":
+            raise CLIError(f"--batch-norm applies to vgg only, not {model}")
         kwargs["batch_norm"] = True
     if getattr(args, "conv_relu", False):
-        if args.model != "lenet5":
-            raise CLIError(f"--conv-relu applies to lenet5 only, not {args.model}")
+        if model is not None and model != "lenet5":
+            raise CLIError(f"--conv-relu applies to lenet5 only, not {model}")
         kwargs["conv_relu"] = True
     if getattr(args, "conv", None) == "winograd":
         kwargs["conv"] = "winograd"
+    return kwargs
+
+
+def build_model(args) -> models.Model:
     try:
-        return models.get_model(args.model, **kwargs)
+        return models.get_model(args.model, **model_kwargs(args))
     except ValueError as err:
         raise CLIError(str(err)) from None
 
@@ -238,21 +246,13 @@ def config_from_args(args, *, resolve: bool = True, **fixed):
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(T.TrainConfig)
              if hasattr(args, f.name) and f.name not in fixed}
     options = {k: getattr(args, k) for k in methods.option_defaults() if hasattr(args, k)}
-    model_kwargs = {}
-    if getattr(args, "input_shape", None) is not None:
-        model_kwargs["input_shape"] = list(args.input_shape)
-    if getattr(args, "batch_norm", False):
-        model_kwargs["batch_norm"] = True
-    if getattr(args, "conv_relu", False):
-        model_kwargs["conv_relu"] = True
-    if getattr(args, "conv", None) == "winograd":
-        model_kwargs["conv"] = "winograd"
+    kwargs = model_kwargs(args)
     if "method" in fixed:  # one method: its options from the flags it has
         given["options"] = _library_call(lambda: methods.get(fixed["method"]).options_from(options))
     elif options:  # a sweep's base: each method takes the flags it has (sweep.expand_grid)
         given["options"] = options
     config = _library_call(lambda: T.protocol_config(args.protocol, **given, **fixed,
-                                                     model_kwargs=model_kwargs))
+                                                     model_kwargs=kwargs))
     return _library_call(config.resolved) if resolve else config
 
 
@@ -289,7 +289,6 @@ def cmd_train(args) -> int:
         raise CLIError("--epochs auto needs --budget SECONDS")
     if args.budget is not None and epochs != "auto":
         raise CLIError("--budget applies only with --epochs auto")
-    build_model(args)  # --input-shape and --batch-norm are checked against the model
     fixed = {"model": args.model, "method": args.method}
     if epochs == "auto":
         fixed["epochs"] = 1  # replaced by the plan below
