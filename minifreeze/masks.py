@@ -231,8 +231,10 @@ def compression(param_shapes: dict[str, tuple[int, ...]],
     return total / count_trained(param_shapes, masks)
 
 
-def density_report(model, masks: dict[str, np.ndarray] | None) -> list[dict]:
-    """One row per parameter tensor: name, shape, total, trained, density, rate."""
+def density_report(model, masks: dict[str, np.ndarray] | None,
+                   effective: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """One row per parameter tensor: name, shape, total, trained, density, rate; with
+    `effective` (the masks `effective` keeps), also the trained entries some path uses."""
     masks = masks or {}
     rows = []
     for name, shape in model.param_shapes().items():
@@ -241,4 +243,61 @@ def density_report(model, masks: dict[str, np.ndarray] | None) -> list[dict]:
         rows.append({"name": name, "shape": list(shape), "total": total, "trained": trained,
                      "density": trained / total, "rate": 1 - trained / total,
                      "masked": name in masks})
+        if effective is not None and name in masks:
+            rows[-1]["effective"] = int(effective[name].sum())
     return rows
+
+
+def effective(model, masks: Mapping[str, np.ndarray] | None) -> Masks | None:
+    """The kept entries of a *pruned* network that some input-to-output path uses (Vysogorets &
+    Kempe's effective sparsity): m_eff = m where the weight's input unit is reached from the
+    input and its output unit reaches the output through kept weights, 0 elsewhere.
+
+    Exact for fully connected layers. For a convolution it works at channel level: channel c
+    feeds filter f when any entry of m[f, c] is kept, and a kept entry counts when its input
+    channel is reached and its filter reaches the output (a kept entry that only ever meets
+    zero padding still counts). Biases are not paths (a unit fed only by its bias carries no
+    input), ReLU, max-pool and batch norm keep a unit's status, flatten spreads a channel's
+    over its positions. Weights without a mask are dense. A frozen network needs none of this:
+    its frozen weights are nonzero, so every trained entry is connected (`effective` of an
+    all-ones mask keeps everything).
+    """
+    masks = as_masks(masks)
+    if masks is None:
+        return None
+    shape = tuple(model.input_shape)
+    alive = np.ones(shape[0], dtype=bool)   # units (or channels) the input reaches
+    seen: list[tuple] = []                  # (layer, kept-connection matrix, shape before)
+    ins: list[np.ndarray] = []              # alive units entering each weighted layer
+    for ly in model.layers:
+        w = f"{ly.name}.w"
+        if ly.op in ("conv", "linear"):
+            m = masks[w] if w in masks else np.ones(ly.param_shapes()[w], dtype=np.float32)
+            link = (m != 0) if ly.op == "linear" else (m != 0).any(axis=(2, 3))  # (out, in)
+            ins.append(alive)
+            seen.append((ly, link, shape))
+            alive = (link & alive[None, :]).any(axis=1)
+        elif ly.op == "flatten":
+            seen.append((ly, None, shape))
+            alive = np.repeat(alive, int(np.prod(shape[1:])))  # a channel's status, per position
+        shape = ly.output_shape(shape)
+    reach = np.ones(alive.shape, dtype=bool)  # units that reach the output
+    outs: dict[str, np.ndarray] = {}
+    for ly, link, before in reversed(seen):
+        if link is None:  # flatten: a channel reaches the output through any of its positions
+            reach = reach.reshape(before[0], -1).any(axis=1)
+            continue
+        outs[ly.name] = reach
+        reach = (link & reach[:, None]).any(axis=0)
+    weighted = [ly for ly, link, _ in seen if link is not None]
+    out = {}
+    for ly, alive_in in zip(weighted, ins):
+        w = f"{ly.name}.w"
+        if w not in masks:
+            continue
+        m = masks[w]
+        keep = alive_in[None, :] & outs[ly.name][:, None]  # (out, in)
+        if m.ndim == 4:
+            keep = keep[:, :, None, None]
+        out[w] = (m * keep).astype(m.dtype)
+    return Masks(out)

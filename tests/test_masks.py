@@ -103,3 +103,76 @@ def test_overlap_is_one_for_the_same_mask_and_counts_shared_kept_entries():
         M.overlap(a, {"l1.w": b["l1.w"]})
     with pytest.raises(ValueError, match="keeps no entry"):
         M.overlap({"l1.w": np.zeros(4, np.float32)}, b)
+
+
+# --- effective sparsity: kept weights that some input-to-output path uses ----------------------
+
+def _mlp(widths):
+    from minifreeze.models import Layer, Model
+    layers = [Layer("flat", "flatten")]
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        layers += [Layer(f"fc{i + 1}", "linear", {"in": a, "out": b}), Layer(f"r{i + 1}", "relu")]
+    return Model("mlp", (widths[0], 1, 1), tuple(layers[:-1]))
+
+
+def _paths_reference(masks, widths):
+    """Each kept weight that lies on some input-to-output path, by enumerating every path."""
+    import itertools
+    used = {k: np.zeros_like(m) for k, m in masks.items()}
+    for path in itertools.product(*(range(w) for w in widths)):
+        steps = [(f"fc{i + 1}.w", path[i + 1], path[i]) for i in range(len(widths) - 1)]
+        if all(masks[k][o, j] for k, o, j in steps):
+            for k, o, j in steps:
+                used[k][o, j] = 1
+    return used
+
+
+def test_effective_drops_weights_no_path_uses():
+    """Hand-made: hidden unit 0 has no kept input, hidden unit 2 no kept output."""
+    model = _mlp([2, 3, 2])
+    masks = {"fc1.w": np.array([[0, 0], [1, 0], [1, 1]], np.float32),   # (3, 2)
+             "fc2.w": np.array([[1, 1, 0], [0, 0, 0]], np.float32)}     # (2, 3)
+    eff = M.effective(model, masks)
+    assert eff["fc1.w"].tolist() == [[0, 0], [1, 0], [0, 0]]  # unit 2 feeds nothing
+    assert eff["fc2.w"].tolist() == [[0, 1, 0], [0, 0, 0]]    # unit 0 is fed by nothing
+    empty = {**masks, "fc2.w": np.zeros((2, 3), np.float32)}  # layer collapse: nothing connects
+    assert all(v.sum() == 0 for v in M.effective(model, empty).values())
+
+
+@given(seed=seeds, density=st.sampled_from([0.1, 0.3, 0.6]))
+def test_effective_is_every_kept_weight_on_some_path(seed, density):
+    """Against the definition itself (every input-to-output path enumerated), on small MLPs;
+    a subset of the mask, and a fixed point."""
+    widths = [3, 4, 3, 2]
+    rng = rng_from(seed)
+    model = _mlp(widths)
+    masks = {f"fc{i + 1}.w": (rng.random((b, a)) < density).astype(np.float32)
+             for i, (a, b) in enumerate(zip(widths, widths[1:]))}
+    eff = M.effective(model, masks)
+    want = _paths_reference(masks, widths)
+    for k in masks:
+        assert np.array_equal(eff[k], want[k]), k
+        assert (eff[k] <= masks[k]).all()
+    again = M.effective(model, eff)
+    assert all(np.array_equal(again[k], eff[k]) for k in eff)
+
+
+def test_effective_works_at_channel_level_through_convolutions():
+    """LeNet-5: a conv2 filter fed only by a conv1 channel with no kept weight is cut, and so is
+    every fc1 weight reading that filter's positions; an all-ones mask keeps everything (a frozen
+    network's trained entries are all connected: its frozen weights are nonzero)."""
+    model = get_model("lenet5")
+    ones = {k: np.ones(s, np.float32) for k, s in model.param_shapes().items() if k.endswith(".w")}
+    full = M.effective(model, ones)
+    assert all(np.array_equal(full[k], ones[k]) for k in ones)
+    masks = {k: v.copy() for k, v in ones.items()}
+    masks["conv1.w"][0] = 0                  # conv1 channel 0: no input reaches it
+    masks["conv2.w"][3] = 0
+    masks["conv2.w"][3, 0, 2, 2] = 1         # filter 3 reads channel 0 only
+    eff = M.effective(model, masks)
+    assert eff["conv2.w"][3].sum() == 0 and eff["conv2.w"][:, 0].sum() == 0  # channel 0 is dead
+    assert eff["conv2.w"][4].sum() == masks["conv2.w"][4].sum() - 25
+    positions = 4 * 4                        # conv2's 50 channels, pooled to 4x4, flattened
+    assert eff["fc1.w"][:, 3 * positions:4 * positions].sum() == 0
+    assert eff["fc1.w"][:, 4 * positions:5 * positions].sum() == 500 * positions
+    assert eff["conv1.w"].sum() == masks["conv1.w"].sum()

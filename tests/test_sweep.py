@@ -324,3 +324,24 @@ def test_trained_weights_are_reported_beside_trained_parameters():
     [row] = results.checkpoint_rows([g])
     assert (row["trained_params"], row["trained_weights"]) == (55, 15)
     assert results.trained_weights({"density": None}) is None
+
+
+def test_every_run_records_its_effective_weights(tmp_path):
+    """Pruned: the kept weights some input-to-output path uses (masks.effective), per layer and
+    in all; frozen: every trained weight is used (its frozen weights are nonzero). At q = 0.999
+    SNIP's LeNet-300-100 keeps weights no path uses."""
+    from minifreeze.train import TrainConfig
+    specs = sweep.expand_grid(["lenet300"], ["freezenet", "snip"], [0.999], [0],
+                              base=TrainConfig(epochs=1, shards=1), limit_train=200,
+                              limit_test=100)
+    sweep.sweep(specs, tmp_path, progress=False)
+    runs = {r["method"]: r for r in results.load_runs(tmp_path)}
+    fz, snip = runs["freezenet"], runs["snip"]
+    assert fz["effective_weights"] == fz["trained_weights"] == 266
+    assert snip["trained_weights"] == 266 and snip["effective_weights"] < 266
+    for d in snip["density"]:
+        if d["masked"]:
+            assert 0 <= d["effective"] <= d["trained"]
+    rows = {r["method"]: r for r in results.layer_rows(list(runs.values()))}
+    assert sum(rows["snip"]["effective"].values()) == snip["effective_weights"]
+    assert "used" in tables.layers_markdown(list(rows.values()))

@@ -159,6 +159,9 @@ def aggregate(runs: list[dict]) -> list[dict]:
             weights = [trained_weights(r) for r in ok]
             if all(w is not None for w in weights):
                 row["trained_weights"] = int(round(mean_std(weights)[0]))
+            effective = [r.get("effective_weights") for r in ok]
+            if all(e is not None for e in effective):  # runs that recorded it (masks.effective)
+                row["effective_weights"] = int(round(mean_std(effective)[0]))
             row["by_seed"] = {r.get("seed", 0): r["test_accuracy"] for r in ok}
             best = [r.get("best_of_checkpoints") for r in ok]
             if all(b is not None for b in best):  # SNIP's rule: the best of the last checkpoints
@@ -341,7 +344,9 @@ def against_pruned_pairs(groups: list[dict], frozen: str = HEADLINE[0]) -> list[
 def layer_rows(runs: list[dict]) -> list[dict]:
     """Per (network, method, rate) of runs with masks: the weights kept in each masked layer
     (mean over seeds) and the fewest in any seed; `emptied` names the layers some seed left
-    with no trainable weight (pruned, such a layer cuts the network: layer collapse)."""
+    with no trainable weight (pruned, such a layer cuts the network: layer collapse); where
+    every seed recorded it, `effective`: the kept weights some input-to-output path uses
+    (`masks.effective`; all of them in a frozen network), mean over seeds."""
     groups = group_runs(r for r in runs if r.get("density") and
                         any(d["masked"] for d in r["density"]) and "elsa_level" not in r)
     rows = []
@@ -349,11 +354,16 @@ def layer_rows(runs: list[dict]) -> list[dict]:
         names = [d["name"] for d in rs[0]["density"] if d["masked"]]
         kept = {n: [next(d["trained"] for d in r["density"] if d["name"] == n) for r in rs]
                 for n in names}
-        rows.append({"model": model, "method": method, "rate": rate,
-                     "seeds": sorted(r.get("seed", 0) for r in rs),
-                     "kept": {n: float(np.mean(v)) for n, v in kept.items()},
-                     "fewest": {n: int(min(v)) for n, v in kept.items()},
-                     "emptied": [n for n, v in kept.items() if min(v) == 0]})
+        row = {"model": model, "method": method, "rate": rate,
+               "seeds": sorted(r.get("seed", 0) for r in rs),
+               "kept": {n: float(np.mean(v)) for n, v in kept.items()},
+               "fewest": {n: int(min(v)) for n, v in kept.items()},
+               "emptied": [n for n, v in kept.items() if min(v) == 0]}
+        eff = {n: [next(d.get("effective") for d in r["density"] if d["name"] == n) for r in rs]
+               for n in names}
+        if all(v is not None for vs in eff.values() for v in vs):  # recorded by every seed
+            row["effective"] = {n: float(np.mean(v)) for n, v in eff.items()}
+        rows.append(row)
     return sorted(rows, key=lambda r: (r["model"], -r["rate"], _method_rank(r["method"]),
                                        r["method"]))
 

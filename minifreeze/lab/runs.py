@@ -110,6 +110,10 @@ def run_metrics(result, *, dataset: str, file_bytes: int, wall_seconds: float,
     shapes = result.model.param_shapes()
     total = result.model.num_params()
     trained = M.count_trained(shapes, result.masks)
+    # a pruned network's kept weights that some path uses; a frozen one's are all connected
+    pruned = result.masks is not None and c.mode == "prune"
+    effective = M.effective(result.model, result.masks) if pruned else result.masks
+    density = M.density_report(result.model, result.masks, effective)
     return {
         "model": c.model, "network": network_name(c.model, c.model_kwargs),
         "method": c.method, "score": c.score, "mode": c.mode, "rate": c.rate,
@@ -118,7 +122,10 @@ def run_metrics(result, *, dataset: str, file_bytes: int, wall_seconds: float,
         "total_params": total, "trained_params": trained, "compression": total / trained,
         "file_bytes": file_bytes, "dense_bytes": 4 * total, "wall_seconds": wall_seconds,
         "train_seconds": result.seconds, "plan": plan, "config": dataclasses.asdict(c),
-        "history": result.history, "density": M.density_report(result.model, result.masks),
+        "history": result.history, "density": density,
+        "trained_weights": sum(d["trained"] for d in density if d["name"].endswith(".w")),
+        "effective_weights": sum(d.get("effective", d["trained"]) for d in density
+                                 if d["name"].endswith(".w")),
         "environment": environment,
         "checkpoints": getattr(result, "checkpoints", None),
         "dead_units": getattr(result, "dead_units", None),

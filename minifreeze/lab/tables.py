@@ -105,12 +105,16 @@ def layers_markdown(rows: list[dict]) -> str:
         head = ["method", "rate", "seeds", *names]
         body = []
         for r in mine:
+            eff = r.get("effective") or {}
             cells = [f"{r['kept'][n]:.0f} ({r['fewest'][n]}{'!' if r['fewest'][n] == 0 else ''})"
+                     + (f", {eff[n]:.0f} used" if n in eff and eff[n] != r["kept"][n] else "")
                      for n in names]
             body.append({"method": r["method"], "rate": repr(r["rate"]),
                          "seeds": len(r["seeds"]), **dict(zip(names, cells))})
+        used = ("; \"used\": the kept weights some input-to-output path uses, where fewer"
+                if any(r.get("effective") for r in mine) else "")
         parts.append(f"{model}: weights kept per layer, mean over seeds (fewest in any seed; "
-                     f"0! = a layer emptied)\n\n" + markdown_table(body, head))
+                     f"0! = a layer emptied{used})\n\n" + markdown_table(body, head))
     return "\n\n".join(parts)
 
 
