@@ -1,4 +1,4 @@
-"""Data: MNIST from the committed IDX files, Fashion-MNIST and CIFAR-10 on demand, all verified.
+"""Data: MNIST and Fashion-MNIST from the committed IDX files, CIFAR-10 on demand, all verified.
 
     data = load_dataset("mnist")                      # offline: the repository's data/mnist/
     data.x_train.shape, data.y_train.shape            # (60000, 1, 28, 28) float32, (60000,) int64
@@ -13,8 +13,10 @@ value, then the magic, the dimensions and the length, and raises `DataError` nam
 what was wrong. CIFAR-10 comes as pickled python batches; each batch's SHA-256 is checked before it
 is unpickled.
 
-Fashion-MNIST and CIFAR-10 are fetched with pooch (pinned checksums) only when `download=True`;
-without it a missing file is an error that says how to get it. Pixels are scaled to [0, 1] and
+MNIST and Fashion-MNIST are committed under `data/` (origin, licence and sums in
+`data/README.md`). CIFAR-10, and Fashion-MNIST where its folder is missing, are fetched with
+pooch (pinned checksums) only when `download=True`; without it a missing file is an error that
+says how to get it. Pixels are scaled to [0, 1] and
 standardised with the training set's per-channel mean and standard deviation (constants below).
 Notebook `06_pipeline` uses this file.
 """
@@ -150,8 +152,9 @@ def load_idx_dataset(name: str, root=None, *, download: bool = False,
         path = folder / fname
         if not path.is_file():
             if not download or name != "fashion-mnist":
-                hint = (" (pass download=True or --download to fetch it)"
-                        if name == "fashion-mnist" else " (set MINIFREEZE_DATA or restore data/)")
+                hint = (" (restore data/fashion-mnist/ or pass download=True or --download to "
+                        "fetch it)" if name == "fashion-mnist" else
+                        " (set MINIFREEZE_DATA or restore data/)")
                 raise DataError(f"{path}: file not found{hint}")
             _fetch(FASHION_URL + fname, "sha256:" + sums[fname], folder, fname)
         arrays[key] = read_idx(path, sums.get(fname))

@@ -61,8 +61,8 @@ def test_idx_errors_name_the_file_and_the_problem(tmp_path):
         D.read_idx(tmp_path / "missing.gz")
 
 
-def test_missing_fashion_mnist_says_how_to_download(tmp_path):
-    with pytest.raises(D.DataError, match="download=True or --download"):
+def test_missing_fashion_mnist_says_how_to_get_it(tmp_path):
+    with pytest.raises(D.DataError, match="restore data/fashion-mnist/ or pass download=True"):
         D.load_dataset("fashion-mnist", tmp_path)
 
 
@@ -95,6 +95,18 @@ def test_committed_mnist_labels_match_the_published_counts():
     folder = D.data_root() / "mnist"
     y = D.read_idx(folder / "t10k-labels-idx1-ubyte.gz", D.SHA256["mnist"]["t10k-labels-idx1-ubyte.gz"])
     assert np.bincount(y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_committed_fashion_mnist_loads_offline_and_verified():
+    """data/fashion-mnist/ is the publisher's copy: it loads with no network, each file checked
+    against the pinned SHA-256, 6,000 training and 1,000 test images per class."""
+    data = D.load_dataset("fashion-mnist")
+    assert data.x_train.shape == (60000, 1, 28, 28) and data.x_test.shape == (10000, 1, 28, 28)
+    assert np.bincount(data.y_train).tolist() == [6000] * 10
+    assert np.bincount(data.y_test).tolist() == [1000] * 10
+    assert abs(float(data.x_train.mean())) < 1e-3 and abs(float(data.x_train.std()) - 1) < 1e-2
+    for fname, sha in D.SHA256["fashion-mnist"].items():
+        assert D.file_digest(D.data_root() / "fashion-mnist" / fname) == sha
 
 
 def test_limit_test_keeps_the_first_n_test_examples(tmp_path):
