@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lab test test-cuda-sim notebooks mnist study study-relu study-full collapse paper conv-relu-table dead-units-table clean
+.PHONY: install lab test test-cuda-sim notebooks mnist study study-relu study-full collapse sanity paper conv-relu-table dead-units-table clean
 
 install: $(STAMP)
 
@@ -129,6 +129,26 @@ collapse: install
 	$(COLLAPSE) $(LENET5) --rates 0.999 0.995
 	$(COLLAPSE) $(LENET5) --rates 0.99 0.9
 	$(BIN)/python -m minifreeze report $(COLLAPSE_OUT)
+
+# The sanity checks of Frankle et al. for both fates: each mask as chosen, shuffled within each
+# layer, trained from theta0 of seed + 1000 (frozen values too) and inverted (--variant), each
+# frozen and pruned: SNIP's (FreezeNet / SNIP), SynFlow's, GraSP's and |theta0|'s masks on
+# LeNet-300-100 (20 epochs) at q = 0.9, 0.99, 0.995, then FreezeNet and SNIP on LeNet-5-Caffe
+# (8 epochs) at 0.99 and 0.995; seeds 0-2, seed by seed, the study's hyperparameters. The
+# committed collapse runs count as finished (the "chosen" rows: same specs, same names). About
+# 300 runs: 234 new LeNet-300-100 runs of about 30 s and 36 LeNet-5 runs of about 3 minutes,
+# some 2 hours two at a time on 2 cores (estimated from the collapse runs' times); resumable.
+# Writes runs/sanity/ and its report; publish with
+# `python -m minifreeze publish runs/sanity notebooks/results/sanity`.
+SANITY_OUT ?= runs/sanity
+SANITY_VARIANTS ?= chosen shuffled redrawn inverted
+SANITY_LENET300 ?= freezenet snip synflow_freeze synflow_prune grasp_freeze grasp_prune magnitude_freeze magnitude_prune
+SANITY = $(BIN)/python -m minifreeze sweep --seeds $(STUDY_SEEDS) --out $(SANITY_OUT) --order seed $(STUDY_ARGS)
+sanity: install
+	mkdir -p $(SANITY_OUT) && cp -rn notebooks/results/collapse/*/ $(SANITY_OUT)/ 2>/dev/null || true  # the chosen masks' runs
+	for v in $(SANITY_VARIANTS); do $(SANITY) $(LENET300) --methods $(SANITY_LENET300) --rates 0.9 0.99 0.995 --variant $$v || exit 1; done
+	for v in $(SANITY_VARIANTS); do $(SANITY) $(LENET5) --methods freezenet snip --rates 0.99 0.995 --variant $$v || exit 1; done
+	$(BIN)/python -m minifreeze report $(SANITY_OUT)
 
 # The full grid of the study (two models, six methods and dense, seven rates, three seeds: 258
 # runs, about 3 hours on 2 cores by make study's run times): for a bigger machine

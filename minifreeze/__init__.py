@@ -37,3 +37,8 @@ __version__ = "0.1.0"
 # Every module that registers a method (methods.py holds the registry and the one-shot saliency
 # methods): imported here, so the registry is whole whichever module a program imports first.
 from minifreeze import weightmom, elsa, synflow, grasp  # noqa: E402,F401  (order: tables' order)
+from minifreeze import methods as _methods  # noqa: E402
+
+# |theta0| frozen and pruned (the sanity checks' magnitude baseline), registered last so that the
+# tables' order and the figures' colours of the methods above stay as they were.
+_methods.register_score_methods("magnitude")

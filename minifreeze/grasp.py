@@ -233,4 +233,4 @@ def grasp_select(model, theta0, data, config, buffers):
 
 
 methods.register_score(methods.Score("grasp", grasp_select, "GraSP's -theta * Hg (the "
-                                     "gradient flow kept) selects"))
+                                     "gradient flow kept) selects", keeps="lowest"))

@@ -26,11 +26,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Mapping
 
+import numpy as np
+
 from minifreeze import masks as M, saliency as S
 
-__all__ = ["Dense", "HEADLINE", "Method", "OneShot", "Options", "REGISTRY", "SCORES", "Score",
-           "baseline", "documented", "get",
-           "option_defaults", "option_fields", "register", "register_score", "require"]
+__all__ = ["Dense", "HEADLINE", "MaskVariant", "Method", "OneShot", "Options", "REGISTRY", "SCORES",
+           "Score", "VARIANTS", "baseline", "documented", "get", "option_defaults",
+           "option_fields", "redrawn_seed", "register", "register_score", "require",
+           "shuffle_within_layers"]
 
 
 def documented(default, help: str, **argparse_kwargs):
@@ -51,10 +54,12 @@ def require(ok: bool, what: str, expected: str, got) -> None:
 @dataclass(frozen=True)
 class Score:
     """A one-shot selection: `select(model, theta0, data, config, buffers)` returns
-    (scores or None, Masks) keeping round((1 - config.rate) N) weights."""
+    (scores or None, Masks) keeping round((1 - config.rate) N) weights; `keeps` says which end
+    of the scores it keeps ("highest", or "lowest" for GraSP), so that the mask can be inverted."""
     name: str
     select: Callable
     about: str
+    keeps: str = "highest"
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,11 @@ class Method:
         """The `trainer.Hook`s the method trains with."""
         return []
 
+    def init_seed(self, config) -> int:
+        """The seed the training starts from: theta0 of config.seed, unless the method re-draws it
+        (a sanity check's `redrawn` mask). The seed a saved file regenerates frozen weights from."""
+        return config.seed
+
     trains_itself: ClassVar[bool] = False
     """True: `run` trains the whole method (ELSA's phases), where `train.train` cannot."""
 
@@ -152,19 +162,6 @@ class Dense(Method):
     baseline: ClassVar[bool] = True
 
 
-@dataclass(frozen=True)
-class OneShot(Method):
-    """One score on one batch at theta0, the top (1 - q) kept, the rest frozen or pruned."""
-    overridable: ClassVar[bool] = True
-
-    def check(self, config) -> None:
-        require(config.score in SCORES, "score", f"one of {', '.join(SCORES)}", config.score)
-        require(config.mode in M.MODES, "mode", f"one of {', '.join(M.MODES)}", config.mode)
-
-    def select(self, model, theta0, data, config, buffers):
-        return SCORES[config.score].select(model, theta0, data, config, buffers)
-
-
 REGISTRY: dict[str, Method] = {}
 """Every method, by name, in the order tables and legends list them."""
 
@@ -187,11 +184,15 @@ def register_score(score: Score, *, methods: bool = True) -> Score:
         raise ValueError(f"score {score.name!r} is registered already")
     SCORES[score.name] = score
     if methods:
-        register(OneShot(f"{score.name}_freeze", f"{score.about}, the rest frozen", "freeze",
-                         score.name))
-        register(OneShot(f"{score.name}_prune", f"{score.about}, the rest pruned", "prune",
-                         score.name))
+        register_score_methods(score.name)
     return score
+
+
+def register_score_methods(name: str) -> None:
+    """Register the frozen and the pruned method of score `name`: `<name>_freeze`, `<name>_prune`."""
+    about = SCORES[name].about
+    register(OneShot(f"{name}_freeze", f"{about}, the rest frozen", "freeze", name))
+    register(OneShot(f"{name}_prune", f"{about}, the rest pruned", "prune", name))
 
 
 def get(name: str) -> Method:
@@ -270,6 +271,76 @@ def name_pins() -> dict:
         if m.Options is not None:
             out.update(m.Options.NAME_PINS)
     return out
+
+
+# --- one-shot methods, and the sanity checks of their masks --------------------------------------
+
+VARIANTS = ("chosen", "shuffled", "redrawn", "inverted")
+"""The sanity checks of Frankle et al. ("Pruning neural networks at initialization: why are we
+missing the mark?", ICLR 2021), for frozen and pruned networks alike: the mask as the score
+chose it; shuffled within each layer (the same count per layer, `shuffle_within_layers`); as
+chosen but trained from theta0 re-drawn from another seed (`redrawn_seed`: for a frozen network
+the frozen values change too); inverted (the weights the score ranks lowest kept, as many per
+scope; ties broken by position)."""
+
+
+def redrawn_seed(seed: int) -> int:
+    """The seed a `redrawn` mask's theta0 comes from: seed + 1000 (mod 2^32)."""
+    return (seed + 1000) % 2 ** 32
+
+
+def shuffle_within_layers(masks, seed) -> M.Masks:
+    """Each layer's mask with its entries permuted by a generator keyed on `seed`: the same
+    number kept in every layer, placed at random."""
+    rng = np.random.default_rng(seed)
+    return M.Masks({k: rng.permutation(m.ravel()).reshape(m.shape) for k, m in masks.items()})
+
+
+@dataclass(frozen=True)
+class MaskVariant(Options):
+    """A one-shot method's option: which variant of its mask trains (`VARIANTS`)."""
+    variant: str = documented("chosen", "one-shot methods: the mask as chosen, shuffled within "
+                              "each layer, trained from theta0 re-drawn from seed + 1000, or "
+                              "inverted (the lowest-ranked kept): Frankle et al.'s sanity checks",
+                              choices=VARIANTS)
+
+
+@dataclass(frozen=True)
+class OneShot(Method):
+    """One score on one batch at theta0, the top (1 - q) kept, the rest frozen or pruned; with
+    option `variant`, one of Frankle et al.'s sanity checks of that mask (`VARIANTS`)."""
+    overridable: ClassVar[bool] = True
+    Options: ClassVar[type] = MaskVariant
+
+    def check(self, config) -> None:
+        require(config.score in SCORES, "score", f"one of {', '.join(SCORES)}", config.score)
+        require(config.mode in M.MODES, "mode", f"one of {', '.join(M.MODES)}", config.mode)
+        require(config.options.variant in VARIANTS, "variant", f"one of {', '.join(VARIANTS)}",
+                config.options.variant)
+
+    def select(self, model, theta0, data, config, buffers):
+        score = SCORES[config.score]
+        scores, masks = score.select(model, theta0, data, config, buffers)
+        variant = config.options.variant
+        if variant == "shuffled":
+            masks = shuffle_within_layers(masks, [config.seed, 5])
+        elif variant == "inverted":
+            if scores is None:
+                raise ValueError(f"variant inverted: score {config.score} gives no scores to "
+                                 f"invert")
+            sign = -1 if score.keeps == "highest" else 1
+            masks = M.select_topk({k: sign * v for k, v in scores.items()}, config.rate,
+                                  scope=config.scope)
+        return scores, masks
+
+    def init_seed(self, config) -> int:
+        return redrawn_seed(config.seed) if config.options.variant == "redrawn" else config.seed
+
+    def group(self, config: dict) -> str:
+        """The method's name, and `_<variant>` for a sanity check's variant (`shuffled`, ...):
+        a variant is never averaged with the mask as chosen."""
+        variant = (config.get("options") or {}).get("variant", "chosen")
+        return self.name if variant == "chosen" else f"{self.name}_{variant}"
 
 
 # --- the methods of SNIP and FreezeNet: saliency scores from saliency.py -------------------------

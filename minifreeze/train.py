@@ -318,7 +318,8 @@ class TrainResult:
     def checkpoint(self) -> storage.Checkpoint:
         c = self.config
         return storage.Checkpoint(c.model, self.params, masks=self.masks or {},
-                                  buffers=self.buffers, seed=c.seed, init_scheme=c.init,
+                                  buffers=self.buffers, seed=methods.get(c.method).init_seed(c),
+                                  init_scheme=c.init,
                                   mode=c.mode, meta=checkpoint_meta(c),
                                   model_kwargs=dict(c.model_kwargs))
 
@@ -333,12 +334,16 @@ def checkpoint_meta(c: TrainConfig) -> dict:
 def prepare(config: TrainConfig, data: Dataset) -> Setup:
     """theta0 from the seed, then the method's selection (`Method.select`: for a one-shot
     method scores on one batch and masks) and the frozen or pruned starting params. Dense and
-    gradual methods select nothing and start from theta0, unmasked."""
+    gradual methods select nothing and start from theta0, unmasked. A `redrawn` sanity check
+    (`methods.VARIANTS`) keeps the mask and starts from theta0 of `Method.init_seed` instead."""
     c = config.resolved()
+    method = methods.get(c.method)
     model = models.get_model(c.model, **c.model_kwargs)
     theta0 = init.init_params(model, c.seed, c.init)
     buffers = model.init_buffers()
-    scores, masks = methods.get(c.method).select(model, theta0, data, c, buffers)
+    scores, masks = method.select(model, theta0, data, c, buffers)
+    if method.init_seed(c) != c.seed:  # a sanity check: this mask, trained from another draw
+        theta0 = init.init_params(model, method.init_seed(c), c.init)
     if masks is None:
         return Setup(model, theta0, None, M.apply_mode(theta0, None, "freeze"), buffers)
     return Setup(model, theta0, masks, M.apply_mode(theta0, masks, c.mode), buffers, scores)

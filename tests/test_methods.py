@@ -59,8 +59,11 @@ def test_a_method_without_a_score_refuses_one():
 def test_each_method_owns_its_options_nested_in_the_config():
     from minifreeze.elsa import ElsaOptions
     from minifreeze.weightmom import Schedule
-    assert TrainConfig(method="freezenet").resolved().options is None
-    with pytest.raises(ValueError, match="options: expected none \\(method freezenet has no options"):
+    assert TrainConfig(method="freezenet").resolved().options == methods.MaskVariant("chosen")
+    assert TrainConfig(method="dense").resolved().options is None
+    with pytest.raises(ValueError, match="options: expected none \\(method dense has no options"):
+        TrainConfig(method="dense", options={"prune_every": 7}).resolved()
+    with pytest.raises(ValueError, match="options: expected fields of MaskVariant"):
         TrainConfig(method="freezenet", options={"prune_every": 7}).resolved()
     g = TrainConfig(method="gmp", options={"prune_every": 7}).resolved()
     assert g.options == Schedule(prune_every=7)
@@ -232,3 +235,40 @@ def test_a_method_with_an_option_is_one_module(monkeypatch, tmp_path, capsys):
     metrics = json.loads((tmp_path / "toy" / "metrics.json").read_text())
     assert metrics["method"] == "toy_nth" and metrics["config"]["options"] == {"keep_every": 5}
     assert metrics["trained_params"] < metrics["total_params"]
+
+
+def test_the_sanity_checks_of_a_mask(small, tmp_path):
+    """Frankle et al.'s variants of one mask: shuffled keeps each layer's count at other places;
+    inverted keeps the lowest-ranked (disjoint from the chosen at q = 0.99; GraSP, which keeps its
+    lowest scores, inverts the other way); redrawn keeps the chosen mask and starts from theta0
+    of seed + 1000, frozen values too, and its file regenerates them from that seed."""
+    from minifreeze import init
+    base = TrainConfig(model="lenet300", method="freezenet", rate=0.99, seed=2, epochs=1)
+    setups = {v: prepare(replace(base, options={"variant": v}), small)
+              for v in methods.VARIANTS}
+    chosen = setups["chosen"]
+    for k, m in chosen.masks.items():
+        assert setups["shuffled"].masks[k].sum() == m.sum()
+        assert not np.array_equal(setups["shuffled"].masks[k], m)
+        assert (setups["inverted"].masks[k] * m).sum() == 0
+        assert np.array_equal(setups["redrawn"].masks[k], m)
+    redrawn = init.init_params(chosen.model, methods.redrawn_seed(2), "xavier")
+    for k, v in setups["redrawn"].params.items():
+        assert np.array_equal(v, redrawn[k])
+        assert k.endswith(".b") or not np.array_equal(v, chosen.theta0[k])  # biases start at 0
+    grasp = TrainConfig(model="lenet300", method="grasp_prune", rate=0.99, seed=2, epochs=1)
+    g, gi = (prepare(replace(grasp, options={"variant": v}), small) for v in ("chosen", "inverted"))
+    order = {k: np.argsort(g.scores[k].ravel()) for k in g.scores}  # GraSP keeps the lowest
+    assert all((gi.masks[k] * g.masks[k]).sum() == 0 for k in g.masks)
+    top = max(g.scores["fc1.w"].ravel()[gi.masks["fc1.w"].ravel() == 1])
+    assert top == g.scores["fc1.w"].ravel()[order["fc1.w"][-1]]
+    result = train(replace(base, options={"variant": "redrawn"}), small, progress=False)
+    storage.save(tmp_path / "r.mfz", result.checkpoint())
+    back = storage.load(tmp_path / "r.mfz")
+    assert back.seed == methods.redrawn_seed(2)
+    for k, m in back.masks.items():
+        assert np.array_equal(back.params[k][m == 0], redrawn[k][m == 0])
+    assert methods.get("freezenet").group({"options": {"variant": "shuffled"}}) == \
+        "freezenet_shuffled"
+    with pytest.raises(ValueError, match="variant: expected one of chosen"):
+        TrainConfig(method="snip", options={"variant": "reversed"}).resolved()

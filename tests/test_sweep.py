@@ -345,3 +345,10 @@ def test_every_run_records_its_effective_weights(tmp_path):
     rows = {r["method"]: r for r in results.layer_rows(list(runs.values()))}
     assert sum(rows["snip"]["effective"].values()) == snip["effective_weights"]
     assert "used" in tables.layers_markdown(list(rows.values()))
+    # what each costs to store: the .mfz gzipped, and every parameter as float32 gzipped
+    for r in (fz, snip):
+        assert 0 < r["gzip_bytes"] <= r["file_bytes"] + 64
+        assert r["dense_gzip_bytes"] <= r["dense_bytes"] + 64
+    assert snip["dense_gzip_bytes"] < fz["dense_gzip_bytes"]  # pruned zeros compress, theta0 not
+    text = pages.page_tables(results.aggregate(list(runs.values())))["storage"]
+    assert "| lenet300 | snip | 0.999 |" in text and "dense gzip bytes" in text

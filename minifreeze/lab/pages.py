@@ -23,7 +23,7 @@ from minifreeze.lab.results import (
 from minifreeze.lab.tables import (
     AGGREGATE_COLUMNS, RUN_COLUMNS, SUMMARY_COLUMNS, checkpoint_table, compare_markdown,
     dead_units_markdown, elsa_cost_markdown, elsa_markdown, environments_markdown, format_rows,
-    layers_markdown, markdown_table, pairs_table, pivot_markdown, write_csv)
+    layers_markdown, markdown_table, pairs_table, pivot_markdown, storage_markdown, write_csv)
 from minifreeze.methods import HEADLINE
 from minifreeze.lab.figures import (
     is_gradual, plot_bytes, plot_gap, plot_gradual, plot_history, plot_rates)
@@ -67,7 +67,8 @@ def page_tables(groups: list[dict], runs: list[dict] | None = None) -> dict[str,
     kinds that need them): `pivot` (accuracy by method and rate, one table per network),
     `groups` (mean and std per group), `checkpoints` (final epoch and SNIP's rule against
     dense), `compare` (FreezeNet - SNIP per network and rate), `frozen_pruned` (each mask frozen
-    against pruned), `against_pruned` (FreezeNet against every pruned method) and, with runs,
+    against pruned), `against_pruned` (FreezeNet against every pruned method), `storage` (the
+    bytes stored, gzipped, where the runs recorded them) and, with runs,
     `layers` (weights kept per layer: layer collapse), `runs` (one row per run: accuracy,
     trained parameters, compression, bytes on disk, epochs, training seconds) and, where ELSA
     ran, `elsa` (each level against the best pruned method alone) and `elsa_cost` (its seconds
@@ -78,6 +79,8 @@ def page_tables(groups: list[dict], runs: list[dict] | None = None) -> dict[str,
               "compare": compare_markdown(groups),
               "frozen_pruned": pairs_table(pair_rows(groups, freeze_prune_pairs(groups))),
               "against_pruned": pairs_table(pair_rows(groups, against_pruned_pairs(groups)))}
+    if any("gzip_bytes" in g for g in groups):
+        tables["storage"] = storage_markdown(groups)
     if runs is not None:
         tables["layers"] = layers_markdown(layer_rows(runs))
         dead = dead_unit_rows(runs)
@@ -166,6 +169,10 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
                   pairs_table(list(against_pruned))]
     if layers:
         parts += ["", "## Weights kept per layer", "", layers_markdown(list(layers))]
+    if any("gzip_bytes" in g for g in groups):
+        parts += ["", "## What each network costs to store (bytes, mean over seeds: the .mfz, it "
+                      "gzipped, and every parameter as float32 gzipped)", "",
+                  storage_markdown(groups)]
     dead = dead_unit_rows(runs)
     if dead:
         parts += ["", "## Dead ReLU units (no positive output on the first 1,000 training "

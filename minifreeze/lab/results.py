@@ -159,6 +159,10 @@ def aggregate(runs: list[dict]) -> list[dict]:
             weights = [trained_weights(r) for r in ok]
             if all(w is not None for w in weights):
                 row["trained_weights"] = int(round(mean_std(weights)[0]))
+            for key in ("gzip_bytes", "dense_gzip_bytes"):  # runs that recorded them
+                sizes = [r.get(key) for r in ok]
+                if all(v is not None for v in sizes):
+                    row[key] = int(round(mean_std(sizes)[0]))
             effective = [r.get("effective_weights") for r in ok]
             if all(e is not None for e in effective):  # runs that recorded it (masks.effective)
                 row["effective_weights"] = int(round(mean_std(effective)[0]))

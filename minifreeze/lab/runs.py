@@ -256,6 +256,7 @@ def run(spec: RunSpec, out, *, data: D.Dataset | None = None, progress: bool | N
                                  wall_seconds=time.perf_counter() - t0,
                                  backend=backend.get_backend(), plan=plan,
                                  environment=run_environment(c))
+    metrics.update(storage.stored_sizes(out / MODEL, result.params))  # the bytes, gzipped
     metrics.update(methods.get(c.method).record(result, data, out / MODEL))  # e.g. ELSA's levels
     metrics.update(run=out.name, spec=spec.to_dict(), model_sha256=_file_sha256(out / MODEL))
     metrics = seal(_jsonable(metrics))
@@ -282,7 +283,8 @@ def _diverged(spec: RunSpec, out: Path, err: T.TrainingDiverged) -> dict:
         kept, n = sum(int(m.sum()) for m in masks.values()), sum(m.size for m in masks.values())
         rate = rate if M.keep_count(n, rate) == kept else 1 - kept / n
     storage.save(out / LAST_GOOD, storage.Checkpoint(
-        c.model, err.params, masks=masks, buffers=err.buffers, seed=c.seed, init_scheme=c.init,
+        c.model, err.params, masks=masks, buffers=err.buffers,
+        seed=methods.get(c.method).init_seed(c), init_scheme=c.init,
         mode=mode, meta={**T.checkpoint_meta(c), "rate": rate, "dataset": spec.dataset},
         model_kwargs=dict(c.model_kwargs)))
     loss = err.loss if math.isfinite(err.loss) else str(err.loss)  # JSON has no NaN
