@@ -137,6 +137,7 @@ def _cuda() -> Kernels:
 _LOADERS: dict[str, Callable[[], Kernels]] = {"numba": _numba, "numpy": _numpy, "cuda": _cuda}
 _tables: dict[str, Kernels] = {}
 _active: str | None = None
+_table: Kernels | None = None  # the active backend's table, set with it
 
 
 def require(name: str) -> Kernels:
@@ -177,8 +178,8 @@ def default_backend() -> str:
 
 def set_backend(name: str) -> None:
     """Make `name` the active backend for the rest of the process (raises if unavailable)."""
-    global _active
-    require(name)
+    global _active, _table
+    _table = require(name)
     _active = name
 
 
@@ -201,5 +202,6 @@ def use_backend(name: str) -> Iterator[Kernels]:
 
 
 def kernels() -> Kernels:
-    """The kernel table of the active backend."""
-    return require(get_backend())
+    """The kernel table of the active backend: the one `set_backend` looked up (the layers ask
+    for it on every call; this is a read, not a lookup)."""
+    return _table if _table is not None else require(get_backend())
