@@ -272,3 +272,23 @@ def test_the_sanity_checks_of_a_mask(small, tmp_path):
         "freezenet_shuffled"
     with pytest.raises(ValueError, match="variant: expected one of chosen"):
         TrainConfig(method="snip", options={"variant": "reversed"}).resolved()
+
+
+def test_report_pairs_each_sanity_variant_frozen_against_pruned():
+    """A variant's runs are grouped apart (freezenet_shuffled) and paired with the same variant
+    pruned, by seed; never with the mask as chosen."""
+    runs = []
+    for variant, fz, sn in (("chosen", 0.90, 0.80), ("shuffled", 0.70, 0.60)):
+        for m, acc in (("freezenet", fz), ("snip", sn)):
+            for s in (0, 1, 2):
+                r = _run(m, s, acc + 0.01 * s, {"fc1.w": 3})
+                r["config"] = {"options": {"variant": variant}}
+                runs.append(r)
+    groups = results.aggregate(runs)
+    assert {g["method"] for g in groups} == {"freezenet", "snip", "freezenet_shuffled",
+                                             "snip_shuffled"}
+    assert results.freeze_prune_pairs(groups) == [("freezenet", "snip"),
+                                                 ("freezenet_shuffled", "snip_shuffled")]
+    rows = results.pair_rows(groups, results.freeze_prune_pairs(groups))
+    assert [(r["a"], round(r["difference"], 6)) for r in rows] == [
+        ("freezenet", 0.1), ("freezenet_shuffled", 0.1)]

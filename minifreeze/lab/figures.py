@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minifreeze.methods import HEADLINE, REGISTRY
+from minifreeze.methods import HEADLINE, REGISTRY, VARIANTS
 from minifreeze.lab.results import ReportError, group_runs, is_baseline, network_of
 
 
@@ -117,9 +117,13 @@ def method_style(method: str) -> dict:
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     keys = list(dict.fromkeys(m.mask_key for m in REGISTRY.values() if not m.baseline))
     m = REGISTRY.get(method)
-    i = keys.index(m.mask_key) if m is not None else len(keys) + sum(map(ord, method)) % 4
+    base, _, variant = method.rpartition("_")
+    if m is None and variant in VARIANTS and base in REGISTRY:  # a sanity check: its method's
+        m = REGISTRY[base]                                     # colour and dashes
+    # a group outside the registry (elsa_gmp): one of the last four colours, whatever is registered
+    i = keys.index(m.mask_key) if m is not None else len(colours) - 1 - sum(map(ord, method)) % 4
     pruned = m is not None and m.pruned
-    j = list(REGISTRY).index(method) if m is not None else sum(map(ord, method))
+    j = list(REGISTRY).index(method) if method in REGISTRY else sum(map(ord, method))
     return {"color": colours[i % len(colours)], "ls": "--" if pruned else "-",
             "marker": MARKERS[j % len(MARKERS)]}  # a marker per method: none hides another
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minifreeze.methods import HEADLINE, REGISTRY
+from minifreeze.methods import HEADLINE, REGISTRY, VARIANTS
 
 
 SUMMARY_COLUMNS = ("method", "rate", "test_accuracy", "trained_params", "compression",
@@ -328,13 +328,20 @@ def pair_rows(groups: list[dict], pairs) -> list[dict]:
 
 def freeze_prune_pairs(groups: list[dict]) -> list[tuple[str, str]]:
     """(frozen, pruned) for every mask in the registry whose two methods both ran: the same mask,
-    frozen against pruned (FreezeNet against SNIP, synflow_freeze against synflow_prune, ...)."""
+    frozen against pruned (FreezeNet against SNIP, synflow_freeze against synflow_prune, ...);
+    then the same for each sanity-check variant that ran (freezenet_shuffled against
+    snip_shuffled, ...)."""
     ran = {g["method"] for g in groups}
     by_mask: dict[str, dict[str, str]] = {}
     for m in REGISTRY.values():
-        if m.uses_rate and m.name in ran:
+        if m.uses_rate:
             by_mask.setdefault(m.mask_key, {})[m.mode] = m.name
-    return [(d["freeze"], d["prune"]) for d in by_mask.values() if len(d) == 2]
+    pairs = []
+    for variant in VARIANTS:  # the mask as chosen, then each sanity check of it (`--variant`)
+        suffix = "" if variant == "chosen" else f"_{variant}"
+        pairs += [(d["freeze"] + suffix, d["prune"] + suffix) for d in by_mask.values()
+                  if len(d) == 2 and {d["freeze"] + suffix, d["prune"] + suffix} <= ran]
+    return pairs
 
 
 def against_pruned_pairs(groups: list[dict], frozen: str = HEADLINE[0]) -> list[tuple[str, str]]:
