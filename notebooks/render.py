@@ -8,16 +8,19 @@ Each notebook runs in a fresh kernel with papermill, from notebooks/ (where the 
 are), with MINIFREEZE_FAST=0 (or 1 with --fast) and one OpenBLAS thread. The executed copy, with its
 figures, is written to a temporary name and renamed when the notebook has run to the end, so a
 failed notebook leaves its previous copy in place. Its metadata records the mode, the seconds it
-took and where it ran; the out folder's README.md lists them. tests/test_course.py checks that
-every rendered copy's cells are the source notebook's, so a change to a notebook without
-re-rendering fails `make test`.
+took and where it ran, and a digest of each committed results folder it reads (`results_read`);
+the out folder's README.md lists them. tests/test_course.py checks that every rendered copy's
+cells are the source notebook's and that the results it read are still the committed ones, so a
+change to a notebook, or a new committed run it reads, without re-rendering fails `make test`.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -30,6 +33,31 @@ OUT = ROOT / "docs" / "course"
 def sources() -> list[Path]:
     """The course notebooks, then the solutions, as notebooks/README.md lists them."""
     return sorted(NOTEBOOKS.glob("*.ipynb")) + sorted(NOTEBOOKS.glob("solutions/*.ipynb"))
+
+
+RESULTS = NOTEBOOKS / "results"
+READ_KINDS = (".json", ".csv", ".md")
+"""The committed result files a notebook's numbers come from (not its figures, which `report`
+draws from them)."""
+
+
+def results_read(path: Path) -> dict[str, str]:
+    """{folder: digest} for every folder of notebooks/results/ that notebook `path`'s code names
+    ("results/collapse", RESULTS / "collapse", ...): the SHA-256 over that folder's data files,
+    their paths and bytes. A copy rendered before one of them changed shows a different digest."""
+    nb = json.loads(path.read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    named = set(re.findall(r"results[\"'/, ]+[\"']?([A-Za-z0-9_]+)", code, re.I))
+    return {name: folder_digest(RESULTS / name) for name in sorted(named)
+            if (RESULTS / name).is_dir()}
+
+
+def folder_digest(folder: Path) -> str:
+    """SHA-256 over the data files under `folder` (READ_KINDS), each its relative path and bytes."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in folder.rglob("*") if q.is_file() and q.suffix in READ_KINDS):
+        h.update(p.relative_to(folder).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def where() -> dict:
@@ -51,13 +79,14 @@ def render(path: Path, out: Path, fast: bool) -> dict:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.stem}.partial.ipynb")  # hidden: not listed, not tested
+    read = results_read(path)  # before it runs: what it will have read
     start = time.perf_counter()
     papermill.execute_notebook(str(path), str(partial), cwd=str(NOTEBOOKS), kernel_name="python3",
                                progress_bar=False)
     seconds = round(time.perf_counter() - start, 1)
     nb = nbformat.read(partial, as_version=nbformat.NO_CONVERT)
     record = {"source": path.relative_to(NOTEBOOKS).as_posix(), "mode": "fast" if fast else "full",
-              "seconds": seconds, "environment": where()}
+              "seconds": seconds, "environment": where(), "results": read}
     pm = nb.metadata.get("papermill", {})  # papermill records absolute paths: keep them relative
     pm.update(input_path=f"notebooks/{record['source']}",
               output_path=out.relative_to(ROOT).as_posix() if out.is_relative_to(ROOT) else out.name)
@@ -91,6 +120,10 @@ def index(out: Path) -> str:
         "copy's cells differ from its source notebook's, so these are the notebooks as committed. The",
         "committed notebooks themselves carry no outputs. Times are wall-clock seconds on the machine",
         "below (other jobs may have shared its cores: upper bounds).",
+        "",
+        "Reading order (notebooks/README.md's, and 00's roadmap): the argument 00, 04, 06, 05, 07,",
+        "10, 08, 09; the engine, 01-03, whenever \"how is this computed?\" comes up; the",
+        "solutions after their notebooks. Every term on one page: [the cheat sheet](cheatsheet.md).",
         "",
         "| notebook | mode | seconds |",
         "| --- | --- | ---: |",

@@ -50,6 +50,37 @@ def test_rendered_copy_is_the_committed_notebook_executed_in_full_mode(name):
     assert not errors, f"docs/course/{name}: cells {errors} raised"
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_rendered_copy_read_the_results_committed_now(name):
+    """A rendered copy records the committed results folders it read (their digests): a run
+    published into one of them, or a report rewritten, without re-rendering fails here."""
+    copy = render.OUT / name
+    if not copy.exists():
+        pytest.skip("no rendered copy (the test above fails)")
+    record = nbformat.read(copy, as_version=nbformat.NO_CONVERT).metadata.get("minifreeze", {})
+    now = render.results_read(render.NOTEBOOKS / name)
+    stale = sorted(k for k in set(now) | set(record.get("results", {}))
+                   if now.get(k) != record.get("results", {}).get(k))
+    assert not stale, (f"docs/course/{name} was rendered from other committed results in "
+                       f"notebooks/results/{{{', '.join(stale)}}}: run `make course "
+                       f"COURSE={name[:-6]}` and commit docs/course/")
+
+
+def test_a_changed_result_file_is_seen(tmp_path, monkeypatch):
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "summary.csv").write_text("a\n1\n")
+    (tmp_path / "demo" / "figure.png").write_bytes(b"png")
+    nb = tmp_path / "n.ipynb"
+    nb.write_text('{"cells": [{"cell_type": "code", "source": ["RESULTS / \\"demo\\"\\n"]}]}')
+    monkeypatch.setattr(render, "RESULTS", tmp_path)
+    before = render.results_read(nb)
+    assert list(before) == ["demo"]
+    (tmp_path / "demo" / "figure.png").write_bytes(b"other")  # a figure: not a data file
+    assert render.results_read(nb) == before
+    (tmp_path / "demo" / "summary.csv").write_text("a\n2\n")
+    assert render.results_read(nb) != before
+
+
 def test_no_rendered_copy_without_a_source():
     extra = [p.relative_to(render.OUT).as_posix() for p in render.rendered(render.OUT)
              if p.relative_to(render.OUT).as_posix() not in NAMES]

@@ -26,3 +26,31 @@ def test_exercise_runs_to_the_end(notebook, parameters, tmp_path, monkeypatch):
     papermill.execute_notebook(str(NOTEBOOKS / notebook), str(tmp_path / notebook),
                                parameters=parameters, cwd=str(NOTEBOOKS), kernel_name="python3",
                                progress_bar=False)
+
+
+def test_exercise_10_1_prints_what_its_answer_says(tmp_path, monkeypatch):
+    """10.1 as a student does it (RATE = 0.995 in the parameters cell, full mode: a few
+    seconds), and the answer key's claims checked against what the run prints."""
+    papermill = pytest.importorskip("papermill")
+    import nbformat
+    monkeypatch.setenv("MINIFREEZE_FAST", "0")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    out = tmp_path / "10.ipynb"
+    papermill.execute_notebook(str(NOTEBOOKS / "10_layer_collapse.ipynb"), str(out),
+                               parameters={"RATE": 0.995}, cwd=str(NOTEBOOKS),
+                               kernel_name="python3", progress_bar=False)
+    text = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells
+                   if c.cell_type == "code" for o in c.outputs)
+    answer = "".join(c.source for c in nbformat.read(NOTEBOOKS / "10_layer_collapse.ipynb",
+                                                     as_version=4).cells
+                     if c.source.startswith("**Answers.**"))
+    # the key: no layer emptied; GraSP keeps 220 of fc1's and 868 of fc2's, random 2 of conv1's
+    assert "GraSP's mask at q = 0.995 empties no layer" in text
+    row = next(line for line in text.splitlines() if line.startswith("grasp "))
+    assert row.split() == ["grasp", "270", "794", "220", "868", "2152"]
+    assert "keeps 220 of\n   `fc1`'s weights and 868 of `fc2`'s" in answer
+    assert "random          2 " in text and "the random mask 2 of `conv1`'s" in answer
+    spread = text.split("grasp_prune   logits' spread over images ")[1][:6]
+    frozen = text.split("grasp_freeze  logits' spread over images ")[1][:5]
+    assert (spread, frozen) == ("0.0529", "0.273")
+    assert "spread 0.053, the frozen one's\n   0.27" in answer
