@@ -132,3 +132,14 @@ def test_every_inline_question_has_its_answer_and_no_answer_is_orphaned():
     assert asked, "no notebook asks an inline question (a markdown cell starting **Question NN.A**)"
     assert not set(asked) - answers, f"solutions/questions.md does not answer {sorted(set(asked) - answers)}"
     assert not answers - set(asked), f"solutions/questions.md answers {sorted(answers - set(asked))}, which no notebook asks"
+
+
+def test_every_inline_question_has_a_cell_for_the_students_answer():
+    for path in NOTEBOOKS:
+        cells = nbformat.read(path, as_version=nbformat.NO_CONVERT).cells
+        for i, cell in enumerate(cells):
+            if cell.cell_type == "markdown" and QUESTION.match(cell.source):
+                after = cells[i + 1] if i + 1 < len(cells) else None
+                assert after is not None and after.cell_type == "markdown" and \
+                    after.source.startswith("**Your answer**"), \
+                    f"{_name(path)}: question {QUESTION.match(cell.source).group(1)} has no answer cell after it"

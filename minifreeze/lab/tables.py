@@ -16,8 +16,6 @@ from minifreeze.lab.results import (
     DEAD_POINTS, SUMMARY_COLUMNS, checkpoint_rows, compare, environments, method_order)
 
 
-
-
 def _cell(key: str, value) -> str:
     if value is None:
         return "-"
