@@ -12,7 +12,6 @@ EXERCISES = [
     ("00_results_first.ipynb", {"SEEDS": [0, 1]}),                        # 00.1: a band
     ("05_freeze_vs_prune.ipynb", {"LR": 0.2}),                            # 05.3: a larger step
     ("05_freeze_vs_prune.ipynb", {"SEED": 1}),                            # 05.4: another seed
-    ("07_study.ipynb", {"METHODS": ["freezenet", "snip"], "SEEDS": [0, 1, 2]}),  # 07.2
     ("10_layer_collapse.ipynb", {"RATE": 0.995}),                         # 10.1: a milder rate
 ]
 
@@ -54,3 +53,30 @@ def test_exercise_10_1_prints_what_its_answer_says(tmp_path, monkeypatch):
     frozen = text.split("grasp_freeze  logits' spread over images ")[1][:5]
     assert (spread, frozen) == ("0.0529", "0.273")
     assert "spread 0.053, the frozen one's\n   0.27" in answer
+
+
+def test_exercise_07_2_in_the_kept_folder(tmp_path, monkeypatch):
+    """07.2 as written: run 07, then again with two methods, three seeds and ROOT set to the
+    first run's folder. The second sweep trains only the new runs (the key: seeds not run
+    before, for dense and each method and rate) and its tables use its own runs only."""
+    papermill = pytest.importorskip("papermill")
+    import nbformat
+    monkeypatch.setenv("MINIFREEZE_FAST", "1")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    root = tmp_path / "runs"
+    outputs = []
+    for i, parameters in enumerate(({"ROOT": str(root)},
+                                    {"ROOT": str(root), "METHODS": ["freezenet", "snip"],
+                                     "SEEDS": [0, 1, 2]})):
+        out = tmp_path / f"07-{i}.ipynb"
+        papermill.execute_notebook(str(NOTEBOOKS / "07_study.ipynb"), str(out),
+                                   parameters=parameters, cwd=str(NOTEBOOKS),
+                                   kernel_name="python3", progress_bar=False)
+        outputs.append("".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells
+                               if c.cell_type == "code" for o in c.outputs))
+    # fast mode: one rate; the first run had seed 0 of dense and six methods (7 runs); the second
+    # asks for dense, FreezeNet and SNIP at seeds 0-2 (9), of which seed 0's three are finished
+    assert "first sweep: 7 runs trained" in outputs[0] and ", 0 finished before" in outputs[0]
+    assert "first sweep: 6 runs trained" in outputs[1] and ", 3 finished before" in outputs[1]
+    assert "second sweep: 0 trained, 9 already finished" in outputs[1]
+    assert "grad_freeze" not in outputs[1].split("second sweep")[1]  # this sweep's runs only
