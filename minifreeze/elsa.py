@@ -249,7 +249,7 @@ def level_rows(ckpt: storage.Checkpoint) -> list[dict]:
             own += len(storage.encode_mask(m)[1]) if level < len(rates) else 0
             idx = np.flatnonzero(lv == level).astype(np.uint64)
             joined += len(storage.encode_varints(np.diff(idx, prepend=np.uint64(0)) if idx.size
-                                         else idx)) if level < len(rates) else 0
+                                                 else idx)) if level < len(rates) else 0
         rows.append({"level": level, "rate": rate, "kept_weights": kept,
                      "joined_bytes": joined, "own_mask_bytes": own,
                      "extracted_bytes": len(storage.to_bytes(extract_level(ckpt, rate)))})
@@ -261,20 +261,21 @@ def extract_level(ckpt: storage.Checkpoint, rate: float) -> storage.Checkpoint:
     masks = the weights that joined at that level or before, everything else 0."""
     rates = ckpt.meta.get("levels")
     if not ckpt.levels or not rates:
-        raise storage.StorageError(f"not an ELSA file (method {ckpt.meta.get('method')}): only a file "
-                           f"written by --method elsa holds levels to extract")
+        raise storage.StorageError(f"not an ELSA file (method {ckpt.meta.get('method')}): only "
+                                   f"a file written by --method elsa holds levels to extract")
     names = ", ".join(f"{q!r}" + (" (dense)" if q == 0 else "") for q in rates)
     match = [i for i, q in enumerate(rates, 1) if np.isclose(q, rate, rtol=0, atol=1e-12)]
     if not match:
-        raise storage.StorageError(f"rate {rate!r} is not a level of this file; its levels are {names}")
+        raise storage.StorageError(f"rate {rate!r} is not a level of this file; its levels are "
+                                   f"{names}")
     level = match[0]
     masks = dict(level_masks(ckpt.levels, level))
     params = extract(ckpt.params, ckpt.levels, level)
     meta = {k: v for k, v in ckpt.meta.items() if k != "levels"}
     meta.update(rate=rates[level - 1], elsa_level=level, elsa_levels=rates)
     return storage.Checkpoint(ckpt.model_name, params, masks=masks if level < len(rates) else {},
-                      buffers=ckpt.buffers, seed=ckpt.seed, init_scheme=ckpt.init_scheme,
-                      mode="prune", meta=meta, model_kwargs=dict(ckpt.model_kwargs))
+                              buffers=ckpt.buffers, seed=ckpt.seed, init_scheme=ckpt.init_scheme,
+                              mode="prune", meta=meta, model_kwargs=dict(ckpt.model_kwargs))
 
 
 def phase_epochs(config: T.TrainConfig) -> list[int]:

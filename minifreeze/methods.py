@@ -31,9 +31,9 @@ import numpy as np
 from minifreeze import masks as M, saliency as S
 
 __all__ = ["Dense", "HEADLINE", "MaskVariant", "Method", "OneShot", "Options", "REGISTRY", "SCORES",
-           "Score", "VARIANTS", "baseline", "documented", "get", "option_defaults",
-           "option_fields", "redrawn_seed", "register", "register_score", "require",
-           "shuffle_within_layers"]
+           "Score", "VARIANTS", "baseline", "documented", "get", "group_method",
+           "option_defaults", "option_fields", "redrawn_seed", "register", "register_score",
+           "require", "shuffle_within_layers", "variant_group"]
 
 
 def documented(default, help: str, **argparse_kwargs):
@@ -289,6 +289,22 @@ def redrawn_seed(seed: int) -> int:
     return (seed + 1000) % 2 ** 32
 
 
+def variant_group(name: str, variant: str) -> str:
+    """The report's group of method `name`'s runs with mask variant `variant`: the name itself for
+    the mask as chosen, `<name>_<variant>` for a sanity check (`freezenet_shuffled`), so that a
+    variant is never averaged with the mask as chosen."""
+    return name if variant == "chosen" else f"{name}_{variant}"
+
+
+def group_method(group: str) -> "Method | None":
+    """The registered method whose runs a report group holds (the inverse of `variant_group`):
+    `freezenet_shuffled` -> freezenet; None for a group outside the registry (`elsa_gmp`)."""
+    if group in REGISTRY:
+        return REGISTRY[group]
+    name, _, variant = group.rpartition("_")
+    return REGISTRY.get(name) if variant in VARIANTS and variant != "chosen" else None
+
+
 def shuffle_within_layers(masks, seed) -> M.Masks:
     """Each layer's mask with its entries permuted by a generator keyed on `seed`: the same
     number kept in every layer, placed at random."""
@@ -339,8 +355,7 @@ class OneShot(Method):
     def group(self, config: dict) -> str:
         """The method's name, and `_<variant>` for a sanity check's variant (`shuffled`, ...):
         a variant is never averaged with the mask as chosen."""
-        variant = (config.get("options") or {}).get("variant", "chosen")
-        return self.name if variant == "chosen" else f"{self.name}_{variant}"
+        return variant_group(self.name, (config.get("options") or {}).get("variant", "chosen"))
 
 
 # --- the methods of SNIP and FreezeNet: saliency scores from saliency.py -------------------------

@@ -342,8 +342,9 @@ def prepare(config: TrainConfig, data: Dataset) -> Setup:
     theta0 = init.init_params(model, c.seed, c.init)
     buffers = model.init_buffers()
     scores, masks = method.select(model, theta0, data, c, buffers)
-    if method.init_seed(c) != c.seed:  # a sanity check: this mask, trained from another draw
-        theta0 = init.init_params(model, method.init_seed(c), c.init)
+    start = method.init_seed(c)
+    if start != c.seed:  # a sanity check: this mask, trained from another draw
+        theta0 = init.init_params(model, start, c.init)
     if masks is None:
         return Setup(model, theta0, None, M.apply_mode(theta0, None, "freeze"), buffers)
     return Setup(model, theta0, masks, M.apply_mode(theta0, masks, c.mode), buffers, scores)

@@ -242,7 +242,6 @@ def config_from_args(args, *, resolve: bool = True, **fixed):
     (a sweep's base: each method resolves it for itself, keeping the fields it uses)."""
     import dataclasses
     from minifreeze import train as T
-    from minifreeze import methods
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(T.TrainConfig)
              if hasattr(args, f.name) and f.name not in fixed}
     options = {k: getattr(args, k) for k in methods.option_defaults() if hasattr(args, k)}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minifreeze.methods import HEADLINE, REGISTRY, VARIANTS
+from minifreeze.methods import HEADLINE, REGISTRY, group_method
 from minifreeze.lab.results import ReportError, group_runs, is_baseline, network_of
 
 
@@ -116,10 +116,7 @@ def method_style(method: str) -> dict:
     import matplotlib.pyplot as plt
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     keys = list(dict.fromkeys(m.mask_key for m in REGISTRY.values() if not m.baseline))
-    m = REGISTRY.get(method)
-    base, _, variant = method.rpartition("_")
-    if m is None and variant in VARIANTS and base in REGISTRY:  # a sanity check: its method's
-        m = REGISTRY[base]                                     # colour and dashes
+    m = group_method(method)  # a sanity check's group (freezenet_shuffled): its method's style
     # a group outside the registry (elsa_gmp): one of the last four colours, whatever is registered
     i = keys.index(m.mask_key) if m is not None else len(colours) - 1 - sum(map(ord, method)) % 4
     pruned = m is not None and m.pruned

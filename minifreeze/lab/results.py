@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minifreeze.methods import HEADLINE, REGISTRY, VARIANTS
+from minifreeze.methods import HEADLINE, REGISTRY, VARIANTS, baseline, variant_group
 
 
 SUMMARY_COLUMNS = ("method", "rate", "test_accuracy", "trained_params", "compression",
@@ -338,9 +338,9 @@ def freeze_prune_pairs(groups: list[dict]) -> list[tuple[str, str]]:
             by_mask.setdefault(m.mask_key, {})[m.mode] = m.name
     pairs = []
     for variant in VARIANTS:  # the mask as chosen, then each sanity check of it (`--variant`)
-        suffix = "" if variant == "chosen" else f"_{variant}"
-        pairs += [(d["freeze"] + suffix, d["prune"] + suffix) for d in by_mask.values()
-                  if len(d) == 2 and {d["freeze"] + suffix, d["prune"] + suffix} <= ran]
+        groups_ = [(variant_group(d["freeze"], variant), variant_group(d["prune"], variant))
+                   for d in by_mask.values() if len(d) == 2]
+        pairs += [(a, b) for a, b in groups_ if {a, b} <= ran]
     return pairs
 
 
@@ -456,13 +456,12 @@ def elsa_comparison(runs: list[dict], groups: list[dict]) -> list[dict]:
     its own (the best pruned method's runs, and dense)."""
     index = {(g["model"], g["method"], g["rate"]): g for g in groups if "mean_accuracy" in g}
     nested = {(network_of(r), method_of(r)) for r in runs if "elsa_level" in r}  # levels' groups
-    base = tuple(m.name for m in REGISTRY.values() if m.baseline)
     rows = []
     for (model, method, rate), g in sorted(index.items(), key=lambda kv: (kv[0][0], -kv[0][2])):
         if (model, method) not in nested:
             continue
-        alone = [index[(model, m, rate)] for m in (base if rate == 0 else pruned_methods())
-                 if (model, m, rate) in index]
+        candidates = (baseline(),) if rate == 0 else pruned_methods()
+        alone = [index[(model, m, rate)] for m in candidates if (model, m, rate) in index]
         best = max(alone, key=lambda a: a["mean_accuracy"], default=None)
         fz = index.get((model, HEADLINE[0], rate))
         test = None if best is None else difference_test(
