@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lab test test-cuda-sim notebooks mnist study study-relu study-full collapse sanity paper conv-relu-table dead-units-table clean
+.PHONY: install lab test test-cuda-sim notebooks mnist study study-relu study-full collapse sanity length paper conv-relu-table dead-units-table clean
 
 install: $(STAMP)
 
@@ -149,6 +149,22 @@ sanity: install
 	for v in $(SANITY_VARIANTS); do $(SANITY) $(LENET300) --methods $(SANITY_LENET300) --rates 0.9 0.99 0.995 --variant $$v || exit 1; done
 	for v in $(SANITY_VARIANTS); do $(SANITY) $(LENET5) --methods freezenet snip --rates 0.99 0.995 --variant $$v || exit 1; done
 	$(BIN)/python -m minifreeze report $(SANITY_OUT)
+
+# The gap against training length: FreezeNet and SNIP (dense beside them) at q = 0.9 and 0.995,
+# seeds 0-2, the short protocol at budgets of 50, 200, 600, 1,200, 4,800 and 12,000 steps of 100
+# images. A budget under one epoch trains one pass over the first 100 x steps training images;
+# the warm-up is min(200, steps / 4). The collapse study's runs are two of the points (LeNet-5
+# 4,800 steps, LeNet-300-100 12,000), so this target trains the other ten budgets: 54 LeNet-300-100
+# runs of seconds to a minute and 54 LeNet-5 runs, the 12,000-step ones last (about 7 minutes
+# each); about 70 minutes on 2 cores. Resumable. Writes runs/length/; publish it with
+# `python -m minifreeze publish runs/length notebooks/results/length`; `results.length_rows` reads
+# it beside results/collapse.
+LENGTH_OUT ?= runs/length
+LENGTH = $(BIN)/python -m minifreeze sweep --methods freezenet snip --rates 0.9 0.995 --seeds $(STUDY_SEEDS) --out $(LENGTH_OUT) --order seed $(STUDY_ARGS)
+LENGTH_SHORT = "--limit-train 5000 --epochs 1 --warmup-steps 12" "--limit-train 20000 --epochs 1 --warmup-steps 50" "--epochs 1 --warmup-steps 150" "--epochs 2"
+length: install
+	for b in $(LENGTH_SHORT) "--epochs 8"; do $(LENGTH) --models lenet300 $$b || exit 1; done
+	for b in $(LENGTH_SHORT) "--epochs 20"; do $(LENGTH) --models lenet5 $$b || exit 1; done
 
 # The full grid of the study (two models, six methods and dense, seven rates, three seeds: 258
 # runs, about 3 hours on 2 cores by make study's run times): for a bigger machine
