@@ -154,7 +154,7 @@ sanity: install
 # seeds 0-2, the short protocol at budgets of 50, 200, 600, 1,200, 4,800 and 12,000 steps of 100
 # images. A budget under one epoch trains one pass over the first 100 x steps training images;
 # the warm-up is min(200, steps / 4). The collapse study's runs are two of the points (LeNet-5
-# 4,800 steps, LeNet-300-100 12,000), so this target trains the other ten budgets: 54 LeNet-300-100
+# 4,800 steps, LeNet-300-100 12,000: copied in), so this target trains the other ten budgets: 54 LeNet-300-100
 # runs of seconds to a minute and 54 LeNet-5 runs, the 12,000-step ones last (about 7 minutes
 # each); about 70 minutes on 2 cores. Resumable. Writes runs/length/; publish it with
 # `python -m minifreeze publish runs/length notebooks/results/length`; `results.length_rows` reads
@@ -163,6 +163,7 @@ LENGTH_OUT ?= runs/length
 LENGTH = $(BIN)/python -m minifreeze sweep --methods freezenet snip --rates 0.9 0.995 --seeds $(STUDY_SEEDS) --out $(LENGTH_OUT) --order seed $(STUDY_ARGS)
 LENGTH_SHORT = "--limit-train 5000 --epochs 1 --warmup-steps 12" "--limit-train 20000 --epochs 1 --warmup-steps 50" "--epochs 1 --warmup-steps 150" "--epochs 2"
 length: install
+	mkdir -p $(LENGTH_OUT) && for m in dense freezenet-q0.9- freezenet-q0.995- snip-q0.9- snip-q0.995-; do cp -rn notebooks/results/collapse/lenet*-$$m*/ $(LENGTH_OUT)/ 2>/dev/null; done; true  # its two committed budgets
 	for b in $(LENGTH_SHORT) "--epochs 8"; do $(LENGTH) --models lenet300 $$b || exit 1; done
 	for b in $(LENGTH_SHORT) "--epochs 20"; do $(LENGTH) --models lenet5 $$b || exit 1; done
 
@@ -217,6 +218,15 @@ clean:
 .PHONY: bench
 bench: install
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+# The step times behind notebook 06's "my pruned model is not faster": LeNet-5-Caffe at q = 0.995,
+# dense, FreezeNet, SNIP's pruned network on the sparse path and the same network on the dense
+# path, numba, batch 100, the median of 7 interleaved rounds (about 2 minutes on 2 idle cores).
+# Writes the record notebooks/results/paths/paths.json and its tables beside it.
+.PHONY: paths
+paths: install
+	mkdir -p notebooks/results/paths
+	$(BIN)/python benchmarks/bench.py --models lenet5 --backends numba --regimes dense freezenet snip snip_dense --no-torch --out notebooks/results/paths/paths.json
 
 # The course to read without running it: every notebook and solution executed in full mode with
 # papermill, the executed copies (figures, printed numbers, seconds, where it ran) written to

@@ -12,7 +12,8 @@ q = 0.995 but dense: "dense" trains every weight; "freezenet" trains 0.5% of the
 FreezeNet and SNIP choose them (the top abs(theta * g) at the seed-0 Xavier init, on the timed
 batch), the rest frozen; "grad_freeze" the top abs(g), frozen; "random" 0.5% chosen at random, so
 evenly spread over the layers, frozen; "snip" SNIP's mask pruned, with sparse_compute on, so that
-its sparse layers multiply over their kept weights only. The frozen regimes save only weight
+its sparse layers multiply over their kept weights only; "snip_dense" the same pruned network on
+the dense path (`train`'s default), multiplying its zeros. The frozen regimes save only weight
 gradients and update work; the pruned one saves products too. A second table gives, per regime,
 the multiply-adds per image a step computes (forward, input gradient, weight gradient), the
 measured step time and the bytes the model stores. When `torch` is importable the same architectures
@@ -66,10 +67,12 @@ PAUSE = 0.25
 
 REGIMES = {"dense": (None, "freeze"), "freezenet": ("snip", "freeze"),
            "grad_freeze": ("grad", "freeze"), "random": ("random", "freeze"),
-           "snip": ("snip", "prune")}
+           "snip": ("snip", "prune"), "snip_dense": ("snip", "prune_dense")}
 """Regime -> (saliency score of its q = 0.995 mask, mode). None: no mask, every weight trains.
 "snip" is pruned and computes sparsely (sparse_compute): its pruned layers multiply over their
-kept weights only; the frozen regimes cannot, their frozen weights take part in every product."""
+kept weights only; the frozen regimes cannot, their frozen weights take part in every product.
+"snip_dense" is the same pruned network on the dense path (sparse_compute off, `train`'s
+default): its zeros are multiplied like any weight."""
 
 
 def bench_masks(model, params, x, y, score: str, q: float = Q) -> dict[str, np.ndarray]:
@@ -133,14 +136,15 @@ class MinifreezeRunner:
         self.y = rng.integers(0, 10, batch)
         self.masks = None if score is None else bench_masks(self.model, theta0, self.x,
                                                              self.y, score)
-        self.params = M.apply_mode(theta0, self.masks, mode)
-        pruned = mode == "prune" and self.masks is not None
+        stored_mode = "prune" if mode == "prune_dense" else mode  # the same network, pruned
+        self.params = M.apply_mode(theta0, self.masks, stored_mode)
+        pruned = stored_mode == "prune" and self.masks is not None
         with backend.use_backend(self.backend):
             self.trainer = HostTrainer(self.model, self.params, self.masks, momentum=MOMENTUM,
                                        weight_decay=WEIGHT_DECAY, shards=self.shards,
-                                       pruned=pruned, sparse_compute=pruned)
+                                       pruned=pruned, sparse_compute=pruned and mode == "prune")
         self.stored_bytes = len(storage.to_bytes(storage.Checkpoint(
-            self.model.name, self.params, masks=self.masks or {}, seed=seed, mode=mode,
+            self.model.name, self.params, masks=self.masks or {}, seed=seed, mode=stored_mode,
             model_kwargs=kwargs)))
 
     def train_steps(self, steps):
@@ -366,6 +370,8 @@ def main(argv=None):
     p.add_argument("--models", nargs="+", choices=MODELS, default=None)
     p.add_argument("--backends", nargs="+", default=None,
                    help="minifreeze backends (default: every available one)")
+    p.add_argument("--regimes", nargs="+", choices=REGIMES, default=None,
+                   help="the regimes to time (default: all)")
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--shards", type=int, nargs="+", default=[0],
                    help="shards per batch, one thread each; several values give one row each "
@@ -408,6 +414,8 @@ def run(ns):
     rows = []
     for name in models:
         for regime, (score, mode) in REGIMES.items():
+            if ns.regimes and regime not in ns.regimes:
+                continue
             masked = score is not None
             runners = []
             for b in backends:

@@ -75,6 +75,8 @@ NORMALISATION = {  # per-channel mean and std of the training pixels in [0, 1]
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
 DATASETS = tuple(NORMALISATION)
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+"""(channels, height, width) of each data set's images."""
 
 
 @dataclass(frozen=True)

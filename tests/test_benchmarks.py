@@ -91,11 +91,12 @@ def test_a_benchmark_run_feeds_its_tables(tmp_path):
         pages.fill_page(page.replace("bench_cost", "pivot"), tmp_path)
 
 
-RECORDS = [("bench", "bench", "bench.json"), ("conv_relu_divergence", "conv_relu", "divergence.json"),
+RECORDS = [("bench", "bench", "bench.json"), ("bench", "paths", "paths.json"),
+           ("conv_relu_divergence", "conv_relu", "divergence.json"),
            ("dead_units_init", "dead_units", "dead_units.json")]
 
 
-@pytest.mark.parametrize("script,folder,record", RECORDS, ids=[r[0] for r in RECORDS])
+@pytest.mark.parametrize("script,folder,record", RECORDS, ids=[r[1] for r in RECORDS])
 def test_a_committed_records_tables_are_what_its_script_renders(script, folder, record):
     """Each record's script owns its renderer: the KIND.md files committed beside the record are
     what the script renders from it now, and a page embeds them as they are."""

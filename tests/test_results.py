@@ -153,3 +153,77 @@ def test_a_changed_default_renames_no_run():
         snip.config, options=ElsaOptions(levels=snip.config.options.levels)).resolved())
     assert default.config.options.sparsifier == "gmp" and default.name == by["gmp"][0]
     assert default.name != snip_name
+
+
+def _budget_run(method, rate, seed, acc, steps=None, *, epochs=1, limit_train=None,
+                val_fraction=0.0, model="lenet300"):
+    """A sealed run of `epochs` epochs; with `steps`, the end probe records them (as runs do)."""
+    run = {"model": model, "method": method, "rate": rate, "seed": seed, "test_accuracy": acc,
+           "trained_params": 10, "compression": 2.0, "file_bytes": 100, "epochs": epochs,
+           "train_seconds": 1.0, "config": {"batch_size": 100},
+           "spec": {"dataset": "mnist", "limit_train": limit_train, "val_fraction": val_fraction}}
+    if steps is not None:
+        probe = {"dead": {"fc1": 0}, "units": {"fc1": 300}}
+        run["dead_units"] = [{"at": "step 100", "step": 100, **probe},
+                             {"at": "end", "step": steps, **probe}]
+    return R.seal(run)
+
+
+def test_steps_of_reads_the_end_probe_else_counts_them_from_the_spec():
+    assert results.steps_of(_budget_run("snip", 0.9, 0, 0.9, steps=1234)) == 1234
+    assert results.steps_of(_budget_run("snip", 0.9, 0, 0.9, limit_train=5_000)) == 50
+    assert results.steps_of(_budget_run("snip", 0.9, 0, 0.9, epochs=2)) == 1_200
+    assert results.steps_of(_budget_run("snip", 0.9, 0, 0.9, limit_train=250)) == 3  # ceil
+    assert results.steps_of(_budget_run("snip", 0.9, 0, 0.9, val_fraction=0.1)) == 540
+
+
+def _length_runs():
+    """FreezeNet, SNIP and dense at q = 0.9, seeds 0-2, at 50 and 600 steps: FreezeNet ahead by
+    10 points at 50 steps and by 0.1, 0.2, 0.3 points at 600."""
+    runs = []
+    for s in range(3):
+        runs += [_budget_run("dense", 0.0, s, 0.9, limit_train=5_000),
+                 _budget_run("freezenet", 0.9, s, 0.8 + 0.01 * s, limit_train=5_000),
+                 _budget_run("snip", 0.9, s, 0.7 + 0.01 * s, limit_train=5_000),
+                 _budget_run("dense", 0.0, s, 0.99, steps=600),
+                 _budget_run("freezenet", 0.9, s, 0.97 + 0.001 * (s + 1), steps=600),
+                 _budget_run("snip", 0.9, s, 0.97, steps=600)]
+    return runs
+
+
+def test_length_rows_pair_by_seed_within_each_budget_never_across():
+    runs = _length_runs()
+    assert results.several_budgets(runs) and not results.several_budgets(runs[:3])
+    short, long_ = results.length_rows(runs)
+    assert (short["steps"], long_["steps"]) == (50, 600)
+    assert short["difference"] == pytest.approx(0.10) and short["dense"] == pytest.approx(0.9)
+    assert short["p"] == 0.0  # the same difference in every seed
+    assert long_["difference"] == pytest.approx(0.002) and long_["dense"] == pytest.approx(0.99)
+    # differences 0.001, 0.002, 0.003: sd 0.001, t = 0.002 / (0.001 / sqrt 3) with 2 df
+    from scipy import stats
+    assert long_["p"] == pytest.approx(2 * stats.t.sf(0.002 / (0.001 / 3 ** 0.5), 2))
+    assert long_["p"] > 0.05 and long_["verdict"] == "not separable with 3 seeds"
+
+
+def test_a_length_study_reports_per_budget(tmp_path):
+    runs = _length_runs()
+    out = pages.write_report(runs, tmp_path)
+    assert "length.png" in out["files"] and (tmp_path / "length.png").is_file()
+    text = (tmp_path / "summary.md").read_text()
+    assert "| lenet300 | 0.9 | 50 | 3 | 90.00 | 81.00 |" in text
+    assert "| lenet300 | 0.9 | 600 | 3 | 99.00 | 97.20 |" in text
+    assert json.loads((tmp_path / "results.json").read_text())["length"][0]["steps"] == 50
+    assert "length" in pages.page_tables(results.aggregate(runs), runs)
+
+
+def test_on_length_curve_places_a_run_between_the_budgets_measured():
+    rows = results.length_rows(_length_runs())
+    where = results.on_length_curve
+    assert where(rows, "lenet300", 0.9, 20).startswith("20 steps is shorter than the shortest")
+    assert "50 steps: freezenet - pruned +10.00 points" in where(rows, "lenet300", 0.9, 20)
+    assert where(rows, "lenet300", 0.9, 600).startswith("on the committed curve at 600 steps")
+    between = where(rows, "lenet300", 0.9, 200)
+    assert between.startswith("200 steps lies between 50 steps") and "and 600 steps" in between
+    assert where(rows, "lenet300", 0.9, 9_000).startswith("9,000 steps is longer than the longest")
+    with pytest.raises(results.ReportError, match="no committed budget for lenet5 at q = 0.9"):
+        where(rows, "lenet5", 0.9, 50)

@@ -1,6 +1,7 @@
 """The sweep: a deterministic grid, resumable from its files, the same results on a process pool and
 on a Dask LocalCluster, and a report whose mean and std are the hand-computed ones."""
 
+import dataclasses
 import json
 import math
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
 
+from minifreeze import models, train as T
 from minifreeze.lab import pages, results, runs as R, sweep, tables
 from minifreeze.lab.cli import main
 from minifreeze.train import TrainConfig, protocol_config
@@ -352,3 +354,20 @@ def test_every_run_records_its_effective_weights(tmp_path):
     assert snip["dense_gzip_bytes"] < fz["dense_gzip_bytes"]  # pruned zeros compress, theta0 not
     text = pages.page_tables(results.aggregate(list(runs.values())))["storage"]
     assert "| lenet300 | snip | 0.999 |" in text and "dense gzip bytes" in text
+
+
+def test_a_vgg_run_takes_its_input_shape_from_the_data_set():
+    """`--dataset fashion-mnist --model vgg` needs no --input-shape: the spec records 1x28x28;
+    CIFAR-10's shape is the builder's default, so its config (and run name) gains nothing."""
+    vgg = T.TrainConfig(model="vgg", method="dense", shards=1).resolved()
+    spec = R.RunSpec(vgg, "fashion-mnist")
+    assert spec.config.model_kwargs == {"input_shape": [1, 28, 28]}
+    assert models.get_model("vgg", **spec.config.model_kwargs).input_shape == (1, 28, 28)
+    assert R.RunSpec(vgg, "cifar10").config.model_kwargs == {}
+    given = dataclasses.replace(vgg, model_kwargs={"input_shape": [3, 32, 32]})
+    assert R.RunSpec(given, "fashion-mnist").config.model_kwargs == {"input_shape": [3, 32, 32]}
+    lenet = T.TrainConfig(model="lenet5", shards=1).resolved()
+    assert R.RunSpec(lenet, "fashion-mnist").config is lenet
+    [spec] = [s for s in sweep.expand_grid(["vgg"], ["freezenet"], [0.99], [0], dataset="fashion-mnist")
+              if s.config.method == "freezenet"]
+    assert spec.config.model_kwargs == {"input_shape": [1, 28, 28]}

@@ -4,6 +4,7 @@
     plot_rates(groups, "rates.png")      # accuracy against 1 - q, a band per method
     plot_gap(groups, "gap.png")          # the gap to the baseline (dense), log axes
     plot_bytes(groups, "bytes.png")      # accuracy against the bytes stored
+    plot_length(length_rows(runs))       # FreezeNet - SNIP against the steps trained
 
 Colours follow the mask (`Method.mask_key`), a dashed line marks a pruned method, the baseline
 (`Method.baseline`) is drawn in black: all from the registry, no method named here.
@@ -256,6 +257,45 @@ def plot_gradual(runs: list[dict], path=None, *, model: str = "lenet5", rate: fl
     for ax in (ax_q, ax_a):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_length(rows: list[dict], path=None, *, marks=None, a: str = HEADLINE[0],
+                b: str = HEADLINE[1]):
+    """The gap against training length: a - b in points (paired by seed, `length_rows`) against
+    the steps trained (log axis), one panel per network, one line per rate with its 95% interval
+    as a band; `marks` {label: steps} draws dotted verticals where other runs (the course's own)
+    sit. Returns the figure."""
+    import matplotlib.pyplot as plt
+    models = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False,
+                             sharey=True)
+    for ax, model in zip(axes[0], models):
+        for i, rate in enumerate(sorted({r["rate"] for r in rows if r["model"] == model})):
+            line = [r for r in rows if r["model"] == model and r["rate"] == rate]
+            x = [r["steps"] for r in line]
+            y = [100 * r["difference"] for r in line]
+            n = max(r["seeds"] for r in line)
+            ax.plot(x, y, marker=MARKERS[i], color=f"C{i}", label=f"q = {rate} ({n} seeds)")
+            band = [(r["steps"], 100 * r["ci_low"], 100 * r["ci_high"]) for r in line
+                    if r["ci_low"] is not None]
+            if band:
+                bx, lo, hi = zip(*band)
+                ax.fill_between(bx, lo, hi, color=f"C{i}", alpha=0.15)
+        for j, (label, steps) in enumerate((marks or {}).items()):
+            ax.axvline(steps, color="grey", lw=1, ls=":")
+            ax.annotate(label, (steps, 1 - 0.07 * (j % 4)), xycoords=("data", "axes fraction"),
+                        fontsize=7, rotation=0, ha="left", va="top", color="dimgrey")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("training steps of 100 images (log)")
+        ax.set_title(f"{model}: {a} - {b}, mean over seeds, 95% interval")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="lower right")
+    axes[0][0].set_ylabel(f"{a} - {b} (test accuracy points)")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)

@@ -19,14 +19,16 @@ from pathlib import Path
 from minifreeze.lab.results import (
     ALPHA, ReportError, is_baseline, against_pruned_pairs, aggregate, checkpoint_rows, compare,
     dead_unit_rows, elsa_comparison, elsa_costs, expand_levels, freeze_prune_pairs, layer_rows,
-    load_runs, network_of, pair_rows, read_summary, summary_rows)
+    length_rows, load_runs, network_of, pair_rows, read_summary, several_budgets, steps_of,
+    summary_rows, _method_rank)
 from minifreeze.lab.tables import (
     AGGREGATE_COLUMNS, RUN_COLUMNS, SUMMARY_COLUMNS, checkpoint_table, compare_markdown,
     dead_units_markdown, elsa_cost_markdown, elsa_markdown, environments_markdown, format_rows,
-    layers_markdown, markdown_table, pairs_table, pivot_markdown, storage_markdown, write_csv)
+    layers_markdown, length_markdown, markdown_table, pairs_table, pivot_markdown,
+    storage_markdown, write_csv)
 from minifreeze.methods import HEADLINE
 from minifreeze.lab.figures import (
-    is_gradual, plot_bytes, plot_gap, plot_gradual, plot_history, plot_rates)
+    is_gradual, plot_bytes, plot_gap, plot_gradual, plot_history, plot_length, plot_rates)
 
 
 BLOCK = re.compile(r"(?P<head><!-- table: (?P<dir>\S+) (?P<kind>\w+)(?P<args>(?: [\w.]+)*) -->\n)"
@@ -69,7 +71,8 @@ def page_tables(groups: list[dict], runs: list[dict] | None = None) -> dict[str,
     dense), `compare` (FreezeNet - SNIP per network and rate), `frozen_pruned` (each mask frozen
     against pruned), `against_pruned` (FreezeNet against every pruned method), `storage` (the
     bytes stored, gzipped, where the runs recorded them) and, with runs,
-    `layers` (weights kept per layer: layer collapse), `runs` (one row per run: accuracy,
+    `layers` (weights kept per layer: layer collapse), `length` (the gap per step budget,
+    where the runs trained for several), `runs` (one row per run: accuracy,
     trained parameters, compression, bytes on disk, epochs, training seconds) and, where ELSA
     ran, `elsa` (each level against the best pruned method alone) and `elsa_cost` (its seconds
     and bytes against the levels trained alone)."""
@@ -81,6 +84,8 @@ def page_tables(groups: list[dict], runs: list[dict] | None = None) -> dict[str,
               "against_pruned": pairs_table(pair_rows(groups, against_pruned_pairs(groups)))}
     if any("gzip_bytes" in g for g in groups):
         tables["storage"] = storage_markdown(groups)
+    if runs is not None and several_budgets(runs):
+        tables["length"] = length_markdown(length_rows(runs))
     if runs is not None:
         tables["layers"] = layers_markdown(layer_rows(runs))
         dead = dead_unit_rows(runs)
@@ -207,6 +212,8 @@ def write_report(runs: list[dict], root, *, pair=HEADLINE) -> dict:
     import matplotlib.pyplot as plt
     from minifreeze.storage import write_atomic
     root = Path(root)
+    if several_budgets(runs):
+        return write_length_report(runs, root, pair=pair)
     original, runs = runs, expand_levels(runs)
     groups = aggregate(runs)
     comparison = compare(groups, *pair)
@@ -243,3 +250,41 @@ def write_report(runs: list[dict], root, *, pair=HEADLINE) -> dict:
         plt.close(fig)
         files.append(name)
     return {"markdown": text, "files": files}
+
+
+def length_report_markdown(runs: list[dict], rows: list[dict], pair=HEADLINE) -> str:
+    """The report of a study of training length (`several_budgets`): the gap per network, rate
+    and step budget, every run with its steps, and where the runs ran."""
+    a, b = pair
+    with_steps = [{**r, "network": network_of(r), "steps": steps_of(r)} for r in runs
+                  if "diverged" not in r]
+    cols = ("network", "method", "rate", "seed", "steps", "epochs", "test_accuracy",
+            "train_seconds")
+    return "\n".join([
+        f"## {a} against {b} by training length (difference in points with its 95% interval; "
+        f"paired t-test by seed; a verdict needs p < {ALPHA}; dense: its mean at that budget)",
+        "", length_markdown(rows, a, b), "", "## Every run", "",
+        markdown_table(format_rows(sorted(with_steps, key=lambda r: (
+            r["network"], r["steps"], _method_rank(r["method"]), r["rate"], r["seed"])), cols),
+            cols), "", "## Where the runs ran", "", environments_markdown(runs)])
+
+
+def write_length_report(runs: list[dict], root, *, pair=HEADLINE) -> dict:
+    """`write_report` for a study of training length: summary.md, summary.csv (the rows of
+    `length_rows`), runs.csv, results.json and length.png (`plot_length`)."""
+    import matplotlib.pyplot as plt
+    from minifreeze.storage import write_atomic
+    root = Path(root)
+    rows = length_rows(runs, *pair)
+    text = length_report_markdown(runs, rows, pair)
+    write_atomic(root / "summary.md", (text + "\n").encode())
+    write_csv(root / "summary.csv", rows, ("model", "rate", "steps", "seeds", "dense", *pair,
+                                            "difference", "ci_low", "ci_high", "p", "verdict"))
+    write_csv(root / "runs.csv", [r for r in runs if "diverged" not in r], RUN_COLUMNS)
+    write_atomic(root / "results.json", (json.dumps(
+        {"runs": summary_rows(runs, RUN_COLUMNS), "length": rows}, indent=2) + "\n").encode())
+    fig = plot_length(rows, a=pair[0], b=pair[1])
+    fig.savefig(root / "length.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return {"markdown": text, "files": ["summary.md", "summary.csv", "runs.csv", "results.json",
+                                        "length.png"]}

@@ -3,6 +3,7 @@
     runs = load_runs("runs/mnist")                 # every runs/mnist/*/metrics.json, checksums held
     groups = aggregate(runs)                       # mean and std over seeds per network, method, rate
     compare(groups, "freezenet", "snip")           # the difference, its 95% interval, p, verdict
+    length_rows(runs)                              # the same per step budget (a study of length)
 
 Spread: `std` is the sample standard deviation over seeds (ddof 1; 0 for a single seed), shown
 beside every mean. Verdicts come from a test (`difference_test`): runs of two methods that share
@@ -447,6 +448,77 @@ def pruned_methods() -> tuple[str, ...]:
     """The methods whose network is pruned (`Method.pruned`): what an ELSA level, itself pruned,
     is compared with."""
     return tuple(m.name for m in REGISTRY.values() if m.pruned)
+
+
+TRAIN_IMAGES = {"mnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000}
+"""Training images of each data set, for the step count of a run that did not record it."""
+
+
+def steps_of(run: dict) -> int | None:
+    """The optimiser steps a finished run made: the step of its last dead-unit probe (taken at
+    the end), else epochs x ceil(training images / batch) from its spec (runs recorded before
+    the probe); None for a run that did not finish or recorded neither."""
+    ends = [d["step"] for d in run.get("dead_units") or () if d.get("at") == "end"]
+    if ends:
+        return int(ends[-1])
+    config, spec = run.get("config"), run.get("spec") or {}
+    if "test_accuracy" not in run or not config or "epochs" not in run:
+        return None
+    n = TRAIN_IMAGES[spec.get("dataset", run.get("dataset", "mnist"))]
+    n = min(n, spec.get("limit_train") or n)
+    n -= int(round((spec.get("val_fraction") or 0.0) * n))
+    return run["epochs"] * math.ceil(n / config["batch_size"])
+
+
+def length_rows(runs: list[dict], a: str = HEADLINE[0], b: str = HEADLINE[1]) -> list[dict]:
+    """The gap against training length: per network, step budget (`steps_of`) and rate where
+    both ran, `compare`'s row of a against b (paired by seed), with dense's mean at that budget
+    beside it ("dense", None where dense did not run). Sorted by network, rate, steps."""
+    budgets: dict[tuple, list[dict]] = {}
+    for r in runs:
+        if steps_of(r) is not None:
+            budgets.setdefault((network_of(r), steps_of(r)), []).append(r)
+    rows = []
+    for (model, steps), rs in budgets.items():
+        groups = aggregate(rs)
+        dense = {g["rate"]: g for g in groups if is_baseline(g["method"]) and "mean_accuracy" in g}
+        for row in compare(groups, a, b):
+            base = dense.get(0.0)
+            rows.append({**row, "steps": steps,
+                         "dense": None if base is None else base["mean_accuracy"],
+                         "dense_std": None if base is None else base["std_accuracy"]})
+    return sorted(rows, key=lambda r: (r["model"], r["rate"], r["steps"]))
+
+
+def several_budgets(runs: list[dict]) -> bool:
+    """Whether one (network, method, rate) group of `runs` holds runs of different lengths:
+    a study of training length, whose groups must not be averaged over budgets."""
+    return any(len({steps_of(r) for r in rs} - {None}) > 1 for rs in group_runs(runs).values())
+
+
+def on_length_curve(rows: list[dict], model: str, rate: float, steps: int,
+                    a: str = HEADLINE[0]) -> str:
+    """Where a run of `steps` steps sits on the committed curve of `length_rows` (network
+    `model`, rate `rate`): the measured gap at the nearest budgets, with its interval, p and
+    verdict, in one sentence."""
+    line = [r for r in rows if r["model"] == model and r["rate"] == rate]
+    if not line:
+        raise ReportError(f"on_length_curve: no committed budget for {model} at q = {rate}")
+
+    def cell(r):
+        ci = ("" if r["ci_low"] is None else
+              f", 95% interval [{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}], p = {r['p']:.2g}")
+        return (f"{r['steps']:,} steps: {a} - pruned {100 * r['difference']:+.2f} points{ci} "
+                f"({r['verdict']})")
+    below = [r for r in line if r["steps"] <= steps]
+    above = [r for r in line if r["steps"] >= steps]
+    if not below:
+        return f"{steps:,} steps is shorter than the shortest budget measured; at " + cell(above[0])
+    if not above:
+        return f"{steps:,} steps is longer than the longest budget measured; at " + cell(below[-1])
+    if below[-1]["steps"] == steps:
+        return "on the committed curve at " + cell(below[-1])
+    return f"{steps:,} steps lies between {cell(below[-1])} and {cell(above[0])}"
 
 
 def elsa_comparison(runs: list[dict], groups: list[dict]) -> list[dict]:

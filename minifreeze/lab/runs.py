@@ -44,6 +44,23 @@ STATE_EVERY = 5
 5 epochs (about 4-7 minutes of LeNet-5 on one core), so a stopped machine loses at most that."""
 
 
+def fit_input(config: T.TrainConfig, dataset: str) -> T.TrainConfig:
+    """`config` with its model's input shape set to `dataset`'s images where the builder takes
+    one (vgg, vgg_d), the config names none and the builder's default differs (the small VGG on
+    MNIST or Fashion-MNIST: 1x28x28); otherwise `config` itself. So `--dataset fashion-mnist
+    --model vgg` needs no --input-shape, and the run records the shape it trained with."""
+    import inspect
+    shape = D.IMAGE_SHAPES.get(dataset)
+    if (shape is None or "input_shape" not in models.MODEL_KWARGS.get(config.model, ())
+            or "input_shape" in config.model_kwargs):
+        return config
+    default = inspect.signature(models.MODELS[config.model]).parameters["input_shape"].default
+    if tuple(default) == tuple(shape):
+        return config
+    return dataclasses.replace(config, model_kwargs={**config.model_kwargs,
+                                                     "input_shape": list(shape)}).resolved()
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One training run: the config (resolved) and the data it trains and tests on."""
@@ -52,6 +69,9 @@ class RunSpec:
     limit_train: int | None = None
     limit_test: int | None = None
     val_fraction: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "config", fit_input(self.config, self.dataset))
 
     def to_dict(self) -> dict:
         return {"config": _jsonable(dataclasses.asdict(self.config)), "dataset": self.dataset,

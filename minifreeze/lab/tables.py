@@ -4,6 +4,7 @@
     print(markdown_table(format_rows(groups, AGGREGATE_COLUMNS), AGGREGATE_COLUMNS))
     print(compare_markdown(groups))                # "+0.42 [+0.10, +0.74] p 0.02 (above)" cells
     write_csv("summary.csv", groups, AGGREGATE_COLUMNS)
+    print(length_markdown(length_rows(runs)))      # the gap per step budget
 """
 
 from __future__ import annotations
@@ -90,6 +91,22 @@ def storage_markdown(groups: list[dict]) -> str:
     is 4 bytes a parameter. The groups that recorded it (`storage.stored_sizes`)."""
     rows = [g for g in groups if "gzip_bytes" in g]
     return markdown_table(format_rows(rows, STORAGE_COLUMNS), STORAGE_COLUMNS)
+
+
+LENGTH_COLUMNS = ("model", "rate", "steps", "seeds", "dense", "mean_a", "std_a", "mean_b", "std_b",
+                  "difference", "ci_low", "ci_high", "p", "verdict")
+
+
+def length_markdown(rows: list[dict], a: str = HEADLINE[0], b: str = HEADLINE[1]) -> str:
+    """`length_rows` as Markdown: per network and rate, one row per step budget: dense's mean, a
+    and b with their spreads, a - b in points with its 95% interval, p and the verdict."""
+    body = [{**r, "mean_a": r[a], "std_a": r[f"{a}_std"], "mean_b": r[b], "std_b": r[f"{b}_std"]}
+            for r in rows]
+    table = markdown_table(format_rows(body, LENGTH_COLUMNS, percent=("dense", "mean_a", "std_a",
+                                                                      "mean_b", "std_b")),
+                           LENGTH_COLUMNS)
+    return table.replace("| mean a | std a | mean b | std b |",
+                         f"| {a} | {a} std | {b} | {b} std |", 1)
 
 
 def dead_units_markdown(rows: list[dict]) -> str:
