@@ -154,11 +154,11 @@ sanity: install
 # seeds 0-2, the short protocol at budgets of 50, 200, 600, 1,200, 4,800 and 12,000 steps of 100
 # images. A budget under one epoch trains one pass over the first 100 x steps training images;
 # the warm-up is min(200, steps / 4). The collapse study's runs are two of the points (LeNet-5
-# 4,800 steps, LeNet-300-100 12,000: copied in), so this target trains the other ten budgets: 54 LeNet-300-100
-# runs of seconds to a minute and 54 LeNet-5 runs, the 12,000-step ones last (about 7 minutes
-# each); about 70 minutes on 2 cores. Resumable. Writes runs/length/; publish it with
-# `python -m minifreeze publish runs/length notebooks/results/length`; `results.length_rows` reads
-# it beside results/collapse.
+# 4,800 steps, LeNet-300-100 12,000: copied in), so this target trains the other five budgets of
+# each: 150 runs (dense too), the 12,000-step LeNet-5 ones last (about 4 minutes each); 70 minutes
+# of run time by the committed runs' seconds, some 35 minutes two at a time on 2 cores. Resumable.
+# Writes runs/length/ (its report: FreezeNet - SNIP per budget, length.png); publish it with
+# `python -m minifreeze publish runs/length notebooks/results/length`.
 LENGTH_OUT ?= runs/length
 LENGTH = $(BIN)/python -m minifreeze sweep --methods freezenet snip --rates 0.9 0.995 --seeds $(STUDY_SEEDS) --out $(LENGTH_OUT) --order seed $(STUDY_ARGS)
 LENGTH_SHORT = "--limit-train 5000 --epochs 1 --warmup-steps 12" "--limit-train 20000 --epochs 1 --warmup-steps 50" "--epochs 1 --warmup-steps 150" "--epochs 2"
@@ -166,6 +166,7 @@ length: install
 	mkdir -p $(LENGTH_OUT) && for m in dense freezenet-q0.9- freezenet-q0.995- snip-q0.9- snip-q0.995-; do cp -rn notebooks/results/collapse/lenet*-$$m*/ $(LENGTH_OUT)/ 2>/dev/null; done; true  # its two committed budgets
 	for b in $(LENGTH_SHORT) "--epochs 8"; do $(LENGTH) --models lenet300 $$b || exit 1; done
 	for b in $(LENGTH_SHORT) "--epochs 20"; do $(LENGTH) --models lenet5 $$b || exit 1; done
+	$(BIN)/python -m minifreeze report $(LENGTH_OUT)
 
 # The full grid of the study (two models, six methods and dense, seven rates, three seeds: 258
 # runs, about 3 hours on 2 cores by make study's run times): for a bigger machine

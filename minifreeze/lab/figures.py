@@ -267,7 +267,8 @@ def plot_length(rows: list[dict], path=None, *, marks=None, a: str = HEADLINE[0]
                 b: str = HEADLINE[1]):
     """The gap against training length: a - b in points (paired by seed, `length_rows`) against
     the steps trained (log axis), one panel per network, one line per rate with its 95% interval
-    as a band; `marks` {label: steps} draws dotted verticals where other runs (the course's own)
+    as a band, the gap on a symmetric log axis (linear within one point, so a tenth of a point
+    and sixty points both read); `marks` {label: steps} draws dotted verticals where other runs (the course's own)
     sit. Returns the figure."""
     import matplotlib.pyplot as plt
     models = sorted({r["model"] for r in rows})
@@ -291,11 +292,12 @@ def plot_length(rows: list[dict], path=None, *, marks=None, a: str = HEADLINE[0]
                         fontsize=7, rotation=0, ha="left", va="top", color="dimgrey")
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xscale("log")
+        ax.set_yscale("symlog", linthresh=1)  # linear within +-1 point, log beyond: both readable
         ax.set_xlabel("training steps of 100 images (log)")
         ax.set_title(f"{model}: {a} - {b}, mean over seeds, 95% interval")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, loc="lower right")
-    axes[0][0].set_ylabel(f"{a} - {b} (test accuracy points)")
+    axes[0][0].set_ylabel(f"{a} - {b} (test accuracy points, symlog)")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
