@@ -143,3 +143,11 @@ def test_every_inline_question_has_a_cell_for_the_students_answer():
                 assert after is not None and after.cell_type == "markdown" and \
                     after.source.startswith("**Your answer**"), \
                     f"{_name(path)}: question {QUESTION.match(cell.source).group(1)} has no answer cell after it"
+
+
+def test_every_notebook_states_the_time_to_run_it_and_to_work_through_it():
+    for path in sorted(NOTEBOOK_DIR.glob("*.ipynb")):  # the course (solutions are part of theirs)
+        first = nbformat.read(path, as_version=nbformat.NO_CONVERT).cells[0].source
+        assert "**Time.**" in first, f"{_name(path)}: its first cell says how long it runs"
+        assert re.search(r"\*\*To work through:\*\* about \d+ minutes", first), \
+            f"{_name(path)}: its first cell says how long it takes to work through"

@@ -268,8 +268,8 @@ def plot_length(rows: list[dict], path=None, *, marks=None, a: str = HEADLINE[0]
     """The gap against training length: a - b in points (paired by seed, `length_rows`) against
     the steps trained (log axis), one panel per network, one line per rate with its 95% interval
     as a band, the gap on a symmetric log axis (linear within one point, so a tenth of a point
-    and sixty points both read); `marks` {label: steps} draws dotted verticals where other runs (the course's own)
-    sit. Returns the figure."""
+    and sixty points both read); `marks` {network: {label: steps}} draws dotted verticals on that
+    network's panel where other runs (the course's own) sit. Returns the figure."""
     import matplotlib.pyplot as plt
     models = sorted({r["model"] for r in rows})
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False,
@@ -286,7 +286,7 @@ def plot_length(rows: list[dict], path=None, *, marks=None, a: str = HEADLINE[0]
             if band:
                 bx, lo, hi = zip(*band)
                 ax.fill_between(bx, lo, hi, color=f"C{i}", alpha=0.15)
-        for j, (label, steps) in enumerate((marks or {}).items()):
+        for j, (label, steps) in enumerate((marks or {}).get(model, {}).items()):
             ax.axvline(steps, color="grey", lw=1, ls=":")
             ax.annotate(label, (steps, 1 - 0.07 * (j % 4)), xycoords=("data", "axes fraction"),
                         fontsize=7, rotation=0, ha="left", va="top", color="dimgrey")
@@ -294,10 +294,10 @@ def plot_length(rows: list[dict], path=None, *, marks=None, a: str = HEADLINE[0]
         ax.set_xscale("log")
         ax.set_yscale("symlog", linthresh=1)  # linear within +-1 point, log beyond: both readable
         ax.set_xlabel("training steps of 100 images (log)")
-        ax.set_title(f"{model}: {a} - {b}, mean over seeds, 95% interval")
+        ax.set_title(model)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, loc="lower right")
-    axes[0][0].set_ylabel(f"{a} - {b} (test accuracy points, symlog)")
+    axes[0][0].set_ylabel(f"{a} - {b}, points\n(mean over seeds, 95% interval; symlog)")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
