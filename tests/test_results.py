@@ -227,3 +227,20 @@ def test_on_length_curve_places_a_run_between_the_budgets_measured():
     assert where(rows, "lenet300", 0.9, 9_000).startswith("9,000 steps is longer than the longest")
     with pytest.raises(results.ReportError, match="no committed budget for lenet5 at q = 0.9"):
         where(rows, "lenet5", 0.9, 50)
+
+
+def test_variant_pairs_set_each_sanity_check_against_its_mask_as_chosen():
+    groups = [{"method": m} for m in ("dense", "freezenet", "snip", "snip_shuffled",
+                                      "freezenet_redrawn", "synflow_prune_inverted")]
+    assert results.variant_pairs(groups) == [("snip_shuffled", "snip"),
+                                             ("freezenet_redrawn", "freezenet")]
+    runs = [_budget_run(m, 0.99, s, a + 0.001 * s, steps=600)
+            for m, a in (("snip", 0.95), ("freezenet", 0.96)) for s in range(3)]
+    runs += [R.seal({**{k: v for k, v in _budget_run("snip", 0.99, s, 0.90, steps=600).items()
+                        if k != "checksum"}, "config": {"batch_size": 100, "options": {"variant": "shuffled"}}})
+             for s in range(3)]
+    groups = results.aggregate(runs)
+    assert ("snip_shuffled", "snip") in results.variant_pairs(groups)
+    [row] = results.pair_rows(groups, [("snip_shuffled", "snip")])
+    assert row["difference"] == pytest.approx(0.90 - 0.951) and row["seeds"] == 3
+    assert "sanity" in pages.page_tables(groups, runs)

@@ -20,7 +20,7 @@ from minifreeze.lab.results import (
     ALPHA, ReportError, is_baseline, against_pruned_pairs, aggregate, checkpoint_rows, compare,
     dead_unit_rows, elsa_comparison, elsa_costs, expand_levels, freeze_prune_pairs, layer_rows,
     length_rows, load_runs, network_of, pair_rows, read_summary, several_budgets, steps_of,
-    summary_rows, _method_rank)
+    summary_rows, variant_pairs, _method_rank)
 from minifreeze.lab.tables import (
     AGGREGATE_COLUMNS, RUN_COLUMNS, SUMMARY_COLUMNS, checkpoint_table, compare_markdown,
     dead_units_markdown, elsa_cost_markdown, elsa_markdown, environments_markdown, format_rows,
@@ -69,7 +69,8 @@ def page_tables(groups: list[dict], runs: list[dict] | None = None) -> dict[str,
     kinds that need them): `pivot` (accuracy by method and rate, one table per network),
     `groups` (mean and std per group), `checkpoints` (final epoch and SNIP's rule against
     dense), `compare` (FreezeNet - SNIP per network and rate), `frozen_pruned` (each mask frozen
-    against pruned), `against_pruned` (FreezeNet against every pruned method), `storage` (the
+    against pruned), `against_pruned` (FreezeNet against every pruned method), `sanity` (each
+    sanity-check variant against its mask as chosen, where they ran), `storage` (the
     bytes stored, gzipped, where the runs recorded them) and, with runs,
     `layers` (weights kept per layer: layer collapse), `length` (the gap per step budget,
     where the runs trained for several), `runs` (one row per run: accuracy,
@@ -84,6 +85,8 @@ def page_tables(groups: list[dict], runs: list[dict] | None = None) -> dict[str,
               "against_pruned": pairs_table(pair_rows(groups, against_pruned_pairs(groups)))}
     if any("gzip_bytes" in g for g in groups):
         tables["storage"] = storage_markdown(groups)
+    if variant_pairs(groups):
+        tables["sanity"] = pairs_table(pair_rows(groups, variant_pairs(groups)))
     if runs is not None and several_budgets(runs):
         tables["length"] = length_markdown(length_rows(runs))
     if runs is not None:
@@ -172,6 +175,11 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
     if len({(r["a"], r["b"]) for r in against_pruned}) > 1:
         parts += ["", "## FreezeNet (a) against each pruned method (b)", "",
                   pairs_table(list(against_pruned))]
+    sanity = pair_rows(groups, variant_pairs(groups))
+    if sanity:
+        parts += ["", "## Each sanity check (a) against its mask as chosen (b), in the same mode "
+                      "(paired by seed: mean difference in points, its 95% interval and p)", "",
+                  pairs_table(sanity)]
     if layers:
         parts += ["", "## Weights kept per layer", "", layers_markdown(list(layers))]
     if any("gzip_bytes" in g for g in groups):

@@ -345,6 +345,17 @@ def freeze_prune_pairs(groups: list[dict]) -> list[tuple[str, str]]:
     return pairs
 
 
+def variant_pairs(groups: list[dict]) -> list[tuple[str, str]]:
+    """(sanity check, the mask as chosen) for every method whose variant ran beside it, in the
+    same mode: `snip_shuffled` against `snip`, `freezenet_redrawn` against `freezenet`, ... Does
+    shuffling, re-drawing or inverting the mask hurt, frozen and pruned alike? Paired by seed:
+    the runs of one seed share the data order (and, but for `redrawn`, theta0)."""
+    ran = {g["method"] for g in groups}
+    return [(variant_group(m.name, variant), m.name) for variant in VARIANTS if variant != "chosen"
+            for m in REGISTRY.values()
+            if m.uses_rate and {m.name, variant_group(m.name, variant)} <= ran]
+
+
 def against_pruned_pairs(groups: list[dict], frozen: str = HEADLINE[0]) -> list[tuple[str, str]]:
     """(frozen, every pruned method that ran): FreezeNet against each way of pruning."""
     ran = {g["method"] for g in groups}
