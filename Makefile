@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lab test test-cuda-sim notebooks mnist study study-relu study-full collapse sanity length paper conv-relu-table dead-units-table clean
+.PHONY: install lab test test-cuda-sim notebooks mnist study study-relu study-full collapse sanity length paper conv-relu-table dead-units-table effective-table clean
 
 install: $(STAMP)
 
@@ -213,6 +213,12 @@ conv-relu-table: install
 # Writes notebooks/results/dead_units/dead_units.{json,md}; docs/protocols.md embeds the table.
 dead-units-table: install
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/dead_units_init.py
+
+# Freezing against pruning at equal *effective* density (the weights some input-to-output path
+# uses), counted from the collapse study's committed masks: seconds. Writes the record
+# notebooks/results/effective/effective.json and effective.md.
+effective-table: install
+	$(BIN)/python benchmarks/effective_density.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis runs

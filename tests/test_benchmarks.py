@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from minifreeze import layers
-from minifreeze.lab import pages
+from minifreeze.lab import pages, results
 from minifreeze.lab.results import ReportError
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -93,7 +93,8 @@ def test_a_benchmark_run_feeds_its_tables(tmp_path):
 
 RECORDS = [("bench", "bench", "bench.json"), ("bench", "paths", "paths.json"),
            ("conv_relu_divergence", "conv_relu", "divergence.json"),
-           ("dead_units_init", "dead_units", "dead_units.json")]
+           ("dead_units_init", "dead_units", "dead_units.json"),
+           ("effective_density", "effective", "effective.json")]
 
 
 @pytest.mark.parametrize("script,folder,record", RECORDS, ids=[r[1] for r in RECORDS])
@@ -104,10 +105,34 @@ def test_a_committed_records_tables_are_what_its_script_renders(script, folder, 
     data = json.loads((RESULTS / folder / record).read_text())
     made = {"bench": lambda: module.bench_tables(data),
             "conv_relu_divergence": lambda: {"divergence": module.divergence_table(data)},
-            "dead_units_init": lambda: {"dead_units": module.dead_units_table(data)}}[script]()
+            "dead_units_init": lambda: {"dead_units": module.dead_units_table(data)},
+            "effective_density": lambda: {"effective": module.effective_table(data)}}[script]()
     for kind, table in made.items():
         assert (RESULTS / folder / f"{kind}.md").read_text() == table + "\n", kind
         page = f"<!-- table: {folder} {kind} -->\n<!-- /table -->\n"
         assert pages.fill_page(page, RESULTS) == page.replace("\n<!--", "\n" + table + "\n<!--")
     if script == "conv_relu_divergence":
         assert "| no | xavier | NaN at step 13 | NaN at step 15 |" in made["divergence"]
+
+
+def test_effective_density_reads_the_frozen_line_log_linearly():
+    at = _script("effective_density").at
+    points = [(100, 0.80), (400, 0.90), (1_600, 0.94)]
+    assert at(points, 200) == pytest.approx(0.85)          # halfway in log(weights)
+    assert at(points, 400) == pytest.approx(0.90) and at(points, 800) == pytest.approx(0.92)
+    assert at(points, 99) is None and at(points, 1_601) is None  # no extrapolation
+
+
+def test_effective_density_counts_a_pruned_runs_used_weights_from_its_masks():
+    module = _script("effective_density")
+    [row] = [r for r in json.loads((RESULTS / "effective" / "effective.json").read_text())["rows"]
+             if (r["model"], r["pruned"], r["rate"]) == ("lenet300", "snip", 0.995)]
+    folder = RESULTS / "collapse"
+    runs = [r for r in results.load_runs(folder) if r["network"] == "lenet300"
+            and r["method"] == "snip" and r["rate"] == 0.995]
+    used = [module.used_weights(folder, r) for r in runs]
+    assert len(used) == 3 and all(u < 1_331 for u in used), "a pruned network leaves kept weights unused"
+    assert row["pruned_used"] == pytest.approx(sum(used) / 3)
+    frozen = [r for r in results.load_runs(folder) if r["method"] == "freezenet" and r["rate"] == 0.995
+              and r["network"] == "lenet300"]
+    assert {module.used_weights(folder, r) for r in frozen} == {1_331}, "a frozen network uses all"
