@@ -148,7 +148,7 @@ SANITY_LENET300 ?= freezenet snip synflow_freeze synflow_prune grasp_freeze gras
 SANITY = $(BIN)/python -m minifreeze sweep --seeds $(STUDY_SEEDS) --out $(SANITY_OUT) --order seed $(STUDY_ARGS)
 sanity: install
 	mkdir -p $(SANITY_OUT) && cp -rn notebooks/results/collapse/*/ $(SANITY_OUT)/ 2>/dev/null || true  # the chosen masks' runs
-	for v in $(SANITY_VARIANTS); do $(SANITY) $(LENET300) --methods $$(if [ $$v = inverted ]; then echo $(filter-out synflow_%,$(SANITY_LENET300)); else echo $(SANITY_LENET300); fi) --rates 0.9 0.99 0.995 --variant $$v || exit 1; done
+	for v in $(SANITY_VARIANTS); do m="$(SANITY_LENET300)"; [ $$v = inverted ] && m="$(filter-out synflow_%,$(SANITY_LENET300))"; $(SANITY) $(LENET300) --methods $$m --rates 0.9 0.99 0.995 --variant $$v || exit 1; done
 	for v in $(SANITY_VARIANTS); do $(SANITY) $(LENET5) --methods freezenet snip --rates 0.99 0.995 --variant $$v || exit 1; done
 	$(BIN)/python -m minifreeze report $(SANITY_OUT)
 

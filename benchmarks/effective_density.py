@@ -87,25 +87,22 @@ def compare(folder) -> list[dict]:
                 by_frozen = {s: at(curve.get(s, []), used[s]) for s in by_pruned}
                 same_rate = [r for r in f_runs if r["rate"] == q]
                 row = {"model": net, "frozen": frozen, "pruned": pruned, "rate": q,
-                       "seeds": sorted(by_pruned), "pruned_used": _mean(used.values()),
-                       "pruned_accuracy": _mean(by_pruned.values()),
-                       "frozen_trained": _mean(R.trained_weights(r) for r in same_rate) if same_rate else None,
-                       "frozen_accuracy": _mean(r["test_accuracy"] for r in same_rate) if same_rate else None,
+                       "seeds": sorted(by_pruned), "pruned_used": R.mean_std(used.values())[0],
+                       "pruned_accuracy": R.mean_std(by_pruned.values())[0],
+                       "frozen_trained": R.mean_std(R.trained_weights(r) for r in same_rate)[0]
+                       if same_rate else None,
+                       "frozen_accuracy": R.mean_std(r["test_accuracy"] for r in same_rate)[0]
+                       if same_rate else None,
                        "frozen_at_used": None, "difference": None, "ci_low": None,
                        "ci_high": None, "p": None, "verdict": "outside the frozen runs' range"}
                 if all(v is not None for v in by_frozen.values()):
                     test = R.difference_test({"by_seed": by_frozen}, {"by_seed": by_pruned}, paired=True)
-                    row.update(frozen_at_used=_mean(by_frozen.values()),
+                    row.update(frozen_at_used=R.mean_std(by_frozen.values())[0],
                                difference=test["difference"], ci_low=test["ci_low"],
                                ci_high=test["ci_high"], p=test["p"],
                                verdict=R._verdict("frozen", test))
                 rows.append(row)
     return sorted(rows, key=lambda r: (r["model"], R._method_rank(r["pruned"]), r["rate"]))
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values)
 
 
 COLUMNS = ("model", "pruned", "rate", "seeds", "pruned_used", "pruned_accuracy", "frozen",

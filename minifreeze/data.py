@@ -77,6 +77,8 @@ NORMALISATION = {  # per-channel mean and std of the training pixels in [0, 1]
 DATASETS = tuple(NORMALISATION)
 IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 """(channels, height, width) of each data set's images."""
+TRAIN_IMAGES = {"mnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000}
+"""Training images of each data set (before --limit-train or a validation split)."""
 
 
 @dataclass(frozen=True)

@@ -85,8 +85,9 @@ def page_tables(groups: list[dict], runs: list[dict] | None = None) -> dict[str,
               "against_pruned": pairs_table(pair_rows(groups, against_pruned_pairs(groups)))}
     if any("gzip_bytes" in g for g in groups):
         tables["storage"] = storage_markdown(groups)
-    if variant_pairs(groups):
-        tables["sanity"] = pairs_table(pair_rows(groups, variant_pairs(groups)))
+    sanity = pair_rows(groups, variant_pairs(groups))
+    if sanity:
+        tables["sanity"] = pairs_table(sanity)
     if runs is not None and several_budgets(runs):
         tables["length"] = length_markdown(length_rows(runs))
     if runs is not None:

@@ -461,10 +461,6 @@ def pruned_methods() -> tuple[str, ...]:
     return tuple(m.name for m in REGISTRY.values() if m.pruned)
 
 
-TRAIN_IMAGES = {"mnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000}
-"""Training images of each data set, for the step count of a run that did not record it."""
-
-
 def steps_of(run: dict) -> int | None:
     """The optimiser steps a finished run made: the step of its last dead-unit probe (taken at
     the end), else epochs x ceil(training images / batch) from its spec (runs recorded before
@@ -475,6 +471,7 @@ def steps_of(run: dict) -> int | None:
     config, spec = run.get("config"), run.get("spec") or {}
     if "test_accuracy" not in run or not config or "epochs" not in run:
         return None
+    from minifreeze.data import TRAIN_IMAGES
     n = TRAIN_IMAGES[spec.get("dataset", run.get("dataset", "mnist"))]
     n = min(n, spec.get("limit_train") or n)
     n -= int(round((spec.get("val_fraction") or 0.0) * n))
@@ -487,8 +484,9 @@ def length_rows(runs: list[dict], a: str = HEADLINE[0], b: str = HEADLINE[1]) ->
     beside it ("dense", None where dense did not run). Sorted by network, rate, steps."""
     budgets: dict[tuple, list[dict]] = {}
     for r in runs:
-        if steps_of(r) is not None:
-            budgets.setdefault((network_of(r), steps_of(r)), []).append(r)
+        steps = steps_of(r)
+        if steps is not None:
+            budgets.setdefault((network_of(r), steps), []).append(r)
     rows = []
     for (model, steps), rs in budgets.items():
         groups = aggregate(rs)
