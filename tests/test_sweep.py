@@ -354,6 +354,7 @@ def test_every_run_records_its_effective_weights(tmp_path):
     assert snip["dense_gzip_bytes"] < fz["dense_gzip_bytes"]  # pruned zeros compress, theta0 not
     text = pages.page_tables(results.aggregate(list(runs.values())))["storage"]
     assert "| lenet300 | snip | 0.999 |" in text and "dense gzip bytes" in text
+    assert "| dense bytes |" in text and "1,066,440" in text  # 4 x 266,610 parameters
 
 
 def test_a_vgg_run_takes_its_input_shape_from_the_data_set():

@@ -185,7 +185,7 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
         parts += ["", "## Weights kept per layer", "", layers_markdown(list(layers))]
     if any("gzip_bytes" in g for g in groups):
         parts += ["", "## What each network costs to store (bytes, mean over seeds: the .mfz, it "
-                      "gzipped, and every parameter as float32 gzipped)", "",
+                      "gzipped, every parameter as float32 and that gzipped)", "",
                   storage_markdown(groups)]
     dead = dead_unit_rows(runs)
     if dead:

@@ -164,6 +164,8 @@ def aggregate(runs: list[dict]) -> list[dict]:
                 sizes = [r.get(key) for r in ok]
                 if all(v is not None for v in sizes):
                     row[key] = int(round(mean_std(sizes)[0]))
+            if "gzip_bytes" in row:  # beside them every parameter as float32, 4 bytes each
+                row["dense_bytes"] = int(round(mean_std([r["dense_bytes"] for r in ok])[0]))
             effective = [r.get("effective_weights") for r in ok]
             if all(e is not None for e in effective):  # runs that recorded it (masks.effective)
                 row["effective_weights"] = int(round(mean_std(effective)[0]))

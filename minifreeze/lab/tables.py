@@ -82,13 +82,14 @@ def pairs_table(rows: list[dict]) -> str:
 
 
 STORAGE_COLUMNS = ("model", "method", "rate", "seeds", "mean_accuracy", "std_accuracy",
-                   "file_bytes", "gzip_bytes", "dense_gzip_bytes")
+                   "file_bytes", "gzip_bytes", "dense_bytes", "dense_gzip_bytes")
 
 
 def storage_markdown(groups: list[dict]) -> str:
     """What each group's trained network costs to store (mean over seeds): the .mfz (seed, mask
-    indices, trained values), it gzipped, and every parameter as float32 gzipped; dense float32
-    is 4 bytes a parameter. The groups that recorded it (`storage.stored_sizes`)."""
+    indices, trained values), it gzipped, every parameter as float32 (4 bytes each: what a dense
+    network, or a frozen or pruned one kept as a plain array, costs) and that gzipped. The groups
+    that recorded it (`storage.stored_sizes`)."""
     rows = [g for g in groups if "gzip_bytes" in g]
     return markdown_table(format_rows(rows, STORAGE_COLUMNS), STORAGE_COLUMNS)
 
