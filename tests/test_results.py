@@ -244,3 +244,20 @@ def test_variant_pairs_set_each_sanity_check_against_its_mask_as_chosen():
     [row] = results.pair_rows(groups, [("snip_shuffled", "snip")])
     assert row["difference"] == pytest.approx(0.90 - 0.951) and row["seeds"] == 3
     assert "sanity" in pages.page_tables(groups, runs)
+
+
+def test_a_folder_holds_one_data_set_and_a_report_names_any_but_mnist(tmp_path):
+    """Every table averages by network, method and rate: runs of two data sets in one folder are
+    refused with the counts, not averaged together; a Fashion-MNIST report says so on top, an
+    MNIST one (and a run recorded before the field) says nothing, as before."""
+    mnist = [_budget_run("dense", 0.0, s, 0.99) for s in range(2)]
+    fashion = [R.seal({**_budget_run("dense", 0.0, s, 0.91), "dataset": "fashion-mnist"})
+               for s in range(3)]
+    assert results.datasets_of(mnist) == ["mnist"]
+    with pytest.raises(results.ReportError, match=r"mix data sets \(fashion-mnist: 3 runs, "
+                                                  r"mnist: 2 runs\)"):
+        results.aggregate(mnist + fashion)
+    pages.write_report(fashion, tmp_path)
+    assert (tmp_path / "summary.md").read_text().startswith("Data set: fashion-mnist (every run)")
+    pages.write_report(mnist, tmp_path)
+    assert (tmp_path / "summary.md").read_text().startswith("## Test accuracy")

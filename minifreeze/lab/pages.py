@@ -18,7 +18,7 @@ from pathlib import Path
 
 from minifreeze.lab.results import (
     ALPHA, ReportError, is_baseline, against_pruned_pairs, aggregate, checkpoint_rows, compare,
-    dead_unit_rows, elsa_comparison, elsa_costs, expand_levels, freeze_prune_pairs, layer_rows,
+    datasets_of, dead_unit_rows, elsa_comparison, elsa_costs, expand_levels, freeze_prune_pairs, layer_rows,
     length_rows, load_runs, network_of, pair_rows, read_summary, several_budgets, steps_of,
     summary_rows, variant_pairs, _method_rank)
 from minifreeze.lab.tables import (
@@ -154,6 +154,9 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
     a, b = compare
     diverged = [r for r in runs if "diverged" in r]
     parts = ["## Test accuracy (%) by method and rate: mean +- std over seeds"]
+    dataset = datasets_of(runs)
+    if dataset and dataset != ["mnist"]:  # MNIST's reports say nothing, as they always did
+        parts = [f"Data set: {dataset[0]} (every run)", ""] + parts
     for model in sorted({g["model"] for g in groups}):
         parts += ["", pivot_markdown(groups, model)]
     parts += ["", "## Mean over seeds (test accuracy in %, std: sample standard deviation)", "",

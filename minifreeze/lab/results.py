@@ -43,7 +43,8 @@ def method_order() -> tuple[str, ...]:
 
 
 class ReportError(ValueError):
-    """A results folder that holds no run, or a metrics file that cannot be read."""
+    """A results folder that holds no run, holds runs of several data sets, or a metrics file
+    that cannot be read."""
 
 
 def load_runs(root, *, skipped: list | None = None) -> list[dict]:
@@ -92,11 +93,28 @@ def network_of(run: dict) -> str:
 
 def group_runs(runs) -> dict[tuple, list[dict]]:
     """Runs by (network, method, rate), in the order they come: the groups every table and
-    figure averages over seeds."""
+    figure averages over seeds. Runs of different data sets are never averaged together: a
+    folder that mixes them is refused (`datasets_of`)."""
+    runs = list(runs)
+    datasets_of(runs)
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault((network_of(r), method_of(r), r["rate"]), []).append(r)
     return groups
+
+
+def datasets_of(runs) -> list[str]:
+    """The data set the runs trained on, as a one-item list (runs recorded before the field
+    existed trained on MNIST); ReportError when they are more than one, since every table of a
+    folder averages its runs by network, method and rate."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.get("dataset", "mnist")] = counts.get(r.get("dataset", "mnist"), 0) + 1
+    if len(counts) > 1:
+        raise ReportError("these runs mix data sets (" + ", ".join(
+            f"{d}: {n} runs" for d, n in sorted(counts.items())) + "); a results folder holds "
+            "one data set: sweep and report each into its own folder")
+    return sorted(counts)
 
 
 def _method_rank(method: str) -> int:
