@@ -261,3 +261,7 @@ def test_a_folder_holds_one_data_set_and_a_report_names_any_but_mnist(tmp_path):
     assert (tmp_path / "summary.md").read_text().startswith("Data set: fashion-mnist (every run)")
     pages.write_report(mnist, tmp_path)
     assert (tmp_path / "summary.md").read_text().startswith("## Test accuracy")
+    from minifreeze.lab import figures
+    fig = figures.plot_rates(results.aggregate(fashion), data="fashion-mnist")
+    assert fig.axes[0].get_title() == "lenet300 on fashion-mnist"  # _budget_run's network
+    assert figures.plot_rates(results.aggregate(mnist)).axes[0].get_title() == "lenet300"

@@ -126,13 +126,14 @@ def method_style(method: str) -> dict:
             "marker": MARKERS[j % len(MARKERS)]}  # a marker per method: none hides another
 
 
-def _figure(groups, path, draw):
+def _figure(groups, path, draw, data=None):
+    """One panel per network, each titled with it (and "on `data`", where given)."""
     import matplotlib.pyplot as plt
     models = sorted({g["model"] for g in groups})
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
     for ax, model in zip(axes[0], models):
         draw(ax, model, _lines(groups, model))
-        ax.set_title(model)
+        ax.set_title(model if data is None else f"{model} on {data}")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -141,9 +142,10 @@ def _figure(groups, path, draw):
     return fig
 
 
-def plot_rates(groups: list[dict], path=None):
+def plot_rates(groups: list[dict], path=None, *, data: str | None = None):
     """Test accuracy against the trained share 1 - q (log axis), one line per method with a
-    band of +- one std over seeds, dense as a horizontal line. Returns the figure."""
+    band of +- one std over seeds, dense as a horizontal line; `data` (the data set) joins the
+    titles. Returns the figure."""
     def draw(ax, model, lines):
         for method, rows in lines.items():
             mean = [100 * g["mean_accuracy"] for g in rows]
@@ -162,10 +164,11 @@ def plot_rates(groups: list[dict], path=None):
         ax.invert_xaxis()
         ax.set_xlabel("trained share of the weights, 1 - q (log)")
         ax.set_ylabel("test accuracy (%), mean +- std over seeds")
-    return _figure(groups, path, draw)
+    return _figure(groups, path, draw, data)
 
 
-def plot_gap(groups: list[dict], path=None, *, reference: float | None = 0.992):
+def plot_gap(groups: list[dict], path=None, *, reference: float | None = 0.992,
+             data: str | None = None):
     """The gap to dense in points (dense's mean - the method's, log axis) against the trained
     share 1 - q (log axis), one line per method with a band of +- one std; `reference` draws
     the gap a method at that fraction of dense would have (FreezeNet's "99.2% of the baseline").
@@ -199,10 +202,10 @@ def plot_gap(groups: list[dict], path=None, *, reference: float | None = 0.992):
         ax.invert_xaxis()
         ax.set_xlabel("trained share of the weights, 1 - q (log)")
         ax.set_ylabel("dense - method, test accuracy points (log)")
-    return _figure(groups, path, draw)
+    return _figure(groups, path, draw, data)
 
 
-def plot_bytes(groups: list[dict], path=None):
+def plot_bytes(groups: list[dict], path=None, *, data: str | None = None):
     """Test accuracy against the bytes of the stored model (log axis), one line per method."""
     def draw(ax, model, lines):
         for method, rows in lines.items():
@@ -215,7 +218,7 @@ def plot_bytes(groups: list[dict], path=None):
         ax.set_xscale("log")
         ax.set_xlabel("bytes on disk (.mfz, log)")
         ax.set_ylabel("test accuracy (%)")
-    return _figure(groups, path, draw)
+    return _figure(groups, path, draw, data)
 
 
 def plot_gradual(runs: list[dict], path=None, *, model: str = "lenet5", rate: float | None = None,

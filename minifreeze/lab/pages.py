@@ -251,9 +251,11 @@ def write_report(runs: list[dict], root, *, pair=HEADLINE) -> dict:
         figures.append(("accuracy.png", plot_history(curves)))
     rates = {(g["model"], g["method"]) for g in groups if not is_baseline(g["method"])}
     if any(sum(1 for g in groups if (g["model"], g["method"]) == k) > 1 for k in rates):
-        figures += [("rates.png", plot_rates(groups)), ("bytes.png", plot_bytes(groups))]
+        data = next((d for d in datasets_of(runs) if d != "mnist"), None)  # titles name it
+        figures += [("rates.png", plot_rates(groups, data=data)),
+                    ("bytes.png", plot_bytes(groups, data=data))]
         if any(is_baseline(g["method"]) for g in groups):
-            figures.append(("gap.png", plot_gap(groups)))
+            figures.append(("gap.png", plot_gap(groups, data=data)))
     for model in sorted({network_of(r) for r in runs if is_gradual(r["method"])
                          and "history" in r and "test_accuracy" in r}):
         figures.append((f"gradual_{model}.png", plot_gradual(original, model=model)))
