@@ -114,8 +114,7 @@ study: install
 # `python -m minifreeze publish runs/study_relu notebooks/results/study_relu`.
 STUDY_RELU_OUT ?= runs/study_relu
 study-relu: install
-	$(BIN)/python -m minifreeze sweep --seeds $(STUDY_SEEDS) --out $(STUDY_RELU_OUT) --order seed $(STUDY_ARGS) $(LENET5) --conv-relu --methods $(STUDY_METHODS) --rates $(STUDY_RATES)
-	$(BIN)/python -m minifreeze sweep --seeds $(STUDY_SEEDS) --out $(STUDY_RELU_OUT) --order seed $(STUDY_ARGS) $(LENET5) --conv-relu --methods synflow_prune --rates $(STUDY_RATES)
+	$(BIN)/python -m minifreeze sweep --seeds $(STUDY_SEEDS) --out $(STUDY_RELU_OUT) --order seed $(STUDY_ARGS) $(LENET5) --conv-relu --methods $(STUDY_METHODS) synflow_prune --rates $(STUDY_RATES)
 	$(BIN)/python -m minifreeze report $(STUDY_RELU_OUT)
 
 # Is freezing about layer collapse? FreezeNet and SNIP against SynFlow (designed not to collapse a

@@ -253,7 +253,7 @@ def test_a_folder_holds_one_data_set_and_a_report_names_any_but_mnist(tmp_path):
     mnist = [_budget_run("dense", 0.0, s, 0.99) for s in range(2)]
     fashion = [R.seal({**_budget_run("dense", 0.0, s, 0.91), "dataset": "fashion-mnist"})
                for s in range(3)]
-    assert results.datasets_of(mnist) == ["mnist"]
+    assert results.dataset_of(mnist) == "mnist" and results.dataset_of([]) is None
     with pytest.raises(results.ReportError, match=r"mix data sets \(fashion-mnist: 3 runs, "
                                                   r"mnist: 2 runs\)"):
         results.aggregate(mnist + fashion)

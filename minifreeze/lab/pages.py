@@ -18,7 +18,7 @@ from pathlib import Path
 
 from minifreeze.lab.results import (
     ALPHA, ReportError, is_baseline, against_pruned_pairs, aggregate, checkpoint_rows, compare,
-    datasets_of, dead_unit_rows, elsa_comparison, elsa_costs, expand_levels, freeze_prune_pairs, layer_rows,
+    dataset_of, dead_unit_rows, elsa_comparison, elsa_costs, expand_levels, freeze_prune_pairs, layer_rows,
     length_rows, load_runs, network_of, pair_rows, read_summary, several_budgets, steps_of,
     summary_rows, variant_pairs, _method_rank)
 from minifreeze.lab.tables import (
@@ -144,6 +144,13 @@ def fill_page(text: str, folder) -> str:
     return BLOCK.sub(table, text)
 
 
+def named_dataset(runs: list[dict]) -> str | None:
+    """The runs' data set where a report names it: any but MNIST (MNIST's reports and figures
+    say nothing, as they always did)."""
+    data = dataset_of(runs)
+    return None if data == "mnist" else data
+
+
 def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict],
                     compare=HEADLINE, elsa=(), elsa_cost=(), frozen_pruned=(),
                     against_pruned=(), layers=()) -> str:
@@ -154,9 +161,9 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
     a, b = compare
     diverged = [r for r in runs if "diverged" in r]
     parts = ["## Test accuracy (%) by method and rate: mean +- std over seeds"]
-    dataset = datasets_of(runs)
-    if dataset and dataset != ["mnist"]:  # MNIST's reports say nothing, as they always did
-        parts = [f"Data set: {dataset[0]} (every run)", ""] + parts
+    data = named_dataset(runs)
+    if data:
+        parts = [f"Data set: {data} (every run)", ""] + parts
     for model in sorted({g["model"] for g in groups}):
         parts += ["", pivot_markdown(groups, model)]
     parts += ["", "## Mean over seeds (test accuracy in %, std: sample standard deviation)", "",
@@ -251,7 +258,7 @@ def write_report(runs: list[dict], root, *, pair=HEADLINE) -> dict:
         figures.append(("accuracy.png", plot_history(curves)))
     rates = {(g["model"], g["method"]) for g in groups if not is_baseline(g["method"])}
     if any(sum(1 for g in groups if (g["model"], g["method"]) == k) > 1 for k in rates):
-        data = next((d for d in datasets_of(runs) if d != "mnist"), None)  # titles name it
+        data = named_dataset(runs)  # the titles name it
         figures += [("rates.png", plot_rates(groups, data=data)),
                     ("bytes.png", plot_bytes(groups, data=data))]
         if any(is_baseline(g["method"]) for g in groups):

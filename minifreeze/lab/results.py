@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -94,27 +95,25 @@ def network_of(run: dict) -> str:
 def group_runs(runs) -> dict[tuple, list[dict]]:
     """Runs by (network, method, rate), in the order they come: the groups every table and
     figure averages over seeds. Runs of different data sets are never averaged together: a
-    folder that mixes them is refused (`datasets_of`)."""
+    folder that mixes them is refused (`dataset_of`)."""
     runs = list(runs)
-    datasets_of(runs)
+    dataset_of(runs)
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault((network_of(r), method_of(r), r["rate"]), []).append(r)
     return groups
 
 
-def datasets_of(runs) -> list[str]:
-    """The data set the runs trained on, as a one-item list (runs recorded before the field
-    existed trained on MNIST); ReportError when they are more than one, since every table of a
+def dataset_of(runs) -> str | None:
+    """The one data set the runs trained on (runs recorded before the field existed trained on
+    MNIST; None for no runs); ReportError when they are more than one, since every table of a
     folder averages its runs by network, method and rate."""
-    counts: dict[str, int] = {}
-    for r in runs:
-        counts[r.get("dataset", "mnist")] = counts.get(r.get("dataset", "mnist"), 0) + 1
+    counts = Counter(r.get("dataset", "mnist") for r in runs)
     if len(counts) > 1:
         raise ReportError("these runs mix data sets (" + ", ".join(
             f"{d}: {n} runs" for d, n in sorted(counts.items())) + "); a results folder holds "
             "one data set: sweep and report each into its own folder")
-    return sorted(counts)
+    return next(iter(counts), None)
 
 
 def _method_rank(method: str) -> int:
