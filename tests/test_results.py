@@ -66,6 +66,50 @@ def test_publish_copies_finished_runs_and_small_models_only(tmp_path):
     assert R.finished(dense, specs[0]) is None
 
 
+def test_price_gives_the_sizes_a_run_records_and_prices_only_that_file(tmp_path, capsys):
+    """`price` computes afterwards what a run measures as it finishes (storage.stored_sizes), for
+    runs recorded before runs measured it; load_runs adds them only where the model file is the
+    one priced, and a run without its model file is named, not guessed."""
+    from minifreeze.lab.cli import main
+    from minifreeze.train import TrainConfig
+    specs = sweep.expand_grid(["lenet300"], ["freezenet", "snip"], [0.99], [0],
+                              base=TrainConfig(epochs=1, batch_size=50, warmup_steps=0,
+                                               lr=0.05, shards=1),
+                              limit_train=200, limit_test=100)
+    sweep.sweep(specs, tmp_path / "runs", progress=False)
+    measured = {}
+    for s in specs:  # as runs were before they measured it: the sizes left out, sealed again
+        path = tmp_path / "runs" / s.name / "metrics.json"
+        m = json.loads(path.read_text())
+        measured[s.name] = {k: m.pop(k) for k in ("gzip_bytes", "dense_gzip_bytes")}
+        assert R.priced_sizes(path.parent) == measured[s.name]  # afterwards = while it finished
+        path.write_text(json.dumps(R.seal(m)))
+    R.publish(tmp_path / "runs", tmp_path / "pub", max_model_bytes=100_000)  # dense left out
+    pub = tmp_path / "pub"
+    assert all("gzip_bytes" not in r for r in results.load_runs(pub))
+    assert main(["price", str(pub)]) == 0
+    out = capsys.readouterr().out
+    assert "priced 2 run(s)" in out and f"not priced: {specs[0].name}" in out
+    assert "model.mfz was not committed" in out
+    by = {r["run"]: r for r in results.load_runs(pub)}
+    for s in specs[1:]:
+        assert {k: by[s.name][k] for k in measured[s.name]} == measured[s.name]
+        assert by[s.name]["sizes_priced_after"] is True
+    assert "gzip_bytes" not in by[specs[0].name]
+    report = pages.write_report(list(by.values()), tmp_path / "report")["markdown"]
+    assert "computed afterwards" in report and "| lenet300 | snip | 0.99 |" in report
+    # an entry prices only the model file it names: another file, no sizes
+    priced = json.loads((pub / R.PRICED).read_text())
+    priced[specs[1].name]["model_sha256"] = "0" * 64
+    (pub / R.PRICED).write_text(json.dumps(priced))
+    assert "gzip_bytes" not in {r["run"]: r for r in results.load_runs(pub)}[specs[1].name]
+    (pub / R.PRICED).write_text("{")
+    with pytest.raises(results.ReportError, match="storage_priced.json: unreadable"):
+        results.load_runs(pub)
+    assert main(["price", str(tmp_path / "nowhere")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
 PAGES = [RESULTS.parents[1] / "README.md"] + sorted((RESULTS.parents[1] / "docs").glob("*.md"))
 
 

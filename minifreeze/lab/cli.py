@@ -486,6 +486,21 @@ def cmd_publish(args) -> int:
     return cmd_report(args)
 
 
+def cmd_price(args) -> int:
+    """Stored sizes for DIR's runs recorded before runs measured them, from their model files."""
+    from pathlib import Path
+    from minifreeze.lab import runs
+    if not Path(args.dir).is_dir():
+        raise CLIError(f"{args.dir}: no such folder (expected a results folder, e.g. "
+                       f"notebooks/results/study_relu)")
+    priced, unpriced = _library_call(runs.price, args.dir)
+    print(f"priced {len(priced)} run(s) into {Path(args.dir) / runs.PRICED}"
+          if priced else f"{args.dir}: no run to price")
+    for name, why in unpriced.items():
+        print(f"  not priced: {name}: {why}")
+    return 0
+
+
 def add_pipeline_commands(sub) -> None:
     from minifreeze import train as T
     from minifreeze.lab import sweep
@@ -572,6 +587,12 @@ def add_pipeline_commands(sub) -> None:
     p.add_argument("src", help="a sweep's folder, e.g. runs/paper")
     p.add_argument("dst", help="the folder kept in version control")
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("price", help="the stored sizes (the .mfz and every parameter as float32, "
+                                     "each gzipped) of DIR's runs that did not record them, from "
+                                     "their model files, into DIR/storage_priced.json")
+    p.add_argument("dir", help="a results folder, e.g. notebooks/results/study_relu")
+    p.set_defaults(func=cmd_price)
 
 
 class _Parser(argparse.ArgumentParser):

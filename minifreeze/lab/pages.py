@@ -197,6 +197,10 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
         parts += ["", "## What each network costs to store (bytes, mean over seeds: the .mfz, it "
                       "gzipped, every parameter as float32 and that gzipped)", "",
                   storage_markdown(groups)]
+        if any(g.get("sizes_priced_after") for g in groups):
+            parts += ["", "Sizes of the runs that did not measure them as they finished were "
+                          "computed afterwards from their committed model files "
+                          "(`python -m minifreeze price`, storage_priced.json)."]
     dead = dead_unit_rows(runs)
     if dead:
         parts += ["", "## Dead ReLU units (no positive output on the first 1,000 training "

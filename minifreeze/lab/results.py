@@ -71,8 +71,28 @@ def load_runs(root, *, skipped: list | None = None) -> list[dict]:
                           f"{root}/NAME` or `sweep --out {root}` first)")
     for r in runs:  # runs recorded before the network was: it follows from the config
         r.setdefault("network", network_of(r))
+    _add_priced_sizes(root, runs)
     return sorted(runs, key=lambda r: (r["network"], _method_rank(r["method"]), r["method"],
                                        r["rate"], r.get("seed", 0)))
+
+
+def _add_priced_sizes(root: Path, runs: list[dict]) -> None:
+    """Stored sizes that `runs.price` computed afterwards (root/storage_priced.json) join the
+    runs that recorded none, where the entry names the same model file (its SHA-256); such a
+    run says so (`sizes_priced_after`)."""
+    from minifreeze.lab.runs import PRICED
+    try:
+        priced = json.loads((root / PRICED).read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as err:
+        raise ReportError(f"{root / PRICED}: unreadable ({err}); run `price {root}` again") \
+            from None
+    for r in runs:
+        entry = priced.get(r.get("run"))
+        if "gzip_bytes" not in r and entry and entry.get("model_sha256") == r.get("model_sha256"):
+            r.update(gzip_bytes=entry["gzip_bytes"], dense_gzip_bytes=entry["dense_gzip_bytes"],
+                     sizes_priced_after=True)
 
 
 def method_of(run: dict) -> str:
@@ -181,6 +201,8 @@ def aggregate(runs: list[dict]) -> list[dict]:
                 sizes = [r.get(key) for r in ok]
                 if all(v is not None for v in sizes):
                     row[key] = int(round(mean_std(sizes)[0]))
+            if any(r.get("sizes_priced_after") for r in ok):  # by `runs.price`, afterwards
+                row["sizes_priced_after"] = True
             if "gzip_bytes" in row:  # beside them every parameter as float32, 4 bytes each
                 row["dense_bytes"] = int(round(mean_std([r["dense_bytes"] for r in ok])[0]))
             effective = [r.get("effective_weights") for r in ok]

@@ -358,3 +358,50 @@ def publish(src, dst, *, max_model_bytes: int = PUBLISH_MODEL_BYTES) -> list[str
         storage.write_atomic(target / METRICS, (folder / METRICS).read_bytes())
         copied.append(folder.name)
     return copied
+
+
+PRICED = "storage_priced.json"
+"""Written by `price` in a results folder: the stored sizes (`storage.stored_sizes`) of runs that
+were recorded before runs measured them, computed afterwards from their committed model files.
+`results.load_runs` adds them to those runs; the sealed metrics themselves are never rewritten."""
+
+
+def priced_sizes(folder) -> dict[str, int]:
+    """The stored sizes of the finished run in `folder`, computed from its model file as `run`
+    computes them while it finishes (`storage.stored_sizes` of the file and of the parameters
+    it rebuilds: frozen ones regenerated from the seed). Raises ValueError naming what is
+    missing: an unfinished run, or one published without its model file."""
+    folder = Path(folder)
+    metrics = finished(folder)
+    if metrics is None:
+        raise ValueError(f"{folder}: not a finished run (no sealed {METRICS}, or its model file "
+                         f"does not match the checksum it recorded)")
+    if "diverged" in metrics:
+        raise ValueError(f"{folder}: the run diverged; it has no trained network to price")
+    if not (folder / MODEL).exists():
+        raise ValueError(f"{folder}: its {MODEL} was not committed ({LEFT_OUT}); run the spec "
+                         f"again to price it")
+    return storage.stored_sizes(folder / MODEL, storage.load(folder / MODEL).params)
+
+
+def price(root) -> tuple[list[str], dict[str, str]]:
+    """Price every finished run of results folder `root` that recorded no stored sizes, from
+    its model file (`priced_sizes`), into root/storage_priced.json (written atomically, sorted,
+    each entry with the model file's SHA-256 so an entry never prices another file). Returns the
+    runs priced and, for each run that could not be, why (e.g. a dense model left out)."""
+    root = Path(root)
+    priced, unpriced = {}, {}
+    for folder in sorted(p.parent for p in root.glob(f"*/{METRICS}")):
+        metrics = finished(folder)
+        if metrics is not None and "gzip_bytes" in metrics:
+            continue  # measured while it ran
+        try:
+            sizes = priced_sizes(folder)
+        except (ValueError, storage.StorageError) as err:
+            unpriced[folder.name] = str(err).removeprefix(f"{folder}: ")
+            continue
+        priced[folder.name] = {**sizes, "model_sha256": metrics["model_sha256"]}
+    if priced:
+        storage.write_atomic(root / PRICED, (json.dumps(priced, indent=2, sort_keys=True)
+                                             + "\n").encode())
+    return sorted(priced), unpriced
