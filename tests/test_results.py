@@ -309,3 +309,16 @@ def test_a_folder_holds_one_data_set_and_a_report_names_any_but_mnist(tmp_path):
     fig = figures.plot_rates(results.aggregate(fashion), data="fashion-mnist")
     assert fig.axes[0].get_title() == "lenet300 on fashion-mnist"  # _budget_run's network
     assert figures.plot_rates(results.aggregate(mnist)).axes[0].get_title() == "lenet300"
+
+
+def test_a_network_trained_only_dense_gets_no_panel_against_the_rate():
+    """Nothing of a dense-only network can be drawn against 1 - q (the small VGG while only its
+    dense runs are in): the figures leave it out, its rows stay in the tables."""
+    from minifreeze.lab import figures
+    runs = [_budget_run(m, q, s, 0.9, model=model) for s in range(2)
+            for model, m, q in (("lenet300", "dense", 0.0), ("lenet300", "freezenet", 0.99),
+                                ("vgg", "dense", 0.0))]
+    groups = results.aggregate(runs)
+    for plot in (figures.plot_rates, figures.plot_gap, figures.plot_bytes):
+        assert [ax.get_title() for ax in plot(groups).axes] == ["lenet300"]
+    assert "| vgg | dense |" in pages.page_tables(groups)["groups"]

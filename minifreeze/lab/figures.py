@@ -127,9 +127,14 @@ def method_style(method: str) -> dict:
 
 
 def _figure(groups, path, draw, data=None):
-    """One panel per network, each titled with it (and "on `data`", where given)."""
+    """One panel per network, each titled with it (and "on `data`", where given). A network
+    trained only dense (so far) has nothing to draw against 1 - q: it gets no panel (its rows
+    are in the tables), unless no network has more."""
     import matplotlib.pyplot as plt
     models = sorted({g["model"] for g in groups})
+    sparse = [m for m in models
+              if any(g["model"] == m and g["rate"] > 0 and "mean_accuracy" in g for g in groups)]
+    models = sparse or models
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
     for ax, model in zip(axes[0], models):
         draw(ax, model, _lines(groups, model))
