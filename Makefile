@@ -177,9 +177,9 @@ length: install
 # protocol as in the study (lr 0.05 after a 200-step warm-up, cosine, momentum 0.9, weight decay
 # 5e-4, batch 100, Glorot-normal init): dense, FreezeNet, SNIP, SynFlow pruned and a random mask
 # frozen and pruned, seeds 0-2, the same hyperparameters for every method. LeNet-5: 63 runs of
-# about 3 minutes; VGG: 48 runs, dense and frozen ones about an hour each on one core (8 x 60,000
-# images at some 150 images/s), pruned ones (the sparse path) a third of that: some 14 hours two
-# at a time on 2 cores. Resumable, seed by seed. Writes runs/fashion/ and its report; publish it
+# about 3 minutes; VGG: 48 runs, dense and frozen ones 37-64 minutes each on one core (the three
+# dense runs: 2,246-3,840 s of training, two at a time), pruned ones (the sparse path) an estimated
+# third of that: some 14 hours two at a time on 2 cores. Resumable, seed by seed. Writes runs/fashion/ and its report; publish it
 # with `python -m minifreeze publish runs/fashion notebooks/results/fashion`.
 FASHION_OUT     ?= runs/fashion
 FASHION_METHODS ?= freezenet snip synflow_prune random_freeze random_prune
