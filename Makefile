@@ -179,8 +179,9 @@ length: install
 # frozen and pruned, seeds 0-2, the same hyperparameters for every method. LeNet-5: 63 runs of
 # about 3 minutes; VGG: 48 runs, dense and frozen ones 37-64 minutes each on one core (the three
 # dense runs: 2,246-3,840 s of training, two at a time), pruned ones (the sparse path) an estimated
-# third of that: some 14 hours two at a time on 2 cores. Resumable, seed by seed. Writes runs/fashion/ and its report; publish it
-# with `python -m minifreeze publish runs/fashion notebooks/results/fashion`.
+# third of that: some 14 hours two at a time on 2 cores. Resumable, seed by seed. Writes
+# runs/fashion/ and its report; publish it with `python -m minifreeze publish runs/fashion
+# notebooks/results/fashion`.
 FASHION_OUT     ?= runs/fashion
 FASHION_METHODS ?= freezenet snip synflow_prune random_freeze random_prune
 FASHION = $(BIN)/python -m minifreeze sweep --dataset fashion-mnist --seeds $(STUDY_SEEDS) --out $(FASHION_OUT) --order seed $(STUDY_ARGS) --epochs 8 --methods dense $(FASHION_METHODS)

@@ -133,7 +133,8 @@ def _figure(groups, path, draw, data=None):
     import matplotlib.pyplot as plt
     models = sorted({g["model"] for g in groups})
     sparse = [m for m in models
-              if any(g["model"] == m and g["rate"] > 0 and "mean_accuracy" in g for g in groups)]
+              if any(g["model"] == m and not is_baseline(g["method"]) and "mean_accuracy" in g
+                     for g in groups)]
     models = sparse or models
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
     for ax, model in zip(axes[0], models):

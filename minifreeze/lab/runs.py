@@ -372,7 +372,11 @@ def priced_sizes(folder) -> dict[str, int]:
     it rebuilds: frozen ones regenerated from the seed). Raises ValueError naming what is
     missing: an unfinished run, or one published without its model file."""
     folder = Path(folder)
-    metrics = finished(folder)
+    return _sizes(folder, finished(folder))
+
+
+def _sizes(folder: Path, metrics: dict | None) -> dict[str, int]:
+    """`priced_sizes` for a folder whose `finished` metrics are already read."""
     if metrics is None:
         raise ValueError(f"{folder}: not a finished run (no sealed {METRICS}, or its model file "
                          f"does not match the checksum it recorded)")
@@ -396,7 +400,7 @@ def price(root) -> tuple[list[str], dict[str, str]]:
         if metrics is not None and "gzip_bytes" in metrics:
             continue  # measured while it ran
         try:
-            sizes = priced_sizes(folder)
+            sizes = _sizes(folder, metrics)
         except (ValueError, storage.StorageError) as err:
             unpriced[folder.name] = str(err).removeprefix(f"{folder}: ")
             continue
