@@ -249,6 +249,23 @@ clean:
 bench: install
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
+# The cuda backend on an NVIDIA GPU (after `pip install -e '.[cuda]'` into .venv; docs/gpu.md):
+# the cuda tests on the device (MINIFREEZE_REQUIRE_CUDA=1: no GPU is a failure, not a skip), then
+# benchmarks/gpu.py (images/s against this machine's CPU cores and PyTorch on the same GPU,
+# agreement with the NumPy reference, determinism) into notebooks/results/gpu/, then make mnist's
+# three runs trained on the GPU into GPU_OUT and their report. Not yet run on a GPU (docs/gpu.md).
+GPU_OUT  ?= runs/gpu_mnist
+GPU_ARGS ?=
+GPU_MNIST_ARGS = --model lenet5 --epochs $(MNIST_EPOCHS) --seed $(MNIST_SEED)
+.PHONY: gpu
+gpu: install
+	MINIFREEZE_REQUIRE_CUDA=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m cuda
+	$(BIN)/python benchmarks/gpu.py $(GPU_ARGS)
+	$(BIN)/python -m minifreeze --backend cuda train --method dense $(GPU_MNIST_ARGS) --out $(GPU_OUT)/dense
+	$(BIN)/python -m minifreeze --backend cuda train --method freezenet --rate $(MNIST_RATE) $(GPU_MNIST_ARGS) --out $(GPU_OUT)/freezenet
+	$(BIN)/python -m minifreeze --backend cuda train --method snip --rate $(MNIST_RATE) $(GPU_MNIST_ARGS) --out $(GPU_OUT)/snip
+	$(BIN)/python -m minifreeze report $(GPU_OUT)
+
 # The step times behind notebook 06's "my pruned model is not faster": LeNet-5-Caffe at q = 0.995,
 # dense, FreezeNet, SNIP's pruned network on the sparse path and the same network on the dense
 # path, numba, batch 100, the median of 7 interleaved rounds (about 2 minutes on 2 idle cores).

@@ -122,9 +122,10 @@ class MinifreezeRunner:
     labelled e.g. "numba x2" for two shards on the numba backend."""
 
     def __init__(self, name, backend_name, score, batch, seed=0, shards=0, mode="freeze",
-                 conv="im2col"):
+                 conv="im2col", model_kwargs=None):
         self.backend, self.mode = backend_name, mode
-        kwargs = {"input_shape": [3, 32, 32]} if name == "vgg" else {}
+        kwargs = (dict(model_kwargs) if model_kwargs is not None else
+                  {"input_shape": [3, 32, 32]} if name == "vgg" else {})
         if conv != "im2col":
             kwargs["conv"] = conv
         self.model = get_model(name, **kwargs)
@@ -200,10 +201,19 @@ class TorchRunner:
                 m.bias.copy_(torch.from_numpy(ref.params[f"{ly.name}.b"]))
                 if ref.masks is not None:
                     self.masks.append((m.weight, torch.from_numpy(np.array(ref.masks[f"{ly.name}.w"]))))
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=LR, momentum=MOMENTUM,
-                                   weight_decay=WEIGHT_DECAY)
+        self.opt = self.optimizer()
         self.x = torch.from_numpy(ref.x)
         self.y = torch.from_numpy(ref.y)
+
+    def optimizer(self):
+        """SGD with momentum; a masked weight decays in `train_steps`, before its mask, as
+        minifreeze's masked SGD does: SGD's own weight decay would move frozen weights too."""
+        masked = {id(w) for w, _ in self.masks}
+        params = list(self.net.parameters())
+        groups = [{"params": [p for p in params if id(p) not in masked]},
+                  {"params": [p for p in params if id(p) in masked], "weight_decay": 0.0}]
+        return self.torch.optim.SGD([g for g in groups if g["params"]], lr=LR,
+                                    momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
     def train_steps(self, steps):
         torch, F = self.torch, self.torch.nn.functional
@@ -211,8 +221,8 @@ class TorchRunner:
         for _ in range(steps):
             self.opt.zero_grad(set_to_none=True)
             F.cross_entropy(self.net(self.x), self.y).backward()
-            for w, m in self.masks:  # the usual way to freeze in PyTorch: zero the gradient
-                w.grad.mul_(m)
+            for w, m in self.masks:  # freeze in PyTorch: decay, then zero the gradient
+                w.grad.add_(w.detach(), alpha=WEIGHT_DECAY).mul_(m)
             self.opt.step()
 
     def infer_steps(self, steps):

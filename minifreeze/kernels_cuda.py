@@ -58,6 +58,29 @@ def unavailable_reason() -> str | None:
             "with an NVIDIA GPU, install the CUDA extra: pip install 'minifreeze[cuda]'")
 
 
+def device_info() -> dict:
+    """The GPU the kernels run on, for a run's record: its name, compute capability, the driver's
+    and the CUDA target's versions (Numba's simulator says so instead). A fact this Numba cannot
+    give is None: the record must never cost a finished run."""
+    if SIMULATOR:
+        return {"name": "Numba CUDA simulator", "simulator": True}
+    from importlib import metadata
+
+    def fact(get):
+        try:
+            return get()
+        except Exception:  # an older or newer numba.cuda without this call
+            return None
+
+    dev = cuda.get_current_device()
+    name = fact(lambda: dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name))
+    return {"name": name, "simulator": False,
+            "compute_capability": fact(lambda: ".".join(map(str, dev.compute_capability))),
+            "multiprocessors": fact(lambda: int(dev.MULTIPROCESSOR_COUNT)),
+            "driver": fact(lambda: ".".join(map(str, cuda.cudadrv.driver.driver.get_version()))),
+            "numba_cuda": fact(lambda: metadata.version("numba-cuda"))}
+
+
 def _grid(n: int) -> tuple[int, int]:
     """(blocks, threads) for a grid-stride loop over n items."""
     return max(1, min(MAX_BLOCKS, -(-n // THREADS))), THREADS

@@ -248,3 +248,38 @@ def test_device_trainer_refuses_a_winograd_model():
     model = get_model("vgg", input_shape=(1, 28, 28), conv="winograd")
     with pytest.raises(NotImplementedError, match="winograd convolution, which runs on the numba and numpy"):
         DeviceTrainer(model, init.init_params(model, 0, "xavier"))
+
+
+def test_the_gpu_benchmark_measures_what_it_names_on_a_tiny_network(monkeypatch):
+    """benchmarks/gpu.py's measurements, end to end on a tiny network (the simulator's size):
+    every candidate timed in both regimes, the device agreeing with the NumPy reference, frozen
+    weights untouched, the same steps twice the same; its tables render from the record."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    monkeypatch.setattr(sys.modules["bench"], "PAUSE", 0.0)  # no idle threads to wait out here
+    model = tiny_model()
+    rng = rng_from(5)
+    x = rng.standard_normal((2, 1, 5, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 2)
+    rows = gpu.throughput("tiny", model, x, y, steps=1, rounds=1, q=0.5)
+    assert [(r["regime"], r["impl"][:5]) for r in rows] == [
+        ("dense", "cuda"), ("dense", "numba"), ("freezenet", "cuda"), ("freezenet", "numba")]
+    assert all(r["train_img_s"] > 0 and r["infer_img_s"] > 0 for r in rows)
+    assert rows[0]["trainable"] is None and rows[2]["trainable"] == 15  # of 30 weights
+    batches = [(x, y), (x[::-1].copy(), y[::-1].copy())]
+    agree = gpu.agreement("tiny", model, batches, q=0.5)
+    assert [r["regime"] for r in agree] == ["dense", "freezenet"]
+    for r in agree:
+        assert r["param_max_diff_rel"] < 1e-5 and r["loss_max_diff"] < 1e-5
+        assert r["deterministic"] and r["frozen_unchanged"]
+    assert agree[0]["frozen_weights"] == 0 and agree[1]["frozen_weights"] > 0
+    record = {"throughput": rows, "agreement": agree, "batch": 2, "rounds": 1,
+              "steps": {"tiny": 1}, "gemm": {"own_gmacs": 1.0, "torch_gmacs": None},
+              "environment": {"gpu": {"name": "sim"}, "cpus": 2, "cpu": "CPU"}}
+    assert "| tiny | freezenet | cuda |" in gpu.gpu_table(record)
+    assert "| tiny | freezenet | 2 |" in gpu.agreement_table(record)

@@ -62,12 +62,16 @@ def environment(*, shards: int | None = None, backend: str | None = None) -> dic
     """What decides a run's rounding, as a JSON-ready dict (recorded in metrics.json)."""
     import numba
     import numpy
-    return {"cpu": cpu_model(), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "system": platform.system(), "python": platform.python_version(),
-            "numpy": numpy.__version__, "numba": numba.__version__, "numba_cpu": numba_cpu(),
-            "blas": blas_info(), "shards": shards, "backend": backend,
-            "variables": {k: os.environ[k] for k in KERNEL_VARIABLES if k in os.environ},
-            "byteorder": sys.byteorder}
+    env = {"cpu": cpu_model(), "machine": platform.machine(), "cpus": os.cpu_count(),
+           "system": platform.system(), "python": platform.python_version(),
+           "numpy": numpy.__version__, "numba": numba.__version__, "numba_cpu": numba_cpu(),
+           "blas": blas_info(), "shards": shards, "backend": backend,
+           "variables": {k: os.environ[k] for k in KERNEL_VARIABLES if k in os.environ},
+           "byteorder": sys.byteorder}
+    if backend == "cuda":  # the GPU decides the rounding of a device run; imported only now
+        from minifreeze import kernels_cuda
+        env["gpu"] = kernels_cuda.device_info()
+    return env
 
 
 def environment_key(env: dict | None) -> str:
@@ -80,6 +84,9 @@ def environment_key(env: dict | None) -> str:
     blas = ", ".join(sorted({f"{b.get('internal_api')} {b.get('architecture')} kernels"
                              for b in env.get("blas", [])})) or "no BLAS seen"
     var = " ".join(f"{k}={v}" for k, v in sorted(env.get("variables", {}).items()))
+    gpu = env.get("gpu")
+    gpu = (f", {gpu.get('name')} (driver {gpu.get('driver')}, numba-cuda "
+           f"{gpu.get('numba_cuda')})" if gpu else "")
     return (f"{env.get('cpu')} ({env.get('numba_cpu')}), numpy {env.get('numpy')}, numba "
             f"{env.get('numba')}, {blas}{', ' + var if var else ''}, {env.get('shards')} "
-            f"shard(s), {env.get('backend')}")
+            f"shard(s), {env.get('backend')}{gpu}")

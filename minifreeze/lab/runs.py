@@ -286,11 +286,13 @@ def run(spec: RunSpec, out, *, data: D.Dataset | None = None, progress: bool | N
 
 
 def run_environment(c: T.TrainConfig) -> dict:
-    """Where a run of config `c` runs now: `environment.environment` with its shard count."""
+    """Where a run of config `c` runs now: `environment.environment` with its shard count (None
+    on a device-resident backend, whose trainer takes each batch whole)."""
     from minifreeze.lab.environment import environment
     model = models.get_model(c.model, **c.model_kwargs)
-    return environment(shards=parallel.resolve_shards(model, c.shards, c.batch_size),
-                       backend=backend.get_backend())
+    shards = (None if backend.kernels().device_resident else
+              parallel.resolve_shards(model, c.shards, c.batch_size))
+    return environment(shards=shards, backend=backend.get_backend())
 
 
 def _diverged(spec: RunSpec, out: Path, err: T.TrainingDiverged) -> dict:
