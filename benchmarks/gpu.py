@@ -12,11 +12,11 @@ abs(theta * g) on the batch, the rest frozen; Xavier init, seed 0), batch 100:
    `train --backend cuda` trains with), for `trainer.HostTrainer` on the numba backend on the same
    machine's CPU cores (automatic shards), and, where PyTorch with CUDA is importable, for the
    same layers in PyTorch on the same GPU (bench.py's `TorchRunner`: the same weights, frozen
-   weights by a masked, decayed gradient; TF32 off, so every candidate multiplies in float32). Timed in
-   interleaved rounds, the median kept (bench.py's `interleaved`). A step's dense multiply-adds per
-   image (bench.py's `cost`: the device computes every product densely) times images per second
-   give its rate, beside the float32 matrix-product rate of the GPU (PyTorch's, cuBLAS) and of
-   this project's own tiled kernel on one 2048 x 2048 product.
+   weights by a masked, decayed gradient; TF32 off, so every candidate multiplies in float32).
+   Timed in interleaved rounds, the median kept (bench.py's `interleaved`). A step's dense
+   multiply-adds per image (bench.py's `cost`: the device computes every product densely) times
+   images per second give its rate, beside the float32 matrix-product rate of the GPU (PyTorch's,
+   cuBLAS, on 4096 x 4096) and of this project's own tiled kernel on one 2048 x 2048 product.
 2. Agreement: from the same theta0, STEPS steps on the same real training batches on the device
    and on the NumPy reference (backend numpy, one shard): the largest parameter difference over
    the largest parameter, the largest difference of the per-step losses, and whether every frozen
@@ -284,8 +284,8 @@ def gpu_table(record: dict) -> str:
             f"{record['environment']['cpus']} cores of {record['environment']['cpu']}; batch "
             f"{record['batch']}; steps per round "
             + ", ".join(f"{n} {k}" for n, k in record["steps"].items())
-            + f"; median of {record['rounds']} rounds. Float32 matrix product (2 x multiply-adds): this "
-            f"project's tiled kernel {2 * m['own_gmacs'] / 1e3:.2f} TFLOP/s"
+            + f"; median of {record['rounds']} rounds. Float32 matrix product (2 x "
+            f"multiply-adds): this project's tiled kernel {2 * m['own_gmacs'] / 1e3:.2f} TFLOP/s"
             + (f", PyTorch (cuBLAS, TF32 off) {2 * m['torch_gmacs'] / 1e3:.2f} TFLOP/s"
                if m.get("torch_gmacs") else "") + ".")
     return markdown_table(out, tuple(out[0]), left=("network", "regime", "candidate")) + note

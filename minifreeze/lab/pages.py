@@ -18,9 +18,9 @@ from pathlib import Path
 
 from minifreeze.lab.results import (
     ALPHA, ReportError, is_baseline, against_pruned_pairs, aggregate, checkpoint_rows, compare,
-    dataset_of, dead_unit_rows, elsa_comparison, elsa_costs, expand_levels, freeze_prune_pairs, layer_rows,
-    length_rows, load_runs, network_of, pair_rows, read_summary, several_budgets, steps_of,
-    summary_rows, variant_pairs, _method_rank)
+    dataset_of, dead_unit_rows, elsa_comparison, elsa_costs, expand_levels, freeze_prune_pairs,
+    group_runs, layer_rows, length_rows, load_runs, network_of, pair_rows, read_summary,
+    several_budgets, steps_of, summary_rows, variant_pairs, _method_rank)
 from minifreeze.lab.tables import (
     AGGREGATE_COLUMNS, RUN_COLUMNS, SUMMARY_COLUMNS, checkpoint_table, compare_markdown,
     dead_units_markdown, elsa_cost_markdown, elsa_markdown, environments_markdown, format_rows,
@@ -30,6 +30,9 @@ from minifreeze.methods import HEADLINE
 from minifreeze.lab.figures import (
     is_gradual, plot_bytes, plot_gap, plot_gradual, plot_history, plot_length, plot_rates)
 
+
+MAX_CURVE_GROUPS = 8
+"""The most (network, method, rate) groups a report's accuracy-per-epoch figure draws."""
 
 BLOCK = re.compile(r"(?P<head><!-- table: (?P<dir>\S+) (?P<kind>\w+)(?P<args>(?: [\w.]+)*) -->\n)"
                    r"(?P<body>.*?)(?P<end><!-- /table -->)", re.S)
@@ -258,7 +261,9 @@ def write_report(runs: list[dict], root, *, pair=HEADLINE) -> dict:
     figures = []
     curves = [r for r in runs if "history" in r and "test_accuracy" in r
               and "elsa_level" not in r]
-    if curves and len(runs) <= 16:
+    # One colour and legend entry per (network, method, rate), each with all its seeds: readable
+    # up to MAX_CURVE_GROUPS of them, however many seeds (the paper protocol's 30 runs are 8).
+    if curves and len(group_runs(curves)) <= MAX_CURVE_GROUPS:
         figures.append(("accuracy.png", plot_history(curves)))
     rates = {(g["model"], g["method"]) for g in groups if not is_baseline(g["method"])}
     if any(sum(1 for g in groups if (g["model"], g["method"]) == k) > 1 for k in rates):
