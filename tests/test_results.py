@@ -249,6 +249,18 @@ def test_length_rows_pair_by_seed_within_each_budget_never_across():
     assert long_["p"] > 0.05 and long_["verdict"] == "not separable with 3 seeds"
 
 
+def test_the_accuracy_figure_is_drawn_per_group_however_many_seeds(tmp_path):
+    """A report draws accuracy per epoch where its runs form at most MAX_CURVE_GROUPS (network,
+    method, rate) groups, however many runs: the paper protocol's runs (over 16, in 5 groups) get
+    it, a study of 21 groups does not."""
+    paper = results.load_runs(RESULTS / "paper_lecun")
+    assert len(paper) > 16 and len(results.group_runs(paper)) <= pages.MAX_CURVE_GROUPS
+    assert "accuracy.png" in pages.write_report(paper, tmp_path / "paper")["files"]
+    study = results.load_runs(RESULTS / "study_relu")
+    assert len(results.group_runs(study)) > pages.MAX_CURVE_GROUPS
+    assert "accuracy.png" not in pages.write_report(study, tmp_path / "study")["files"]
+
+
 def test_a_length_study_reports_per_budget(tmp_path):
     runs = _length_runs()
     out = pages.write_report(runs, tmp_path)
