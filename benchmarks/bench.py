@@ -117,15 +117,29 @@ def cost(model, masks, mode: str, kernels) -> dict:
             "total_macs": fwd + dx + dw}
 
 
-class MinifreezeRunner:
+class TimedTrainer:
+    """A minifreeze trainer (`self.trainer`: HostTrainer or cuda_train.DeviceTrainer) timed on
+    one batch (`self.x`, `self.y`) under the backend `self.backend`: what `interleaved` calls."""
+
+    def train_steps(self, steps):
+        with backend.use_backend(self.backend):
+            for _ in range(steps):
+                self.trainer.step(self.x, self.y, LR)
+
+    def infer_steps(self, steps):
+        with backend.use_backend(self.backend):
+            for _ in range(steps):
+                self.trainer.predict(self.x, batch_size=len(self.x))
+
+
+class MinifreezeRunner(TimedTrainer):
     """minifreeze's HostTrainer, the batch in `shards` shards (0: automatic, parallel.py),
     labelled e.g. "numba x2" for two shards on the numba backend."""
 
     def __init__(self, name, backend_name, score, batch, seed=0, shards=0, mode="freeze",
-                 conv="im2col", model_kwargs=None):
+                 conv="im2col"):
         self.backend, self.mode = backend_name, mode
-        kwargs = (dict(model_kwargs) if model_kwargs is not None else
-                  {"input_shape": [3, 32, 32]} if name == "vgg" else {})
+        kwargs = {"input_shape": [3, 32, 32]} if name == "vgg" else {}
         if conv != "im2col":
             kwargs["conv"] = conv
         self.model = get_model(name, **kwargs)
@@ -147,16 +161,6 @@ class MinifreezeRunner:
         self.stored_bytes = len(storage.to_bytes(storage.Checkpoint(
             self.model.name, self.params, masks=self.masks or {}, seed=seed, mode=stored_mode,
             model_kwargs=kwargs)))
-
-    def train_steps(self, steps):
-        with backend.use_backend(self.backend):
-            for _ in range(steps):
-                self.trainer.step(self.x, self.y, LR)
-
-    def infer_steps(self, steps):
-        with backend.use_backend(self.backend):
-            for _ in range(steps):
-                self.trainer.predict(self.x, batch_size=len(self.x))
 
 
 # --- the PyTorch side (only when torch is installed) --------------------------------------------

@@ -44,7 +44,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench import LR, MOMENTUM, Q, WEIGHT_DECAY, TorchRunner, cost, interleaved  # noqa: E402
+from bench import (  # noqa: E402
+    LR, MOMENTUM, Q, WEIGHT_DECAY, TimedTrainer, TorchRunner, cost, interleaved)
 
 from minifreeze import backend, init, parallel, saliency  # noqa: E402
 from minifreeze import masks as M  # noqa: E402
@@ -87,44 +88,27 @@ def digest(params: dict) -> str:
 
 # --- the candidates -----------------------------------------------------------------------------
 
-class DeviceRunner:
+class DeviceRunner(TimedTrainer):
     """cuda_train.DeviceTrainer: `step` copies the batch in and [loss, correct] out, so each step
     ends synchronised with the host."""
-    label = "cuda"
 
     def __init__(self, model, params, masks, x, y):
         from minifreeze.cuda_train import DeviceTrainer
         self.trainer = DeviceTrainer(model, params, masks, **HP)
+        self.backend = self.label = "cuda"
         self.x, self.y = x, y
 
-    def train_steps(self, steps):
-        for _ in range(steps):
-            self.trainer.step(self.x, self.y, LR)
 
-    def infer_steps(self, steps):
-        for _ in range(steps):
-            self.trainer.predict(self.x, batch_size=len(self.x))
-
-
-class HostRunner:
+class HostRunner(TimedTrainer):
     """trainer.HostTrainer on the numba backend, the batch in automatic shards (all cores)."""
 
     def __init__(self, model, params, masks, x, y):
-        with backend.use_backend("numba"):
+        self.backend = "numba"
+        with backend.use_backend(self.backend):
             shards = parallel.resolve_shards(model, 0, len(x))
             self.trainer = HostTrainer(model, params, masks, shards=shards, **HP)
         self.label = f"numba x{shards}"
         self.x, self.y = x, y
-
-    def train_steps(self, steps):
-        with backend.use_backend("numba"):
-            for _ in range(steps):
-                self.trainer.step(self.x, self.y, LR)
-
-    def infer_steps(self, steps):
-        with backend.use_backend("numba"):
-            for _ in range(steps):
-                self.trainer.predict(self.x, batch_size=len(self.x))
 
 
 def torch_cuda():
@@ -214,6 +198,7 @@ def agreement(network, model, batches, q: float = Q) -> list[dict]:
         again, _ = device_steps(model, theta0, masks, batches)
         scale = max(float(np.abs(p).max()) for p in ref.values())
         frozen = [(got[n][m == 0], theta0[n][m == 0]) for n, m in (masks or {}).items()]
+        sha = digest(got)
         rows.append({
             "network": network, "regime": regime, "steps": len(batches),
             "param_max_diff_rel": max(float(np.abs(got[n] - ref[n]).max()) for n in ref) / scale,
@@ -221,7 +206,7 @@ def agreement(network, model, batches, q: float = Q) -> list[dict]:
             "loss_first": float(ref_losses[0]), "loss_last": float(ref_losses[-1]),
             "frozen_weights": int(sum(a.size for a, _ in frozen)),
             "frozen_unchanged": all(a.tobytes() == b.tobytes() for a, b in frozen),
-            "deterministic": digest(got) == digest(again), "sha256": digest(got)})
+            "deterministic": sha == digest(again), "sha256": sha})
     return rows
 
 

@@ -254,13 +254,10 @@ def test_the_gpu_benchmark_measures_what_it_names_on_a_tiny_network(monkeypatch)
     """benchmarks/gpu.py's measurements, end to end on a tiny network (the simulator's size):
     every candidate timed in both regimes, the device agreeing with the NumPy reference, frozen
     weights untouched, the same steps twice the same; its tables render from the record."""
-    import importlib.util
     import sys
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
-    spec = importlib.util.spec_from_file_location("bench_gpu", path)
-    gpu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu)
+
+    from tests.test_benchmarks import _script
+    gpu = _script("gpu")
     monkeypatch.setattr(sys.modules["bench"], "PAUSE", 0.0)  # no idle threads to wait out here
     model = tiny_model()
     rng = rng_from(5)

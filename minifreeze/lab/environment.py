@@ -84,9 +84,9 @@ def environment_key(env: dict | None) -> str:
     blas = ", ".join(sorted({f"{b.get('internal_api')} {b.get('architecture')} kernels"
                              for b in env.get("blas", [])})) or "no BLAS seen"
     var = " ".join(f"{k}={v}" for k, v in sorted(env.get("variables", {}).items()))
-    gpu = env.get("gpu")
-    gpu = (f", {gpu.get('name')} (driver {gpu.get('driver')}, numba-cuda "
-           f"{gpu.get('numba_cuda')})" if gpu else "")
+    card = env.get("gpu")
+    gpu = (f", {card.get('name')} (driver {card.get('driver')}, numba-cuda "
+           f"{card.get('numba_cuda')})" if card else "")
     return (f"{env.get('cpu')} ({env.get('numba_cpu')}), numpy {env.get('numpy')}, numba "
             f"{env.get('numba')}, {blas}{', ' + var if var else ''}, {env.get('shards')} "
             f"shard(s), {env.get('backend')}{gpu}")
