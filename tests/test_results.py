@@ -251,14 +251,19 @@ def test_length_rows_pair_by_seed_within_each_budget_never_across():
 
 def test_the_accuracy_figure_is_drawn_per_group_however_many_seeds(tmp_path):
     """A report draws accuracy per epoch where its runs form at most MAX_CURVE_GROUPS (network,
-    method, rate) groups, however many runs: the paper protocol's runs (over 16, in 5 groups) get
-    it, a study of 21 groups does not."""
+    method, rate) groups, however many runs: the paper protocol's runs (over 16, in 8 groups) get
+    it, a study of 21 groups does not; reported into the same folder, the study's report removes
+    the figure the paper's left there, and keeps the ones it draws itself."""
     paper = results.load_runs(RESULTS / "paper_lecun")
     assert len(paper) > 16 and len(results.group_runs(paper)) <= pages.MAX_CURVE_GROUPS
     assert "accuracy.png" in pages.write_report(paper, tmp_path / "paper")["files"]
     study = results.load_runs(RESULTS / "study_relu")
     assert len(results.group_runs(study)) > pages.MAX_CURVE_GROUPS
     assert "accuracy.png" not in pages.write_report(study, tmp_path / "study")["files"]
+    files = pages.write_report(study, tmp_path / "paper")["files"]
+    assert not (tmp_path / "paper" / "accuracy.png").exists()
+    assert {"rates.png", "gap.png"} <= set(files)
+    assert all((tmp_path / "paper" / f).is_file() for f in files)
 
 
 def test_a_length_study_reports_per_budget(tmp_path):

@@ -33,6 +33,8 @@ from minifreeze.lab.figures import (
 
 MAX_CURVE_GROUPS = 8
 """The most (network, method, rate) groups a report's accuracy-per-epoch figure draws."""
+REPORT_FIGURES = ("accuracy.png", "rates.png", "bytes.png", "gap.png")
+"""The figures `write_report` owns by name, beside gradual_<network>.png."""
 
 BLOCK = re.compile(r"(?P<head><!-- table: (?P<dir>\S+) (?P<kind>\w+)(?P<args>(?: [\w.]+)*) -->\n)"
                    r"(?P<body>.*?)(?P<end><!-- /table -->)", re.S)
@@ -231,10 +233,11 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
 
 def write_report(runs: list[dict], root, *, pair=HEADLINE) -> dict:
     """Write the report of `runs` into folder `root`: summary.md, summary.csv (one row per
-    group), runs.csv, results.json, and figures: accuracy.png (per epoch, up to 12 runs),
-    rates.png, bytes.png and gap.png (the gap to dense; when some method ran at two rates or
-    more). Returns
-    {"markdown": the Markdown text, "files": the names written}."""
+    group), runs.csv, results.json, and figures: accuracy.png (per epoch, for at most
+    MAX_CURVE_GROUPS groups), rates.png, bytes.png and gap.png (the gap to dense; when some method
+    ran at two rates or more), gradual_<network>.png. A figure of these names that an earlier
+    report drew and this one does not is removed, so no figure outlives the runs it showed.
+    Returns {"markdown": the Markdown text, "files": the names written}."""
     import matplotlib.pyplot as plt
     from minifreeze.storage import write_atomic
     root = Path(root)
@@ -279,6 +282,10 @@ def write_report(runs: list[dict], root, *, pair=HEADLINE) -> dict:
         fig.savefig(root / name, dpi=120, bbox_inches="tight")
         plt.close(fig)
         files.append(name)
+    drawn = {name for name, _ in figures}
+    for old in [*(root / name for name in REPORT_FIGURES), *root.glob("gradual_*.png")]:
+        if old.name not in drawn and old.is_file():
+            old.unlink()
     return {"markdown": text, "files": files}
 
 
