@@ -265,7 +265,8 @@ def write_report(runs: list[dict], root, *, pair=HEADLINE) -> dict:
     curves = [r for r in runs if "history" in r and "test_accuracy" in r
               and "elsa_level" not in r]
     # One colour and legend entry per (network, method, rate), each with all its seeds: readable
-    # up to MAX_CURVE_GROUPS of them, however many seeds (the paper protocol's 30 runs are 8).
+    # up to MAX_CURVE_GROUPS of them, however many seeds (paper_lecun's LeNet-5 with conv ReLU is 7;
+    # Caffe's FreezeNet and SNIP runs, once in, make 9).
     if curves and len(group_runs(curves)) <= MAX_CURVE_GROUPS:
         figures.append(("accuracy.png", plot_history(curves)))
     rates = {(g["model"], g["method"]) for g in groups if not is_baseline(g["method"])}
