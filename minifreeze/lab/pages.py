@@ -34,7 +34,8 @@ from minifreeze.lab.figures import (
 MAX_CURVE_GROUPS = 8
 """The most (network, method, rate) groups a report's accuracy-per-epoch figure draws."""
 REPORT_FIGURES = ("accuracy.png", "rates.png", "bytes.png", "gap.png")
-"""The figures `write_report` owns by name, beside gradual_<network>.png."""
+"""The figures `write_report` owns by name, beside accuracy_<network>.png and
+gradual_<network>.png."""
 
 BLOCK = re.compile(r"(?P<head><!-- table: (?P<dir>\S+) (?P<kind>\w+)(?P<args>(?: [\w.]+)*) -->\n)"
                    r"(?P<body>.*?)(?P<end><!-- /table -->)", re.S)
@@ -231,11 +232,28 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
     return "\n".join(parts)
 
 
+def accuracy_figures(curves: list[dict]) -> list[tuple]:
+    """[(file name, figure)] of test accuracy per epoch for `curves` (runs with a history): one
+    colour and legend entry per (network, method, rate), each with all its seeds, readable up to
+    MAX_CURVE_GROUPS groups however many seeds. All in accuracy.png when they fit; otherwise
+    accuracy_<network>.png for each network whose own groups fit (a VGG beside a LeNet-5 grid too
+    large to draw, Caffe's LeNet-5 beside the paper protocol's conv-ReLU runs), none for the rest."""
+    if not curves:
+        return []
+    if len(group_runs(curves)) <= MAX_CURVE_GROUPS:
+        return [("accuracy.png", plot_history(curves))]
+    by_network: dict[str, list[dict]] = {}
+    for r in curves:
+        by_network.setdefault(network_of(r), []).append(r)
+    return [(f"accuracy_{net}.png", plot_history(rs)) for net, rs in sorted(by_network.items())
+            if len(group_runs(rs)) <= MAX_CURVE_GROUPS]
+
+
 def write_report(runs: list[dict], root, *, pair=HEADLINE) -> dict:
     """Write the report of `runs` into folder `root`: summary.md, summary.csv (one row per
-    group), runs.csv, results.json, and figures: accuracy.png (per epoch, for at most
-    MAX_CURVE_GROUPS groups), rates.png, bytes.png and gap.png (the gap to dense; when some method
-    ran at two rates or more), gradual_<network>.png. A figure of these names that an earlier
+    group), runs.csv, results.json, and figures: accuracy.png or accuracy_<network>.png (per
+    epoch, `accuracy_figures`), rates.png, bytes.png and gap.png (the gap to dense; when some
+    method ran at two rates or more), gradual_<network>.png. A figure of these names that an earlier
     report drew and this one does not is removed, so no figure outlives the runs it showed.
     Returns {"markdown": the Markdown text, "files": the names written}."""
     import matplotlib.pyplot as plt
@@ -264,11 +282,7 @@ def write_report(runs: list[dict], root, *, pair=HEADLINE) -> dict:
     figures = []
     curves = [r for r in runs if "history" in r and "test_accuracy" in r
               and "elsa_level" not in r]
-    # One colour and legend entry per (network, method, rate), each with all its seeds: readable
-    # up to MAX_CURVE_GROUPS of them, however many seeds (paper_lecun's LeNet-5 with conv ReLU is 7;
-    # Caffe's FreezeNet and SNIP runs, once in, make 9).
-    if curves and len(group_runs(curves)) <= MAX_CURVE_GROUPS:
-        figures.append(("accuracy.png", plot_history(curves)))
+    figures += accuracy_figures(curves)
     rates = {(g["model"], g["method"]) for g in groups if not is_baseline(g["method"])}
     if any(sum(1 for g in groups if (g["model"], g["method"]) == k) > 1 for k in rates):
         data = named_dataset(runs)  # the titles name it
@@ -284,7 +298,8 @@ def write_report(runs: list[dict], root, *, pair=HEADLINE) -> dict:
         plt.close(fig)
         files.append(name)
     drawn = {name for name, _ in figures}
-    for old in [*(root / name for name in REPORT_FIGURES), *root.glob("gradual_*.png")]:
+    for old in [*(root / name for name in REPORT_FIGURES), *root.glob("accuracy_*.png"),
+                *root.glob("gradual_*.png")]:
         if old.name not in drawn and old.is_file():
             old.unlink()
     return {"markdown": text, "files": files}
