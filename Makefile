@@ -178,8 +178,9 @@ length: install
 # 5e-4, batch 100, Glorot-normal init): dense, FreezeNet, SNIP, SynFlow pruned and a random mask
 # frozen and pruned, seeds 0-2, the same hyperparameters for every method. LeNet-5: 63 runs of
 # about 3 minutes; VGG: 48 runs, dense and frozen ones 37-64 minutes each on one core (the three
-# dense runs: 2,246-3,840 s of training, two at a time), pruned ones (the sparse path) an estimated
-# third of that: some 14 hours two at a time on 2 cores. Resumable, seed by seed. Writes
+# dense runs: 2,246-3,840 s of training, two at a time), pruned ones computing over their kept
+# weights (--sparse-compute, equal to float rounding; dense and frozen runs ignore it) an
+# estimated third of that: some 14 hours two at a time on 2 cores. Resumable, seed by seed. Writes
 # runs/fashion/ and its report; publish it with `python -m minifreeze publish runs/fashion
 # notebooks/results/fashion`.
 FASHION_OUT     ?= runs/fashion
@@ -188,7 +189,7 @@ FASHION = $(BIN)/python -m minifreeze sweep --dataset fashion-mnist --seeds $(ST
 fashion: install
 	mkdir -p $(FASHION_OUT) && cp -rn notebooks/results/fashion/*/ $(FASHION_OUT)/ 2>/dev/null || true  # the committed runs count as finished
 	$(FASHION) --models lenet5 --conv-relu --rates 0.9 0.99 0.995 0.999
-	$(FASHION) --models vgg --rates 0.9 0.99 0.995
+	$(FASHION) --models vgg --rates 0.9 0.99 0.995 --sparse-compute
 	$(BIN)/python -m minifreeze report $(FASHION_OUT)
 
 # The full grid of the study (two models, six methods and dense, seven rates, three seeds: 258

@@ -163,7 +163,7 @@ class TrainConfig:
         type=int, metavar="N")
     sparse_compute: bool = documented(False,
         "pruned layers compute over their kept weights only (faster; equal to float rounding, so "
-        "off by default)")
+        "off by default; a run that is not pruned ignores it)")
     options: Any = None
     checkpoint_every: int | None = documented(None,
         "also evaluate the test set every N steps near the end, for SNIP's rule (the best of the "
@@ -221,6 +221,8 @@ class TrainConfig:
                 c.checkpoint_last)
         if c.checkpoint_every is None:
             c.checkpoint_last = d.checkpoint_last  # unused: one config for one run
+        if c.mode != "prune":
+            c.sparse_compute = d.sparse_compute  # only a pruned network computes sparsely: likewise
         require(isinstance(c.warmup_steps, int) and c.warmup_steps >= 0, "warmup_steps",
                 "a whole number >= 0", c.warmup_steps)
         require(c.lr_step_every is None or (isinstance(c.lr_step_every, int) and

@@ -372,3 +372,20 @@ def test_a_vgg_run_takes_its_input_shape_from_the_data_set():
     [spec] = [s for s in sweep.expand_grid(["vgg"], ["freezenet"], [0.99], [0], dataset="fashion-mnist")
               if s.config.method == "freezenet"]
     assert spec.config.model_kwargs == {"input_shape": [1, 28, 28]}
+
+
+def test_sparse_compute_is_part_of_a_pruned_run_only():
+    """`--sparse-compute` changes how a pruned network computes (to float rounding), so it names a
+    different pruned run; a dense or frozen network computes densely either way, so asking for it
+    there resolves to the default: the same config and name as a run without it (a sweep given
+    the flag keeps the finished dense and frozen runs)."""
+    for method in ("dense", "freezenet", "random_freeze"):
+        plain = R.RunSpec(TrainConfig(model="vgg", method=method, rate=0.99), "fashion-mnist")
+        asked = R.RunSpec(TrainConfig(model="vgg", method=method, rate=0.99,
+                                      sparse_compute=True), "fashion-mnist")
+        assert asked.config.sparse_compute is False and asked == plain
+        assert asked.name == plain.name
+    plain = R.RunSpec(TrainConfig(model="vgg", method="snip", rate=0.99), "fashion-mnist")
+    asked = R.RunSpec(TrainConfig(model="vgg", method="snip", rate=0.99, sparse_compute=True),
+                      "fashion-mnist")
+    assert asked.config.sparse_compute is True and asked.name != plain.name
