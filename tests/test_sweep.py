@@ -4,6 +4,7 @@ on a Dask LocalCluster, and a report whose mean and std are the hand-computed on
 import dataclasses
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -389,3 +390,42 @@ def test_sparse_compute_is_part_of_a_pruned_run_only():
     asked = R.RunSpec(TrainConfig(model="vgg", method="snip", rate=0.99, sparse_compute=True),
                       "fashion-mnist")
     assert asked.config.sparse_compute is True and asked.name != plain.name
+
+
+def _gone(pid: int) -> bool:
+    """Whether process `pid` has exited (a zombie nobody reaped counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc")
+def test_a_pool_worker_exits_when_its_sweep_is_killed(tmp_path):
+    """A sweep killed by SIGKILL runs no clean-up; its pool's worker, busy with a long task, must
+    not go on as an orphan (it would train into folders a restarted sweep writes too)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    script = (
+        "import os, sys, time\n"
+        "from minifreeze.lab import sweep\n"
+        "with sweep.make_executor('process', workers=1) as ex:\n"
+        "    pid = ex.submit(os.getpid).result()\n"
+        "    ex.submit(time.sleep, 120)\n"
+        "    print(pid, flush=True)\n"
+        "    time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        assert not _gone(worker)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while not _gone(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(worker), "the worker outlived its sweep"
+    finally:
+        parent.kill()

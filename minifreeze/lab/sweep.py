@@ -10,7 +10,9 @@ ran it:
     with make_executor("process", workers=2) as ex:       # or "dask", scheduler="tcp://..."
         result = sweep(specs, "runs/study", ex)            # resumable: finished runs are kept
 
-Resumable through the files (`runs.finished`): a killed sweep loses at most the runs in flight.
+Resumable through the files (`runs.finished`): a killed sweep loses at most the runs in flight,
+and a pool's worker whose sweep is gone (killed by a signal, say) exits rather than train on into a
+folder a restarted sweep may be writing (`_exit_with_parent`).
 The grid always includes dense; rate-free methods (dense, elsa) run once per model and seed, every
 other method once per rate.
 
@@ -63,6 +65,24 @@ def work(spec_dict: dict, out: str, backend_name: str | None = None) -> dict:
         if own_process:  # a pool's worker process is ours: keep malloc's freed blocks
             stack.enter_context(parallel.kept_freed_memory())
         return run(spec, out, progress=False)
+
+
+def _exit_with_parent() -> None:
+    """A process pool's initializer: a daemon thread that ends this worker once the process that
+    started it is gone. A sweep killed by a signal (SIGTERM, SIGKILL) runs no clean-up, and its
+    spawned workers would otherwise train their runs to the end as orphans, beside the workers of
+    a restarted sweep in the same folders. What a run saved (its state every few epochs, each
+    file written whole under a temporary name) stays, so the next sweep resumes it."""
+    import os
+    import threading
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch():
+        parent.join()  # returns when the parent's end of the pipe closes: it exited or was killed
+        os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 # --- a grid -------------------------------------------------------------------------------------
@@ -151,7 +171,7 @@ def make_executor(kind: str = "process", workers: int | None = None,
         with cf.ThreadPoolExecutor(max_workers=1) as ex:
             yield ex
     elif kind == "process":
-        with cf.ProcessPoolExecutor(max_workers=workers,
+        with cf.ProcessPoolExecutor(max_workers=workers, initializer=_exit_with_parent,
                                     mp_context=multiprocessing.get_context("spawn")) as ex:
             yield ex
     else:
