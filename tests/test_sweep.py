@@ -402,7 +402,7 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc")
-def test_a_pool_worker_exits_when_its_sweep_is_killed(tmp_path):
+def test_a_pool_worker_exits_when_its_sweep_is_killed():
     """A sweep killed by SIGKILL runs no clean-up; its pool's worker, busy with a long task, must
     not go on as an orphan (it would train into folders a restarted sweep writes too)."""
     import signal
@@ -410,7 +410,7 @@ def test_a_pool_worker_exits_when_its_sweep_is_killed(tmp_path):
     import sys
     import time
     script = (
-        "import os, sys, time\n"
+        "import os, time\n"
         "from minifreeze.lab import sweep\n"
         "with sweep.make_executor('process', workers=1) as ex:\n"
         "    pid = ex.submit(os.getpid).result()\n"
