@@ -268,17 +268,21 @@ def test_the_accuracy_figure_is_drawn_per_group_however_many_seeds(tmp_path):
 
 def test_a_network_whose_groups_fit_gets_its_own_accuracy_figure(tmp_path):
     """Where a folder's groups are too many for one figure, each network whose own groups fit gets
-    accuracy_<network>.png: Fashion-MNIST's VGG beside the LeNet-5 grid (too large, not drawn).
-    A later report into the same folder that draws accuracy.png removes it."""
+    accuracy_<network>.png: Fashion-MNIST's VGG; a network whose groups do not (the LeNet-5 grid)
+    gets one figure per rate, that rate's groups with dense. A later report into the same folder
+    that draws accuracy.png removes them all."""
     fashion = results.load_runs(RESULTS / "fashion")
     vgg = [r for r in fashion if results.network_of(r) == "vgg"]
     lenet = [r for r in fashion if results.network_of(r) == "lenet5_relu"]
     assert len(results.group_runs(lenet)) > pages.MAX_CURVE_GROUPS
     assert 1 < len(results.group_runs(vgg)) <= pages.MAX_CURVE_GROUPS
     files = pages.write_report(fashion, tmp_path)["files"]
-    assert "accuracy_vgg.png" in files
+    per_rate = [f"accuracy_lenet5_relu_q{q}.png" for q in ("0.9", "0.99", "0.995", "0.999")]
+    assert {"accuracy_vgg.png", *per_rate} <= set(files)
     assert not {"accuracy.png", "accuracy_lenet5_relu.png"} & set(files)
-    assert (tmp_path / "accuracy_vgg.png").is_file()
+    assert all((tmp_path / f).is_file() for f in ("accuracy_vgg.png", *per_rate))
+    drawn = [r for r in lenet if r["rate"] in (0.0, 0.99)]
+    assert len(results.group_runs(drawn)) == 6  # dense and the five methods at q = 0.99
     paper = results.load_runs(RESULTS / "paper_lecun")
     assert "accuracy.png" in pages.write_report(paper, tmp_path)["files"]
     assert not list(tmp_path.glob("accuracy_*.png"))

@@ -237,7 +237,9 @@ def accuracy_figures(curves: list[dict]) -> list[tuple]:
     colour and legend entry per (network, method, rate), each with all its seeds, readable up to
     MAX_CURVE_GROUPS groups however many seeds. All in accuracy.png when they fit; otherwise
     accuracy_<network>.png for each network whose own groups fit (a VGG beside a LeNet-5 grid too
-    large to draw, Caffe's LeNet-5 beside the paper protocol's conv-ReLU runs), none for the rest."""
+    large to draw, Caffe's LeNet-5 beside the paper protocol's conv-ReLU runs), and for a network
+    whose groups do not, accuracy_<network>_q<rate>.png per rate: that rate's groups with the
+    network's baselines (dense), where they fit; none for the rest."""
     if not curves:
         return []
     if len(group_runs(curves)) <= MAX_CURVE_GROUPS:
@@ -245,8 +247,17 @@ def accuracy_figures(curves: list[dict]) -> list[tuple]:
     by_network: dict[str, list[dict]] = {}
     for r in curves:
         by_network.setdefault(network_of(r), []).append(r)
-    return [(f"accuracy_{net}.png", plot_history(rs)) for net, rs in sorted(by_network.items())
-            if len(group_runs(rs)) <= MAX_CURVE_GROUPS]
+    figures = []
+    for net, rs in sorted(by_network.items()):
+        if len(group_runs(rs)) <= MAX_CURVE_GROUPS:
+            figures.append((f"accuracy_{net}.png", plot_history(rs)))
+            continue
+        base = [r for r in rs if is_baseline(r["method"])]
+        for rate in sorted({r["rate"] for r in rs if not is_baseline(r["method"])}):
+            at = base + [r for r in rs if r["rate"] == rate and not is_baseline(r["method"])]
+            if len(group_runs(at)) <= MAX_CURVE_GROUPS:
+                figures.append((f"accuracy_{net}_q{rate:g}.png", plot_history(at)))
+    return figures
 
 
 def write_report(runs: list[dict], root, *, pair=HEADLINE) -> dict:
