@@ -281,8 +281,13 @@ def test_a_network_whose_groups_fit_gets_its_own_accuracy_figure(tmp_path):
     assert {"accuracy_vgg.png", *per_rate} <= set(files)
     assert not {"accuracy.png", "accuracy_lenet5_relu.png"} & set(files)
     assert all((tmp_path / f).is_file() for f in ("accuracy_vgg.png", *per_rate))
-    drawn = [r for r in lenet if r["rate"] in (0.0, 0.99)]
-    assert len(results.group_runs(drawn)) == 6  # dense and the five methods at q = 0.99
+    curves = [r for r in lenet if "history" in r]
+    [fig] = [f for name, f in pages.accuracy_figures(curves)
+             if name == "accuracy_lenet5_relu_q0.99.png"]
+    labels = [t.get_text().split(",")[:2] for t in fig.legends[0].get_texts()]
+    assert sorted(labels) == sorted([["dense", " q = 0.0"]] + [  # dense and the rate's five methods
+        [m, " q = 0.99"] for m in ("freezenet", "snip", "synflow_prune", "random_freeze",
+                                   "random_prune")]), labels
     paper = results.load_runs(RESULTS / "paper_lecun")
     assert "accuracy.png" in pages.write_report(paper, tmp_path)["files"]
     assert not list(tmp_path.glob("accuracy_*.png"))
