@@ -253,8 +253,9 @@ def accuracy_figures(curves: list[dict]) -> list[tuple]:
             figures.append((f"accuracy_{net}.png", plot_history(rs)))
             continue
         base = [r for r in rs if is_baseline(r["method"])]
-        for rate in sorted({r["rate"] for r in rs if not is_baseline(r["method"])}):
-            at = base + [r for r in rs if r["rate"] == rate and not is_baseline(r["method"])]
+        sparse = [r for r in rs if not is_baseline(r["method"])]
+        for rate in sorted({r["rate"] for r in sparse}):
+            at = base + [r for r in sparse if r["rate"] == rate]
             if len(group_runs(at)) <= MAX_CURVE_GROUPS:
                 figures.append((f"accuracy_{net}_q{rate:g}.png", plot_history(at)))
     return figures
