@@ -281,10 +281,12 @@ def test_a_network_whose_groups_fit_gets_its_own_accuracy_figure(tmp_path):
     assert {"accuracy_vgg.png", *per_rate} <= set(files)
     assert not {"accuracy.png", "accuracy_lenet5_relu.png"} & set(files)
     assert all((tmp_path / f).is_file() for f in ("accuracy_vgg.png", *per_rate))
-    curves = [r for r in lenet if "history" in r]
-    [fig] = [f for name, f in pages.accuracy_figures(curves)
-             if name == "accuracy_lenet5_relu_q0.99.png"]
-    labels = [t.get_text().split(",")[:2] for t in fig.legends[0].get_texts()]
+    import matplotlib.pyplot as plt
+    drawn = dict(pages.accuracy_figures([r for r in lenet if "history" in r]))
+    labels = [t.get_text().split(",")[:2]
+              for t in drawn["accuracy_lenet5_relu_q0.99.png"].legends[0].get_texts()]
+    for fig in drawn.values():
+        plt.close(fig)
     assert sorted(labels) == sorted([["dense", " q = 0.0"]] + [  # dense and the rate's five methods
         [m, " q = 0.99"] for m in ("freezenet", "snip", "synflow_prune", "random_freeze",
                                    "random_prune")]), labels
