@@ -368,3 +368,32 @@ def test_a_network_trained_only_dense_gets_no_panel_against_the_rate():
     for plot in (figures.plot_rates, figures.plot_gap, figures.plot_bytes):
         assert [ax.get_title() for ax in plot(groups).axes] == ["lenet300"]
     assert "| vgg | dense |" in pages.page_tables(groups)["groups"]
+
+def _diverged(method, rate, seed, *, model="lenet5"):
+    """A sealed run that stopped on a NaN loss, as train records it: no test accuracy."""
+    run = {**_budget_run(method, rate, seed, 0.0, model=model),
+           "diverged": {"epoch": 1, "step": 10, "loss": "nan", "why": "loss is nan"}}
+    del run["test_accuracy"], run["checksum"]
+    return R.seal(run)
+
+
+def test_the_gap_to_dense_is_drawn_only_where_dense_trained(tmp_path):
+    """A network whose dense runs all diverged (Caffe's LeNet-5 under the paper protocol) has no
+    gap to draw: gap.png leaves it out, and a report with no trained dense anywhere writes no
+    gap.png at all (an empty panel said nothing); plot_gap alone says why it cannot draw."""
+    from minifreeze.lab import figures
+    trained = [_budget_run(m, q, s, 0.9 - q / 10) for s in range(2)
+               for m, q in (("dense", 0.0), ("freezenet", 0.9), ("freezenet", 0.99))]
+    caffe = [_diverged("dense", 0.0, 0)] + [_budget_run("snip", q, 0, 0.9, model="lenet5")
+                                            for q in (0.9, 0.99)]
+    assert [ax.get_title() for ax in figures.plot_gap(results.aggregate(trained + caffe)).axes] \
+        == ["lenet300"]
+    assert [ax.get_title() for ax in figures.plot_rates(results.aggregate(trained + caffe)).axes] \
+        == ["lenet300", "lenet5"]
+    with pytest.raises(ValueError, match="no network has a trained dense run"):
+        figures.plot_gap(results.aggregate(caffe))
+    files = pages.write_report(caffe, tmp_path)["files"]
+    assert "rates.png" in files and "gap.png" not in files
+    assert not (tmp_path / "gap.png").exists()
+    import matplotlib.pyplot as plt
+    plt.close("all")

@@ -179,11 +179,17 @@ def plot_gap(groups: list[dict], path=None, *, reference: float | None = 0.992,
     share 1 - q (log axis), one line per method with a band of +- one std; `reference` draws
     the gap a method at that fraction of dense would have (FreezeNet's "99.2% of the baseline").
     On a log axis a small gap (q = 0.9) and a collapse (q = 0.999) are both readable, and a
-    method above dense shows as a missing point, said in the legend. Returns the figure."""
+    method above dense shows as a missing point, said in the legend. Only a network with a
+    trained dense run has a gap (one whose dense runs all diverged gets no panel); where no
+    network has one, ValueError. Returns the figure."""
+    trained = {g["model"] for g in groups if is_baseline(g["method"]) and "mean_accuracy" in g}
+    if not trained:
+        raise ValueError("plot_gap: no network has a trained dense run (none, or every one "
+                         "diverged), so there is no gap to dense to draw")
+    groups = [g for g in groups if g["model"] in trained]
+
     def draw(ax, model, lines):
-        dense = next((v for m, v in lines.items() if is_baseline(m)), None)
-        if not dense:
-            return
+        dense = next(v for m, v in lines.items() if is_baseline(m))
         d = 100 * dense[0]["mean_accuracy"]
         floor = 0.01  # points: a gap below it (or a method above dense) is drawn at the floor
         for method, rows in lines.items():

@@ -300,7 +300,7 @@ def write_report(runs: list[dict], root, *, pair=HEADLINE) -> dict:
         data = named_dataset(runs)  # the titles name it
         figures += [("rates.png", plot_rates(groups, data=data)),
                     ("bytes.png", plot_bytes(groups, data=data))]
-        if any(is_baseline(g["method"]) for g in groups):
+        if any(is_baseline(g["method"]) and "mean_accuracy" in g for g in groups):
             figures.append(("gap.png", plot_gap(groups, data=data)))
     for model in sorted({network_of(r) for r in runs if is_gradual(r["method"])
                          and "history" in r and "test_accuracy" in r}):
