@@ -251,10 +251,12 @@ def test_length_rows_pair_by_seed_within_each_budget_never_across():
 
 def test_the_accuracy_figure_is_drawn_per_group_however_many_seeds(tmp_path):
     """A report draws accuracy per epoch where its runs form at most MAX_CURVE_GROUPS (network,
-    method, rate) groups, however many runs: the paper protocol's runs (over 16, in 8 groups) get
-    it, a study of 21 groups does not; reported into the same folder, the study's report removes
-    the figure the paper's left there, and keeps the ones it draws itself."""
-    paper = results.load_runs(RESULTS / "paper_lecun")
+    method, rate) groups, however many runs: the paper protocol's LeNet-5 with conv ReLU (27
+    runs in 7 groups) gets it, a study of 21 groups does not; reported into the same folder, the
+    study's report removes the figure the paper's left there, and keeps the ones it draws
+    itself."""
+    paper = [r for r in results.load_runs(RESULTS / "paper_lecun")
+             if results.network_of(r) == "lenet5_relu"]
     assert len(paper) > 16 and len(results.group_runs(paper)) <= pages.MAX_CURVE_GROUPS
     assert "accuracy.png" in pages.write_report(paper, tmp_path / "paper")["files"]
     study = results.load_runs(RESULTS / "study_relu")
@@ -269,8 +271,9 @@ def test_the_accuracy_figure_is_drawn_per_group_however_many_seeds(tmp_path):
 def test_a_network_whose_groups_fit_gets_its_own_accuracy_figure(tmp_path):
     """Where a folder's groups are too many for one figure, each network whose own groups fit gets
     accuracy_<network>.png: Fashion-MNIST's VGG; a network whose groups do not (the LeNet-5 grid)
-    gets one figure per rate, that rate's groups with dense. A later report into the same folder
-    that draws accuracy.png removes them all."""
+    gets one figure per rate, that rate's groups with dense. The paper protocol's folder (Caffe's
+    LeNet-5 and LeNet-5 with conv ReLU, 10 groups) gets one figure per network. A later report
+    into the same folder that draws accuracy.png removes them all."""
     fashion = results.load_runs(RESULTS / "fashion")
     vgg = [r for r in fashion if results.network_of(r) == "vgg"]
     lenet = [r for r in fashion if results.network_of(r) == "lenet5_relu"]
@@ -291,7 +294,11 @@ def test_a_network_whose_groups_fit_gets_its_own_accuracy_figure(tmp_path):
         [m, " q = 0.99"] for m in ("freezenet", "snip", "synflow_prune", "random_freeze",
                                    "random_prune")]), labels
     paper = results.load_runs(RESULTS / "paper_lecun")
-    assert "accuracy.png" in pages.write_report(paper, tmp_path)["files"]
+    assert len(results.group_runs(paper)) > pages.MAX_CURVE_GROUPS
+    assert {"accuracy_lenet5.png", "accuracy_lenet5_relu.png"} <= set(
+        pages.write_report(paper, tmp_path / "paper")["files"])
+    relu = [r for r in paper if results.network_of(r) == "lenet5_relu"]
+    assert "accuracy.png" in pages.write_report(relu, tmp_path)["files"]
     assert not list(tmp_path.glob("accuracy_*.png"))
 
 
@@ -368,6 +375,7 @@ def test_a_network_trained_only_dense_gets_no_panel_against_the_rate():
     for plot in (figures.plot_rates, figures.plot_gap, figures.plot_bytes):
         assert [ax.get_title() for ax in plot(groups).axes] == ["lenet300"]
     assert "| vgg | dense |" in pages.page_tables(groups)["groups"]
+
 
 def _diverged(method, rate, seed, *, model="lenet5"):
     """A sealed run that stopped on a NaN loss, as train records it: no test accuracy."""
