@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from minifreeze.methods import HEADLINE, REGISTRY, group_method
-from minifreeze.lab.results import ReportError, group_runs, is_baseline, network_of
+from minifreeze.lab.results import (ReportError, group_runs, is_baseline, network_of,
+                                    trained_dense)
 
 
 def is_gradual(method: str) -> bool:
@@ -182,7 +183,7 @@ def plot_gap(groups: list[dict], path=None, *, reference: float | None = 0.992,
     method above dense shows as a missing point, said in the legend. Only a network with a
     trained dense run has a gap (one whose dense runs all diverged gets no panel); where no
     network has one, ValueError. Returns the figure."""
-    trained = {g["model"] for g in groups if is_baseline(g["method"]) and "mean_accuracy" in g}
+    trained = trained_dense(groups)
     if not trained:
         raise ValueError("plot_gap: no network has a trained dense run (none, or every one "
                          "diverged), so there is no gap to dense to draw")

@@ -20,7 +20,7 @@ from minifreeze.lab.results import (
     ALPHA, ReportError, is_baseline, against_pruned_pairs, aggregate, checkpoint_rows, compare,
     dataset_of, dead_unit_rows, elsa_comparison, elsa_costs, expand_levels, freeze_prune_pairs,
     group_runs, layer_rows, length_rows, load_runs, network_of, pair_rows, read_summary,
-    several_budgets, steps_of, summary_rows, variant_pairs, _method_rank)
+    several_budgets, steps_of, summary_rows, trained_dense, variant_pairs, _method_rank)
 from minifreeze.lab.tables import (
     AGGREGATE_COLUMNS, RUN_COLUMNS, SUMMARY_COLUMNS, checkpoint_table, compare_markdown,
     dead_units_markdown, elsa_cost_markdown, elsa_markdown, environments_markdown, format_rows,
@@ -300,7 +300,7 @@ def write_report(runs: list[dict], root, *, pair=HEADLINE) -> dict:
         data = named_dataset(runs)  # the titles name it
         figures += [("rates.png", plot_rates(groups, data=data)),
                     ("bytes.png", plot_bytes(groups, data=data))]
-        if any(is_baseline(g["method"]) and "mean_accuracy" in g for g in groups):
+        if trained_dense(groups):
             figures.append(("gap.png", plot_gap(groups, data=data)))
     for model in sorted({network_of(r) for r in runs if is_gradual(r["method"])
                          and "history" in r and "test_accuracy" in r}):

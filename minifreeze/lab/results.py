@@ -237,7 +237,7 @@ def checkpoint_rows(groups: list[dict]) -> list[dict]:
     run for (none, or diverged) cannot count, and `dense_seeds` names the seeds the ratio used.
     Dense's own row has no ratio. Groups read back from a summary.csv have no per-seed values:
     then dense's mean over all its seeds."""
-    dense = {g["model"]: g for g in groups if is_baseline(g["method"]) and "mean_accuracy" in g}
+    dense = trained_dense(groups)
 
     def baseline(d, seeds):
         by = d.get("by_seed")
@@ -333,6 +333,12 @@ def is_baseline(method: str) -> bool:
     not a paired one)."""
     m = REGISTRY.get(method)
     return m is not None and m.baseline
+
+
+def trained_dense(groups: list[dict]) -> dict[str, dict]:
+    """{network: its dense group} for the networks whose dense runs trained (a group with an
+    accuracy: one whose runs all diverged has none), the baseline a ratio or a gap needs."""
+    return {g["model"]: g for g in groups if is_baseline(g["method"]) and "mean_accuracy" in g}
 
 
 def compare(groups: list[dict], a: str = HEADLINE[0], b: str = HEADLINE[1]) -> list[dict]:
@@ -531,9 +537,8 @@ def length_rows(runs: list[dict], a: str = HEADLINE[0], b: str = HEADLINE[1]) ->
     rows = []
     for (model, steps), rs in budgets.items():
         groups = aggregate(rs)
-        dense = {g["rate"]: g for g in groups if is_baseline(g["method"]) and "mean_accuracy" in g}
+        base = trained_dense(groups).get(model)
         for row in compare(groups, a, b):
-            base = dense.get(0.0)
             rows.append({**row, "steps": steps,
                          "dense": None if base is None else base["mean_accuracy"],
                          "dense_std": None if base is None else base["std_accuracy"]})
