@@ -385,6 +385,47 @@ def _diverged(method, rate, seed, *, model="lenet5"):
     return R.seal(run)
 
 
+def _curve(method, rate, seed, accs, *, diverged=None, model="lenet5"):
+    """A sealed run with test accuracy per epoch `accs`; with `diverged` ({"epoch", "step"}), one
+    that stopped on a NaN loss after those epochs, as train records it: no test accuracy."""
+    run = {**_budget_run(method, rate, seed, accs[-1] if accs else 0.0, epochs=len(accs) or 1,
+                         model=model),
+           "history": [{"epoch": e + 1, "test_accuracy": a} for e, a in enumerate(accs)]}
+    del run["checksum"]
+    if diverged is not None:
+        run["diverged"] = {**diverged, "loss": "nan", "why": "loss is nan"}
+        del run["test_accuracy"]
+    return R.seal(run)
+
+
+def test_a_run_that_diverged_is_named_in_the_accuracy_figure(tmp_path):
+    """A run that diverged has no final accuracy, yet the figure of accuracy per epoch says it
+    ran: its legend entry names the seed and where it diverged, the epochs it finished are drawn,
+    and (not an end) its last one does not set the zoomed range. Caffe's dense under the paper
+    protocol diverges at step 10 and was missing from accuracy_lenet5.png."""
+    from minifreeze.lab import figures
+    import matplotlib.pyplot as plt
+    runs = [_curve("dense", 0.0, 0, [], diverged={"epoch": 1, "step": 10}),
+            _curve("dense", 0.0, 1, [0.95, 0.97]),
+            _curve("freezenet", 0.99, 0, [0.93, 0.96]),
+            _curve("snip", 0.99, 0, [0.90], diverged={"epoch": 2, "step": 700})]
+    curves = pages.curve_runs(runs)
+    assert curves == runs
+    fig = figures.plot_history(curves)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "dense, q = 0.0, 2 seeds; seed 0 diverged (epoch 1, step 10)" in labels, labels
+    assert "snip, q = 0.99, seed 0; seed 0 diverged (epoch 2, step 700)" in labels, labels
+    full, zoom = fig.axes
+    assert len(full.get_lines()) == 3  # dense seed 1, FreezeNet, SNIP's first epoch; no mean
+    assert zoom.get_ylim()[0] > 90  # from the runs that ended: 96% and 97%
+    assert "accuracy.png" in pages.write_report(runs, tmp_path)["files"]
+    paper = results.load_runs(RESULTS / "paper_lecun")
+    drawn = dict(pages.accuracy_figures(pages.curve_runs(paper)))
+    caffe = [t.get_text() for t in drawn["accuracy_lenet5.png"].legends[0].get_texts()]
+    assert "dense, q = 0.0, seed 0; seed 0 diverged (epoch 1, step 10)" in caffe, caffe
+    plt.close("all")
+
+
 def test_the_gap_to_dense_is_drawn_only_where_dense_trained(tmp_path):
     """A network whose dense runs all diverged (Caffe's LeNet-5 under the paper protocol) has no
     gap to draw: gap.png leaves it out, and a report with no trained dense anywhere writes no

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from minifreeze.methods import HEADLINE, REGISTRY, group_method
-from minifreeze.lab.results import (ReportError, group_runs, is_baseline, network_of,
-                                    trained_dense)
+from minifreeze.lab.results import (ReportError, dataset_of, group_runs, is_baseline,
+                                    network_of, trained_dense)
 
 
 def is_gradual(method: str) -> bool:
@@ -29,9 +29,11 @@ def is_gradual(method: str) -> bool:
 def plot_history(runs: list[dict], path=None, *, ax=None):
     """Test accuracy per epoch: one colour per (network, method, rate), pruned methods dashed;
     each seed a thin line and, with several seeds, their mean a thick one (not for a group with a
-    seed at chance: the mean would sit between the two, where no run is). Drawn twice: the whole
-    0-100% range, where a run stuck at chance shows as such (and is named in the legend), and
-    zoomed on the range where the runs that trained end, where they differ. Dotted verticals mark
+    seed at chance: the mean would sit between the two, where no run is). A run that diverged
+    (a `diverged` record, no final accuracy) is drawn over the epochs it finished and named in
+    its group's legend entry with where it stopped, even with no epoch to draw. Drawn twice: the
+    whole 0-100% range, where a run stuck at chance shows as such (and is named in the legend),
+    and zoomed on the range where the runs that trained end, where they differ. Dotted verticals mark
     where a step schedule divides the learning rate. Legend outside the axes. `ax`: draw only the
     zoomed panel there. Saved to `path` if given; returns the figure."""
     import matplotlib.pyplot as plt
@@ -45,26 +47,30 @@ def plot_history(runs: list[dict], path=None, *, ax=None):
         panels = (full, zoom)
     else:
         fig, zoom, panels = ax.figure, ax, (ax,)
-    finals = [r["history"][-1]["test_accuracy"] for r in runs if r["history"]]
+    finals = [r["history"][-1]["test_accuracy"] for r in runs
+              if r["history"] and "diverged" not in r]  # a diverged run did not end there
     trained = [f for f in finals if f >= 0.5]
     handles = []
     for i, ((net, method, rate), rs) in enumerate(sorted(groups.items())):
         colour = colours[i % len(colours)]
         style = "--" if REGISTRY.get(method) is not None and REGISTRY[method].pruned else "-"
-        dead = sorted(r.get("seed", 0) for r in rs if r["history"]
+        dead = sorted(r.get("seed", 0) for r in rs if r["history"] and "diverged" not in r
                       and r["history"][-1]["test_accuracy"] < 0.2)
+        diverged = sorted((r.get("seed", 0), r["diverged"]) for r in rs if "diverged" in r)
         label = f"{method}, q = {rate}" + (f" ({net})" if len(networks) > 1 else "")
         label += f", {len(rs)} seed{'s' if len(rs) > 1 else ''}" if len(rs) > 1 else \
             f", seed {rs[0].get('seed', 0)}"
         if dead:
             label += f"; seed {', '.join(map(str, dead))} at chance"
+        for seed, at in diverged:
+            label += f"; seed {seed} diverged (epoch {at['epoch']}, step {at['step']})"
         curves = [([h["epoch"] for h in r["history"]],
                    [100 * h["test_accuracy"] for h in r["history"]]) for r in rs]
         for a in panels:
-            for x, y in curves:
+            for x, y in filter(lambda c: c[0], curves):  # a run diverged in epoch 1: none
                 a.plot(x, y, color=colour, ls=style, lw=0.8 if len(rs) > 1 else 1.6,
                        alpha=0.45 if len(rs) > 1 else 1.0)
-            if len(rs) > 1 and len({len(x) for x, _ in curves}) == 1 and not dead:
+            if len(rs) > 1 and len({len(x) for x, _ in curves}) == 1 and not (dead or diverged):
                 a.plot(curves[0][0], np.mean([y for _, y in curves], axis=0), color=colour,
                        ls=style, lw=2.2)
         handles.append(plt.Line2D([], [], color=colour, ls=style, lw=2, label=label))
@@ -89,7 +95,7 @@ def plot_history(runs: list[dict], path=None, *, ax=None):
         zoom.set_ylim(lo - max(0.5, 0.25 * (hi - lo)), hi + 0.2)
     zoom.set_ylabel("test accuracy (%)")
     if runs:
-        zoom.set_title(f"{', '.join(networks)} on {runs[0]['dataset']}"
+        zoom.set_title(f"{', '.join(networks)} on {dataset_of(runs)}"
                        + (": where the runs that trained end" if len(panels) == 2 else ""))
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
                frameon=False)

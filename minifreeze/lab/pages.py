@@ -232,6 +232,14 @@ def report_markdown(runs: list[dict], groups: list[dict], comparison: list[dict]
     return "\n".join(parts)
 
 
+def curve_runs(runs: list[dict]) -> list[dict]:
+    """The runs the figures of accuracy per epoch draw: each with a history that ended in a test
+    accuracy or in a `diverged` record (named in the legend with where it stopped); ELSA's
+    levels, which share one history, are left out."""
+    return [r for r in runs if "history" in r and ("test_accuracy" in r or "diverged" in r)
+            and "elsa_level" not in r]
+
+
 def accuracy_figures(curves: list[dict]) -> list[tuple]:
     """[(file name, figure)] of test accuracy per epoch for `curves` (runs with a history): one
     colour and legend entry per (network, method, rate), each with all its seeds, readable up to
@@ -292,9 +300,7 @@ def write_report(runs: list[dict], root, *, pair=HEADLINE) -> dict:
          "elsa": elsa, "elsa_costs": elsa_cost, "frozen_pruned": frozen_pruned,
          "against_pruned": against_pruned, "layers": layers}, indent=2) + "\n").encode())
     figures = []
-    curves = [r for r in runs if "history" in r and "test_accuracy" in r
-              and "elsa_level" not in r]
-    figures += accuracy_figures(curves)
+    figures += accuracy_figures(curve_runs(runs))
     rates = {(g["model"], g["method"]) for g in groups if not is_baseline(g["method"])}
     if any(sum(1 for g in groups if (g["model"], g["method"]) == k) > 1 for k in rates):
         data = named_dataset(runs)  # the titles name it
