@@ -177,11 +177,11 @@ length: install
 # protocol as in the study (lr 0.05 after a 200-step warm-up, cosine, momentum 0.9, weight decay
 # 5e-4, batch 100, Glorot-normal init): dense, FreezeNet, SNIP, SynFlow pruned and a random mask
 # frozen and pruned, seeds 0-2, the same hyperparameters for every method. LeNet-5: 63 runs of
-# about 3 minutes; VGG: 48 runs, dense and frozen ones 37-64 minutes each on one core (the three
+# about 3 minutes; VGG: 48 runs, dense and frozen ones 37-90 minutes each on one core (the three
 # dense runs: 2,246-3,840 s of training, two at a time), pruned ones computing over their kept
-# weights (--sparse-compute, equal to float rounding; dense and frozen runs ignore it) an
-# estimated third of that at q = 0.99 and 0.995 (at 0.9 no layer is under the 5% density where
-# the sparse path starts): some 14 hours two at a time on 2 cores. Resumable, seed by seed. Writes
+# weights where a layer is under 5% dense (--sparse-compute, equal to float rounding; dense and
+# frozen runs ignore it): the first 11 VGG runs took 3,050 s of training on average, so some
+# 20 hours two at a time on 2 cores. Resumable, seed by seed. Writes
 # runs/fashion/ and its report; publish it with `python -m minifreeze publish runs/fashion
 # notebooks/results/fashion`.
 FASHION_OUT     ?= runs/fashion
