@@ -380,14 +380,6 @@ def test_a_network_trained_only_dense_gets_no_panel_against_the_rate():
     assert "| vgg | dense |" in pages.page_tables(groups)["groups"]
 
 
-def _diverged(method, rate, seed, *, model="lenet5"):
-    """A sealed run that stopped on a NaN loss, as train records it: no test accuracy."""
-    run = {**_budget_run(method, rate, seed, 0.0, model=model),
-           "diverged": {"epoch": 1, "step": 10, "loss": "nan", "why": "loss is nan"}}
-    del run["test_accuracy"], run["checksum"]
-    return R.seal(run)
-
-
 def _curve(method, rate, seed, accs, *, diverged=None, model="lenet5"):
     """A sealed run with test accuracy per epoch `accs`; with `diverged` ({"epoch", "step"}), one
     that stopped on a NaN loss after those epochs, as train records it: no test accuracy."""
@@ -436,8 +428,8 @@ def test_the_gap_to_dense_is_drawn_only_where_dense_trained(tmp_path):
     from minifreeze.lab import figures
     trained = [_budget_run(m, q, s, 0.9 - q / 10) for s in range(2)
                for m, q in (("dense", 0.0), ("freezenet", 0.9), ("freezenet", 0.99))]
-    caffe = [_diverged("dense", 0.0, 0)] + [_budget_run("snip", q, 0, 0.9, model="lenet5")
-                                            for q in (0.9, 0.99)]
+    caffe = [_curve("dense", 0.0, 0, [], diverged={"epoch": 1, "step": 10})] + [
+        _budget_run("snip", q, 0, 0.9, model="lenet5") for q in (0.9, 0.99)]
     assert [ax.get_title() for ax in figures.plot_gap(results.aggregate(trained + caffe)).axes] \
         == ["lenet300"]
     assert [ax.get_title() for ax in figures.plot_rates(results.aggregate(trained + caffe)).axes] \
