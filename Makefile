@@ -181,7 +181,9 @@ length: install
 # dense runs: 2,246-3,840 s of training, two at a time), pruned ones computing over their kept
 # weights where a layer is under 5% dense (--sparse-compute, equal to float rounding; dense and
 # frozen runs ignore it): the first 11 VGG runs took 3,050 s of training on average, so some
-# 20 hours two at a time on 2 cores. Resumable, seed by seed. Writes
+# 20 hours two at a time on 2 cores. Resumable, seed by seed; a VGG run saves its training state
+# after every epoch (--state-every 1: about 7 MB, against some 6 minutes an epoch), so a stopped
+# machine loses at most one epoch of each run in hand. Writes
 # runs/fashion/ and its report; publish it with `python -m minifreeze publish runs/fashion
 # notebooks/results/fashion`.
 FASHION_OUT     ?= runs/fashion
@@ -190,7 +192,7 @@ FASHION = $(BIN)/python -m minifreeze sweep --dataset fashion-mnist --seeds $(ST
 fashion: install
 	mkdir -p $(FASHION_OUT) && cp -rn notebooks/results/fashion/*/ $(FASHION_OUT)/ 2>/dev/null || true  # the committed runs count as finished
 	$(FASHION) --models lenet5 --conv-relu --rates 0.9 0.99 0.995 0.999
-	$(FASHION) --models vgg --rates 0.9 0.99 0.995 --sparse-compute
+	$(FASHION) --models vgg --rates 0.9 0.99 0.995 --sparse-compute --state-every 1
 	$(BIN)/python -m minifreeze report $(FASHION_OUT)
 
 # The full grid of the study (two models, six methods and dense, seven rates, three seeds: 258

@@ -49,15 +49,13 @@ def test_a_stopped_run_resumes_and_ends_bit_for_bit(small, tmp_path, monkeypatch
     spec = runs.RunSpec(c, limit_train=400, limit_test=200)
     whole = runs.run(spec, tmp_path / "whole", data=small, progress=False)
 
-    monkeypatch.setattr(runs, "STATE_EVERY", 2)
     crash_after_evaluations(monkeypatch, 5)  # saved after epochs 2 and 4, stopped in epoch 6
     with pytest.raises(Crash):
-        runs.run(spec, tmp_path / "cut", data=small, progress=False)
+        runs.run(spec, tmp_path / "cut", data=small, progress=False, state_every=2)
     assert (tmp_path / "cut" / runs.STATE).is_file()
     assert runs.finished(tmp_path / "cut", spec) is None
     monkeypatch.undo()
-    monkeypatch.setattr(runs, "STATE_EVERY", 2)
-    again = runs.run(spec, tmp_path / "cut", data=small, progress=False)
+    again = runs.run(spec, tmp_path / "cut", data=small, progress=False, state_every=2)
 
     assert again["resumed_from"] == 4 and whole["resumed_from"] is None
     assert not (tmp_path / "cut" / runs.STATE).exists()  # deleted once the run finished
@@ -69,6 +67,39 @@ def test_a_stopped_run_resumes_and_ends_bit_for_bit(small, tmp_path, monkeypatch
         [{k: v for k, v in r.items() if k not in drop} for r in again["history"]]
     for key in ("test_accuracy", "checkpoints", "best_of_checkpoints", "dead_units", "density"):
         assert whole[key] == again[key], key
+
+
+def test_a_sweep_saves_every_state_every_epochs_and_resumes_from_it(small, tmp_path, monkeypatch):
+    """sweep(state_every=1) reaches each run: stopped in epoch 2, the run had saved after epoch 1
+    (the default, 5, would have saved nothing) and the same sweep again goes on from there."""
+    from minifreeze.lab import sweep
+    c = T.TrainConfig(model="lenet300", method="freezenet", rate=0.9, epochs=3, seed=3, shards=1)
+    spec = runs.RunSpec(c, limit_train=400, limit_test=200)
+    whole = runs.run(spec, tmp_path / "whole", data=small, progress=False)
+    monkeypatch.setattr(runs, "load_data", lambda spec: small)
+    crash_after_evaluations(monkeypatch, 1)
+    cut = sweep.sweep([spec], tmp_path / "cut", progress=False, state_every=1)
+    assert cut.failed == {spec.name: "Crash: "} and not cut.metrics
+    meta = json.loads(np.load(tmp_path / "cut" / spec.name / runs.STATE)["meta"].tobytes())
+    assert meta["epoch"] == 1
+    monkeypatch.undo()
+    monkeypatch.setattr(runs, "load_data", lambda spec: small)
+    again = sweep.sweep([spec], tmp_path / "cut", progress=False, state_every=1)
+    (m,) = again.metrics
+    assert m["resumed_from"] == 1 and m["test_accuracy"] == whole["test_accuracy"]
+    b = storage.load(tmp_path / "cut" / spec.name / runs.MODEL)
+    assert digest(b.params) == digest(storage.load(tmp_path / "whole" / runs.MODEL).params)
+
+
+@pytest.mark.parametrize("every", [0, -1, 1.5, True, "1"])
+def test_a_state_interval_that_is_not_a_whole_number_of_epochs_is_refused(tmp_path, every):
+    from minifreeze.lab import sweep
+    spec = runs.RunSpec(T.TrainConfig(model="lenet300", method="dense", epochs=1, shards=1))
+    with pytest.raises(ValueError, match=r"state_every: expected a whole number of epochs >= 1"):
+        runs.run(spec, tmp_path / "r", progress=False, state_every=every)
+    with pytest.raises(sweep.SweepError, match=r"state_every: expected a whole number"):
+        sweep.sweep([spec], tmp_path / "s", progress=False, state_every=every)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()  # nothing written
 
 
 def test_a_state_saved_for_another_run_is_not_resumed(small, tmp_path, monkeypatch):

@@ -142,6 +142,18 @@ def test_cli_bad_grids_exit_2_in_one_line(tmp_path, capsys, argv, message):
     assert status == 2 and message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", ["sweep", "train"])
+def test_cli_state_interval_below_one_epoch_exits_2_in_one_line(tmp_path, capsys, command):
+    what = ["--models", "lenet300", "--methods", "snip"] if command == "sweep" else \
+        ["--model", "lenet300", "--method", "snip"]
+    with pytest.raises(SystemExit) as exit_:
+        main([command, *what, "--state-every", "0", "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert "--state-every: expected a whole number of epochs >= 1, got '0'" in err
+    assert not (tmp_path / "s").exists()
+
+
 def test_cli_sweep_then_report(tmp_path, capsys):
     root = tmp_path / "study"
     argv = ["sweep", "--models", "lenet300", "--methods", "freezenet", "snip", "--rates", "0.9",

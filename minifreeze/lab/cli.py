@@ -185,6 +185,24 @@ def _epochs(text: str) -> str | int:
     return value
 
 
+def _state_every(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of epochs >= 1, got {text!r}")
+    return value
+
+
+def add_state_argument(p) -> None:
+    from minifreeze.lab.runs import STATE_EVERY
+    p.add_argument("--state-every", type=_state_every, default=STATE_EVERY, metavar="N",
+                   help="save each run's training state (OUT/state.npz, to resume from) every N "
+                        "epochs; it changes nothing in the result (default %(default)s; 1 for "
+                        "runs whose epochs are long)")
+
+
 def _writable_folder(path) -> "Path":
     """Create `path` if needed and check that a file can be written there, before any work."""
     import tempfile
@@ -303,7 +321,8 @@ def cmd_train(args) -> int:
             spec = dataclasses.replace(spec, config=dataclasses.replace(config,
                                                                         epochs=plan["epochs"]))
         metrics = _library_call(runs.run, spec, out, data=ds,
-                                progress=True if args.progress else None, plan=plan)
+                                progress=True if args.progress else None, plan=plan,
+                                state_every=args.state_every)
     if "diverged" in metrics:
         d = metrics["diverged"]
         raise CLIError(f"{d['why']} at epoch {d['epoch']}, step {d['step']}: training diverged "
@@ -339,7 +358,8 @@ def cmd_sweep(args) -> int:
     _load(specs[0], args.download)  # the data are there and verified before any run starts
     try:
         with sweep.make_executor(args.executor, args.workers, args.scheduler) as ex:
-            result = sweep.sweep(specs, out, ex, progress=True if args.progress else None)
+            result = sweep.sweep(specs, out, ex, progress=True if args.progress else None,
+                                 state_every=args.state_every)
     except SweepError as err:
         raise CLIError(str(err)) from None
     per_hour = 3600 * result.ran / result.seconds if result.ran else 0.0
@@ -514,6 +534,7 @@ def add_pipeline_commands(sub) -> None:
                    help="with --epochs auto: time a few steps, then fit the epochs to this budget "
                         "(the result then depends on the machine's speed)")
     add_data_arguments(p)
+    add_state_argument(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--progress", action="store_true",
                    help="show the progress bar even when stderr is not a terminal")
@@ -545,6 +566,7 @@ def add_pipeline_commands(sub) -> None:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="with --executor dask: a running scheduler, e.g. tcp://HOST:8786 "
                         "(default: start a LocalCluster)")
+    add_state_argument(p)
     p.add_argument("--out", required=True, help="results folder: one sub-folder per run")
     p.add_argument("--progress", action="store_true",
                    help="show the progress bar even when stderr is not a terminal")

@@ -37,6 +37,7 @@ from typing import Iterator, Mapping
 from minifreeze import backend, masks as M, models, parallel
 from minifreeze import train as T
 from minifreeze.methods import baseline
+from minifreeze.lab import runs
 from minifreeze.lab.runs import RunSpec, finished, run
 
 EXECUTORS = ("process", "dask", "thread")
@@ -49,9 +50,11 @@ class SweepError(ValueError):
 
 # --- a worker -----------------------------------------------------------------------------------
 
-def work(spec_dict: dict, out: str, backend_name: str | None = None) -> dict:
-    """What a worker runs: one spec, single-threaded BLAS when the run has one shard. Top-level
-    and fed plain dicts, so every executor can pickle it."""
+def work(spec_dict: dict, out: str, backend_name: str | None = None,
+         state_every: int = runs.STATE_EVERY) -> dict:
+    """What a worker runs: one spec, single-threaded BLAS when the run has one shard, its
+    training state saved every `state_every` epochs. Top-level and fed plain dicts, so every
+    executor can pickle it."""
     spec = RunSpec.from_dict(spec_dict)
     if backend_name is not None:
         backend.set_backend(backend_name)
@@ -64,7 +67,7 @@ def work(spec_dict: dict, out: str, backend_name: str | None = None) -> dict:
             stack.enter_context(parallel.blas_threads(1))
         if own_process:  # a pool's worker process is ours: keep malloc's freed blocks
             stack.enter_context(parallel.kept_freed_memory())
-        return run(spec, out, progress=False)
+        return run(spec, out, progress=False, state_every=state_every)
 
 
 def _exit_with_parent() -> None:
@@ -208,12 +211,18 @@ class SweepResult:
 
 
 def sweep(specs: list[RunSpec], root, executor: cf.Executor | None = None, *,
-          progress: bool | None = None) -> SweepResult:
+          progress: bool | None = None, state_every: int = runs.STATE_EVERY) -> SweepResult:
     """Run every spec whose folder root/<spec.name> is not finished; keep the rest as it is.
+    Each run saves its training state every `state_every` epochs (`runs.run`) and, started again,
+    goes on from it.
 
     A run that raises is recorded in `failed` and the others go on. Without an executor the runs
     go one after another through a thread of this process.
     """
+    try:
+        runs.check_state_every(state_every)
+    except ValueError as err:
+        raise SweepError(str(err)) from None
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -223,7 +232,8 @@ def sweep(specs: list[RunSpec], root, executor: cf.Executor | None = None, *,
     with contextlib.ExitStack() as stack:
         if executor is None:
             executor = stack.enter_context(make_executor("thread"))
-        futures = {executor.submit(work, s.to_dict(), str(root / s.name), backend.get_backend()):
+        futures = {executor.submit(work, s.to_dict(), str(root / s.name), backend.get_backend(),
+                                   state_every):
                    s for s in todo}
         bar = stack.enter_context(T.progress_bar(len(specs), "runs", progress))
         bar.update(len(done))
