@@ -180,8 +180,8 @@ length: install
 # about 3 minutes; VGG: 48 runs, dense and frozen ones 37-90 minutes each on one core (the three
 # dense runs: 2,246-3,840 s of training, two at a time), pruned ones computing over their kept
 # weights where a layer is under 5% dense (--sparse-compute, equal to float rounding; dense and
-# frozen runs ignore it): the first 11 VGG runs took 3,050 s of training on average, so some
-# 20 hours two at a time on 2 cores. Resumable, seed by seed; a VGG run saves its training state
+# frozen runs ignore it): the first 18 VGG runs (dense and all of seed 0) took 2,668 s of
+# training on average, so some 18 hours two at a time on 2 cores. Resumable, seed by seed; a VGG run saves its training state
 # after every epoch (--state-every 1: about 7 MB, against some 6 minutes an epoch), so a stopped
 # machine loses at most one epoch of each run in hand. Writes
 # runs/fashion/ and its report; publish it with `python -m minifreeze publish runs/fashion
