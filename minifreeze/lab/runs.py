@@ -43,7 +43,8 @@ STATE_EVERY = 5
 """Epochs between two saves of a run's training state, by default: a 250-epoch paper run saves
 every 5 epochs (about 4-7 minutes of LeNet-5 on one core), so a stopped machine loses at most
 that. Runs with long epochs save more often (`run(state_every=1)`, `--state-every 1`: the small
-VGG's Fashion-MNIST epoch is some 6 minutes on one core, 5 of them half a run)."""
+VGG's Fashion-MNIST epoch is some 6 minutes on one core, and 5 of its 8 epochs are most of a
+run)."""
 
 
 def fit_input(config: T.TrainConfig, dataset: str) -> T.TrainConfig:
@@ -255,9 +256,10 @@ def run(spec: RunSpec, out, *, data: D.Dataset | None = None, progress: bool | N
     again would diverge again.
 
     While it trains, the run saves its whole training state to out/state.npz every
-    `state_every` epochs (a whole number >= 1; it changes nothing in the result); a run of the same spec started again in `out` goes on from there
-    (metrics record `resumed_from`, the epoch) and ends bit for bit as an uninterrupted run
-    would. The state file is deleted once the metrics are written."""
+    `state_every` epochs (a whole number >= 1; it changes nothing in the result); a run of the
+    same spec started again in `out` goes on from there (metrics record `resumed_from`, the
+    epoch) and ends bit for bit as an uninterrupted run would. The state file is deleted once the
+    metrics are written."""
     check_state_every(state_every)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
