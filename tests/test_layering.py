@@ -107,11 +107,12 @@ def test_a_sweep_worker_tunes_malloc_only_in_its_own_process(monkeypatch, own_pr
         yield True
 
     monkeypatch.setattr(parallel, "kept_freed_memory", recorder)
-    monkeypatch.setattr(sweep, "run", lambda spec, out, progress: {"ran": spec.name})
+    monkeypatch.setattr(sweep, "run", lambda spec, out, progress, state_every:
+                        {"ran": spec.name, "state_every": state_every})
     monkeypatch.setattr(multiprocessing, "parent_process", lambda: object() if own_process
                         else None)
     spec = sweep.expand_grid(["lenet300"], ["snip"], [0.9], [0])[1]
-    assert sweep.work(spec.to_dict(), "unused") == {"ran": spec.name}
+    assert sweep.work(spec.to_dict(), "unused", None, 3) == {"ran": spec.name, "state_every": 3}
     assert entered == ([True] if own_process else [])
 
 
