@@ -417,6 +417,16 @@ class StateFile:
     every: int = 5
     key: str = ""
 
+    def __post_init__(self):
+        check_state_every(self.every)
+
+
+def check_state_every(every) -> None:
+    """Raise ValueError unless `every` (epochs between two saves of the training state) is a
+    whole number >= 1."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"state_every: expected a whole number of epochs >= 1, got {every!r}")
+
 
 STATE_VERSION = 1
 

@@ -96,6 +96,8 @@ def test_a_state_interval_that_is_not_a_whole_number_of_epochs_is_refused(tmp_pa
     from minifreeze.lab import sweep
     spec = runs.RunSpec(T.TrainConfig(model="lenet300", method="dense", epochs=1, shards=1))
     with pytest.raises(ValueError, match=r"state_every: expected a whole number of epochs >= 1"):
+        T.StateFile(tmp_path / "state.npz", every=every)  # the training loop's own check
+    with pytest.raises(ValueError, match=r"state_every: expected a whole number of epochs >= 1"):
         runs.run(spec, tmp_path / "r", progress=False, state_every=every)
     with pytest.raises(sweep.SweepError, match=r"state_every: expected a whole number"):
         sweep.sweep([spec], tmp_path / "s", progress=False, state_every=every)

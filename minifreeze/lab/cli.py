@@ -186,11 +186,11 @@ def _epochs(text: str) -> str | int:
 
 
 def _state_every(text: str) -> int:
+    from minifreeze.train import check_state_every
     try:
         value = int(text)
+        check_state_every(value)
     except ValueError:
-        value = 0
-    if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of epochs >= 1, got {text!r}")
     return value
 

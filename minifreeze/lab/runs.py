@@ -260,14 +260,13 @@ def run(spec: RunSpec, out, *, data: D.Dataset | None = None, progress: bool | N
     same spec started again in `out` goes on from there (metrics record `resumed_from`, the
     epoch) and ends bit for bit as an uninterrupted run would. The state file is deleted once the
     metrics are written."""
-    check_state_every(state_every)
     out = Path(out)
+    state = T.StateFile(out / STATE, every=state_every, key=spec.name)  # checks it: nothing written
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS).unlink(missing_ok=True)  # a redo is unfinished until its metrics are written
     c = spec.config.resolved()
     t0 = time.perf_counter()
     data = load_data(spec) if data is None else data
-    state = T.StateFile(out / STATE, every=state_every, key=spec.name)
     try:
         result = train_any(c, data, progress=progress, state=state)
     except T.TrainingDiverged as err:
@@ -288,14 +287,6 @@ def run(spec: RunSpec, out, *, data: D.Dataset | None = None, progress: bool | N
     storage.write_atomic(out / METRICS, (json.dumps(metrics, indent=2) + "\n").encode())
     (out / STATE).unlink(missing_ok=True)
     return metrics
-
-
-def check_state_every(state_every) -> None:
-    """Raise ValueError unless `state_every` (epochs between two saves of the training state) is
-    a whole number >= 1."""
-    if isinstance(state_every, bool) or not isinstance(state_every, int) or state_every < 1:
-        raise ValueError(f"state_every: expected a whole number of epochs >= 1, got "
-                         f"{state_every!r}")
 
 
 def run_environment(c: T.TrainConfig) -> dict:

@@ -37,8 +37,7 @@ from typing import Iterator, Mapping
 from minifreeze import backend, masks as M, models, parallel
 from minifreeze import train as T
 from minifreeze.methods import baseline
-from minifreeze.lab import runs
-from minifreeze.lab.runs import RunSpec, finished, run
+from minifreeze.lab.runs import STATE_EVERY, RunSpec, finished, run
 
 EXECUTORS = ("process", "dask", "thread")
 ORDERS = ("grid", "seed")
@@ -51,7 +50,7 @@ class SweepError(ValueError):
 # --- a worker -----------------------------------------------------------------------------------
 
 def work(spec_dict: dict, out: str, backend_name: str | None = None,
-         state_every: int = runs.STATE_EVERY) -> dict:
+         state_every: int = STATE_EVERY) -> dict:
     """What a worker runs: one spec, single-threaded BLAS when the run has one shard, its
     training state saved every `state_every` epochs. Top-level and fed plain dicts, so every
     executor can pickle it."""
@@ -211,7 +210,7 @@ class SweepResult:
 
 
 def sweep(specs: list[RunSpec], root, executor: cf.Executor | None = None, *,
-          progress: bool | None = None, state_every: int = runs.STATE_EVERY) -> SweepResult:
+          progress: bool | None = None, state_every: int = STATE_EVERY) -> SweepResult:
     """Run every spec whose folder root/<spec.name> is not finished; keep the rest as it is.
     Each run saves its training state every `state_every` epochs (`runs.run`) and, started again,
     goes on from it.
@@ -220,7 +219,7 @@ def sweep(specs: list[RunSpec], root, executor: cf.Executor | None = None, *,
     go one after another through a thread of this process.
     """
     try:
-        runs.check_state_every(state_every)
+        T.check_state_every(state_every)
     except ValueError as err:
         raise SweepError(str(err)) from None
     root = Path(root)
