@@ -181,9 +181,9 @@ length: install
 # dense runs: 2,246-3,840 s of training, two at a time), pruned ones computing over their kept
 # weights where a layer is under 5% dense (--sparse-compute, equal to float rounding; dense and
 # frozen runs ignore it): the first 18 VGG runs (dense and all of seed 0) took 2,668 s of
-# training on average, so some 18 hours two at a time on 2 cores. Resumable, seed by seed; a VGG run saves its training state
-# after every epoch (--state-every 1: about 10 MB, against some 6 minutes an epoch), so a stopped
-# machine loses at most one epoch of each run in hand. Writes
+# training on average, so some 18 hours two at a time on 2 cores. Resumable, seed by seed; a VGG
+# run saves its training state after every epoch (--state-every 1: about 10 MB, against some 6
+# minutes an epoch), so a stopped machine loses at most one epoch of each run in hand. Writes
 # runs/fashion/ and its report; publish it with `python -m minifreeze publish runs/fashion
 # notebooks/results/fashion`.
 FASHION_OUT     ?= runs/fashion
