@@ -203,6 +203,10 @@ def test_report_mean_and_std_are_the_hand_computed_ones():
     assert row["p"] == pytest.approx(1 - 2 * math.atan(3) / math.pi)
     assert row["ci_high"] - row["difference"] == pytest.approx(12.7062047 * 0.005)
     assert row["verdict"] == "not separable with 2 seeds"
+    # the means beside a paired difference are over the same seeds (0 and 1), so they add up
+    assert row["freezenet"] == pytest.approx(0.975) and row["snip"] == pytest.approx(0.96)
+    assert row["freezenet"] - row["snip"] == pytest.approx(row["difference"])
+    assert row["freezenet_std"] == pytest.approx(math.sqrt(0.00005))
     assert results.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
     table = tables.pivot_markdown(groups, "lenet5").splitlines()
     assert table[0] == "| lenet5 (3 seeds) | q = 0 (dense) | q = 0.99 |"

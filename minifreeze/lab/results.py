@@ -343,7 +343,9 @@ def trained_dense(groups: list[dict]) -> dict[str, dict]:
 
 def compare(groups: list[dict], a: str = HEADLINE[0], b: str = HEADLINE[1]) -> list[dict]:
     """Per model and rate where both ran: a - b, its 95% interval and p (`difference_test`:
-    paired by seed unless one side is dense) and the verdict (`ALPHA`)."""
+    paired by seed unless one side is dense) and the verdict (`ALPHA`). The means and standard
+    deviations beside a paired difference are over the seeds it pairs (while a grid is still
+    training one side may have more), so that a - b is the difference."""
     index = {(g["model"], g["method"], g["rate"]): g for g in groups if "mean_accuracy" in g}
     rows = []
     for (model, method, rate), ga in sorted(index.items()):
@@ -351,12 +353,22 @@ def compare(groups: list[dict], a: str = HEADLINE[0], b: str = HEADLINE[1]) -> l
         if method != a or gb is None:
             continue
         test = difference_test(ga, gb, paired=not (is_baseline(a) or is_baseline(b)))
-        rows.append({"model": model, "rate": rate, f"{a}": ga["mean_accuracy"],
-                     f"{a}_std": ga["std_accuracy"], f"{b}": gb["mean_accuracy"],
-                     f"{b}_std": gb["std_accuracy"], "difference": test["difference"],
+        shared = (sorted(set(ga["by_seed"]) & set(gb["by_seed"])) if test["test"] == "paired"
+                  else None)
+        (mean_a, std_a), (mean_b, std_b) = (_mean_std_over(g, shared) for g in (ga, gb))
+        rows.append({"model": model, "rate": rate, f"{a}": mean_a, f"{a}_std": std_a,
+                     f"{b}": mean_b, f"{b}_std": std_b, "difference": test["difference"],
                      "ci_low": test["ci_low"], "ci_high": test["ci_high"], "p": test["p"],
                      "test": test["test"], "seeds": test["n"], "verdict": _verdict(a, test)})
     return rows
+
+
+def _mean_std_over(group: dict, seeds: list | None) -> tuple[float, float]:
+    """A group's mean and standard deviation over `seeds` (`mean_std`); as aggregated (over all
+    its seeds) when `seeds` is None or empty."""
+    if not seeds:
+        return group["mean_accuracy"], group["std_accuracy"]
+    return mean_std([group["by_seed"][s] for s in seeds])
 
 
 def pair_rows(groups: list[dict], pairs) -> list[dict]:
