@@ -77,9 +77,9 @@ from minifreeze.saliency import saliency_batch
 from minifreeze.trainer import Hook, HostTrainer, NonFiniteStep
 
 __all__ = ["METHODS", "PROTOCOLS", "Hook", "Method", "Setup", "StateFile", "TrainConfig",
-           "TrainResult", "TrainingDiverged", "evaluate", "load_state", "make_trainer",
-           "plan_epochs", "prepare", "protocol_config", "saliency_batch", "save_state", "train",
-           "train_steps"]
+           "TrainResult", "TrainingDiverged", "check_state_every", "evaluate", "load_state",
+           "make_trainer", "plan_epochs", "prepare", "protocol_config", "saliency_batch",
+           "save_state", "train", "train_steps"]
 
 
 METHODS = methods.REGISTRY
