@@ -207,6 +207,8 @@ def test_report_mean_and_std_are_the_hand_computed_ones():
     assert row["freezenet"] == pytest.approx(0.975) and row["snip"] == pytest.approx(0.96)
     assert row["freezenet"] - row["snip"] == pytest.approx(row["difference"])
     assert row["freezenet_std"] == pytest.approx(math.sqrt(0.00005))
+    fz_sn = [next(g for g in groups if g["method"] == m) for m in ("freezenet", "snip")]
+    assert results.difference_test(*fz_sn, paired=True)["seeds"] == [0, 1]
     assert results.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
     table = tables.pivot_markdown(groups, "lenet5").splitlines()
     assert table[0] == "| lenet5 (3 seeds) | q = 0 (dense) | q = 0.99 |"

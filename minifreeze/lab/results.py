@@ -284,15 +284,15 @@ def difference_test(a: dict, b: dict, *, paired: bool) -> dict:
     (t quantile, n - 1 degrees of freedom). Not paired (against dense, or groups read back from a
     summary.csv without per-seed values): Welch's t-test on the two groups' means and standard
     deviations (Welch-Satterthwaite degrees of freedom). Returns {"test", "n", "difference",
-    "ci_low", "ci_high", "p"}; with fewer than two values a side (two pairs) there is no
-    interval and no p (None)."""
+    "ci_low", "ci_high", "p"} and, paired, "seeds" (the seeds it paired, sorted); with fewer
+    than two values a side (two pairs) there is no interval and no p (None)."""
     from scipy import stats
     by_a, by_b = a.get("by_seed"), b.get("by_seed")
     if paired and by_a and by_b:
         seeds = sorted(set(by_a) & set(by_b))
         d = np.array([by_a[s] - by_b[s] for s in seeds], dtype=np.float64)  # (n,)
         out = {"test": "paired", "n": len(d), "difference": float(d.mean()) if len(d) else None,
-               "ci_low": None, "ci_high": None, "p": None}
+               "ci_low": None, "ci_high": None, "p": None, "seeds": seeds}
         if len(d) >= 2:
             sd = float(d.std(ddof=1))
             half = float(stats.t.ppf(0.975, len(d) - 1)) * sd / math.sqrt(len(d))
@@ -353,9 +353,7 @@ def compare(groups: list[dict], a: str = HEADLINE[0], b: str = HEADLINE[1]) -> l
         if method != a or gb is None:
             continue
         test = difference_test(ga, gb, paired=not (is_baseline(a) or is_baseline(b)))
-        shared = (sorted(set(ga["by_seed"]) & set(gb["by_seed"])) if test["test"] == "paired"
-                  else None)
-        (mean_a, std_a), (mean_b, std_b) = (_mean_std_over(g, shared) for g in (ga, gb))
+        (mean_a, std_a), (mean_b, std_b) = (_mean_std_over(g, test.get("seeds")) for g in (ga, gb))
         rows.append({"model": model, "rate": rate, f"{a}": mean_a, f"{a}_std": std_a,
                      f"{b}": mean_b, f"{b}_std": std_b, "difference": test["difference"],
                      "ci_low": test["ci_low"], "ci_high": test["ci_high"], "p": test["p"],
