@@ -39,12 +39,12 @@ METRICS, MODEL, LAST_GOOD = "metrics.json", "model.mfz", "last_good.mfz"
 STATE = "state.npz"
 """A run's saved training state while it trains (`train.StateFile`), deleted when it finishes."""
 
-STATE_EVERY = 5
-"""Epochs between two saves of a run's training state, by default: a 250-epoch paper run saves
-every 5 epochs (about 4-7 minutes of LeNet-5 on one core), so a stopped machine loses at most
-that. Runs with long epochs save more often (`run(state_every=1)`, `--state-every 1`: the small
-VGG's Fashion-MNIST epoch is some 6 minutes on one core, and 5 of its 8 epochs are most of a
-run)."""
+STATE_EVERY = T.StateFile.every
+"""Epochs between two saves of a run's training state, by default (`train.StateFile`'s): a
+250-epoch paper run saves every 5 epochs (about 4-7 minutes of LeNet-5 on one core), so a stopped
+machine loses at most that. Runs with long epochs save more often (`run(state_every=1)`,
+`--state-every 1`: the small VGG's Fashion-MNIST epoch is some 6 minutes on one core, and 5 of
+its 8 epochs are most of a run)."""
 
 
 def fit_input(config: T.TrainConfig, dataset: str) -> T.TrainConfig:
