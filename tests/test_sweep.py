@@ -214,6 +214,8 @@ def test_report_mean_and_std_are_the_hand_computed_ones():
     assert table[0] == "| lenet5 (3 seeds) | q = 0 (dense) | q = 0.99 |"
     assert table[2] == "| dense | 99.30 (seed 0) |  |"  # one seed: no spread, and which one
     assert table[3] == "| freezenet |  | 98.00 +- 1.00 |"
+    # fewer seeds than the header's (a grid still training): the cell says which
+    assert table[4] == "| snip |  | 96.00 +- 1.41 (seeds 0, 1) |"
 
 
 def test_report_leaves_out_altered_metrics(tmp_path):

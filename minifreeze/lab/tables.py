@@ -235,8 +235,8 @@ def environments_markdown(runs: list[dict]) -> str:
 
 def pivot_markdown(groups: list[dict], model: str, methods=None) -> str:
     """One model's groups as a Markdown table: a row per method, a column per rate, cells
-    "mean +- std" test accuracy in percent (the most seeds of a cell in the header; a cell of one
-    seed says which); dense gets its own row."""
+    "mean +- std" test accuracy in percent (the most seeds of a cell in the header; a cell with
+    fewer, as while a grid trains, says which seeds); dense gets its own row."""
     rows = [g for g in groups if g["model"] == model and "mean_accuracy" in g]
     if not rows:
         return f"{model}: no run finished (see Diverged below)"
@@ -254,7 +254,9 @@ def pivot_markdown(groups: list[dict], model: str, methods=None) -> str:
             cells.append("" if g is None else
                          f"{100 * g['mean_accuracy']:.2f} (seed {g['seeds'][0]})"
                          if len(g["seeds"]) == 1 else
-                         f"{100 * g['mean_accuracy']:.2f} +- {100 * g['std_accuracy']:.2f}")
+                         f"{100 * g['mean_accuracy']:.2f} +- {100 * g['std_accuracy']:.2f}"
+                         + ("" if len(g["seeds"]) == seeds else
+                            f" (seeds {', '.join(str(s) for s in g['seeds'])})"))
         out.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
