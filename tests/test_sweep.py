@@ -286,6 +286,27 @@ def test_elsa_levels_are_compared_with_the_best_pruned_method_alone():
     assert cost["elsa_train_seconds"] == 40.0 and cost["alone_train_seconds"] == 2.0
 
 
+def test_elsa_level_beside_a_method_with_fewer_seeds_is_read_over_the_paired_seeds():
+    """An ELSA level over seeds 0-2 beside a method alone over seeds 0-1: the paired difference is
+    over seeds 0-1, so the two means beside it are over those seeds too (the table's seed count
+    says so), not the level's mean over its three."""
+    def elsa(seed, level_accuracy):
+        return R.seal({"model": "lenet5", "method": "elsa", "rate": 0.0, "seed": seed,
+                       "test_accuracy": 0.99, "total_params": 100, "trained_params": 100,
+                       "compression": 1.0, "file_bytes": 500, "epochs": 4,
+                       "train_seconds": 40.0, "levels": [
+                           {"level": 1, "rate": 0.9, "test_accuracy": level_accuracy,
+                            "trained_params": 10, "extracted_bytes": 80}]})
+    runs = [elsa(0, 0.95), elsa(1, 0.97), elsa(2, 0.50),
+            _run("gmp", 0.9, 0, 0.96), _run("gmp", 0.9, 1, 0.97)]
+    expanded = results.expand_levels(runs)
+    [row] = [r for r in results.elsa_comparison(expanded, results.aggregate(expanded))
+             if r["rate"] == 0.9]
+    assert row["elsa_seeds"] == 2 and row["alone_seeds"] == 2
+    assert row["elsa"] == pytest.approx(0.96) and row["alone"] == pytest.approx(0.965)
+    assert row["difference"] == pytest.approx(-0.005)
+
+
 def test_one_seed_has_no_test():
     groups = results.aggregate([_run("freezenet", 0.99, 0, 0.97), _run("snip", 0.99, 0, 0.95)])
     [row] = results.compare(groups)
