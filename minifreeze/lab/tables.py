@@ -248,17 +248,23 @@ def pivot_markdown(groups: list[dict], model: str, methods=None) -> str:
         "q = 0 (dense)" if q == 0 else f"q = {q!r}" for q in rates) + " |"
     out = [head, "| --- | " + " | ".join("---:" for _ in rates) + " |"]
     for method in order:
-        cells = []
-        for q in rates:
-            g = next((g for g in rows if g["method"] == method and g["rate"] == q), None)
-            cells.append("" if g is None else
-                         f"{100 * g['mean_accuracy']:.2f} (seed {g['seeds'][0]})"
-                         if len(g["seeds"]) == 1 else
-                         f"{100 * g['mean_accuracy']:.2f} +- {100 * g['std_accuracy']:.2f}"
-                         + ("" if len(g["seeds"]) == seeds else
-                            f" (seeds {', '.join(str(s) for s in g['seeds'])})"))
+        cells = [_pivot_cell(next((g for g in rows if g["method"] == method and g["rate"] == q),
+                                  None), seeds) for q in rates]
         out.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def _pivot_cell(group: dict | None, header_seeds: int) -> str:
+    """One `pivot_markdown` cell: empty without a group, "mean (seed s)" over one seed,
+    "mean +- std" over several, naming them when fewer than the header's `header_seeds`."""
+    if group is None:
+        return ""
+    seeds, mean = group["seeds"], 100 * group["mean_accuracy"]
+    if len(seeds) == 1:
+        return f"{mean:.2f} (seed {seeds[0]})"
+    cell = f"{mean:.2f} +- {100 * group['std_accuracy']:.2f}"
+    return cell if len(seeds) == header_seeds else \
+        f"{cell} (seeds {', '.join(str(s) for s in seeds)})"
 
 
 ELSA_COLUMNS = ("model", "method", "rate", "elsa_seeds", "elsa", "elsa_std", "alone_method",
