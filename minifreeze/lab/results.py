@@ -588,9 +588,10 @@ def on_length_curve(rows: list[dict], model: str, rate: float, steps: int,
 
 def elsa_comparison(runs: list[dict], groups: list[dict]) -> list[dict]:
     """Per model and ELSA level: the extracted level's accuracy against the best pruned method
-    trained on its own at that rate (and FreezeNet there), the final dense network against
-    dense; then the time and bytes of one ELSA run against training and storing each level on
-    its own (the best pruned method's runs, and dense)."""
+    trained on its own at that rate (best by its mean over all its seeds; the two sides then read
+    over the seeds their paired difference is over), FreezeNet there (over all its seeds), the
+    final dense network against dense; then the time and bytes of one ELSA run against training
+    and storing each level on its own (the best pruned method's runs, and dense)."""
     index = {(g["model"], g["method"], g["rate"]): g for g in groups if "mean_accuracy" in g}
     nested = {(network_of(r), method_of(r)) for r in runs if "elsa_level" in r}  # levels' groups
     rows = []
