@@ -257,15 +257,19 @@ def test_cli_sweep_keeps_the_fields_each_method_uses(tmp_path, monkeypatch):
     assert by_method["dense"].options is None
 
 
+def _elsa_run(seed, levels):
+    """A sealed ELSA run on lenet5 (final dense network 99%) with `levels` as recorded."""
+    return R.seal({"model": "lenet5", "method": "elsa", "rate": 0.0, "seed": seed,
+                   "test_accuracy": 0.99, "total_params": 100, "trained_params": 100,
+                   "compression": 1.0, "file_bytes": 500, "epochs": 4, "train_seconds": 40.0,
+                   "levels": levels})
+
+
 def test_elsa_levels_are_compared_with_the_best_pruned_method_alone():
-    elsa = R.seal({"model": "lenet5", "method": "elsa", "rate": 0.0, "seed": 0,
-                        "test_accuracy": 0.99, "total_params": 100, "trained_params": 100,
-                        "compression": 1.0, "file_bytes": 500, "epochs": 4,
-                        "train_seconds": 40.0, "levels": [
-                            {"level": 1, "rate": 0.9, "test_accuracy": 0.95,
-                             "trained_params": 10, "extracted_bytes": 80},
-                            {"level": 2, "rate": 0.0, "test_accuracy": 0.99,
-                             "trained_params": 100, "extracted_bytes": 450}]})
+    elsa = _elsa_run(0, [{"level": 1, "rate": 0.9, "test_accuracy": 0.95,
+                          "trained_params": 10, "extracted_bytes": 80},
+                         {"level": 2, "rate": 0.0, "test_accuracy": 0.99,
+                          "trained_params": 100, "extracted_bytes": 450}])
     runs = [elsa, _run("snip", 0.9, 0, 0.94), _run("gmp", 0.9, 0, 0.96),
             _run("freezenet", 0.9, 0, 0.93), _run("dense", 0.0, 0, 0.992)]
     expanded = results.expand_levels(runs)
@@ -291,12 +295,8 @@ def test_elsa_level_beside_a_method_with_fewer_seeds_is_read_over_the_paired_see
     over seeds 0-1, so the two means beside it are over those seeds too (the table's seed count
     says so), not the level's mean over its three."""
     def elsa(seed, level_accuracy):
-        return R.seal({"model": "lenet5", "method": "elsa", "rate": 0.0, "seed": seed,
-                       "test_accuracy": 0.99, "total_params": 100, "trained_params": 100,
-                       "compression": 1.0, "file_bytes": 500, "epochs": 4,
-                       "train_seconds": 40.0, "levels": [
-                           {"level": 1, "rate": 0.9, "test_accuracy": level_accuracy,
-                            "trained_params": 10, "extracted_bytes": 80}]})
+        return _elsa_run(seed, [{"level": 1, "rate": 0.9, "test_accuracy": level_accuracy,
+                                 "trained_params": 10, "extracted_bytes": 80}])
     runs = [elsa(0, 0.95), elsa(1, 0.97), elsa(2, 0.50),
             _run("gmp", 0.9, 0, 0.96), _run("gmp", 0.9, 1, 0.97)]
     expanded = results.expand_levels(runs)

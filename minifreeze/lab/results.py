@@ -605,12 +605,12 @@ def elsa_comparison(runs: list[dict], groups: list[dict]) -> list[dict]:
         test = None if best is None else difference_test(
             g, best, paired=not is_baseline(best["method"]))
         seeds = None if test is None else test.get("seeds")  # paired: both sides over these
-        elsa, alone = (None if x is None else _mean_std_over(x, seeds) for x in (g, best))
+        elsa = _mean_std_over(g, seeds)
+        alone = (None, None) if best is None else _mean_std_over(best, seeds)
         rows.append({"model": model, "method": method, "rate": rate, "elsa": elsa[0],
                      "elsa_std": elsa[1], "elsa_seeds": len(seeds or g["seeds"]),
                      "alone_method": None if best is None else best["method"],
-                     "alone": None if best is None else alone[0],
-                     "alone_std": None if best is None else alone[1],
+                     "alone": alone[0], "alone_std": alone[1],
                      "alone_seeds": None if best is None else len(seeds or best["seeds"]),
                      "alone_train_seconds": None if best is None else best["train_seconds"],
                      "alone_file_bytes": None if best is None else best["file_bytes"],
