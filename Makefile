@@ -177,14 +177,14 @@ length: install
 # protocol as in the study (lr 0.05 after a 200-step warm-up, cosine, momentum 0.9, weight decay
 # 5e-4, batch 100, Glorot-normal init): dense, FreezeNet, SNIP, SynFlow pruned and a random mask
 # frozen and pruned, seeds 0-2, the same hyperparameters for every method. LeNet-5: 63 runs of
-# about 3 minutes; VGG: 48 runs, dense and frozen ones 37-90 minutes each on one core (the three
-# dense runs: 2,246-3,840 s of training, two at a time), pruned ones computing over their kept
-# weights where a layer is under 5% dense (--sparse-compute, equal to float rounding; dense and
-# frozen runs ignore it): the first 18 VGG runs (dense and all of seed 0) took 2,668 s of
-# training on average, so some 18 hours two at a time on 2 cores. Resumable, seed by seed; a VGG
-# run saves its training state after every epoch (--state-every 1: about 10 MB, against some 6
-# minutes an epoch), so a stopped machine loses at most one epoch of each run in hand. Writes
-# runs/fashion/ and its report; publish it with `python -m minifreeze publish runs/fashion
+# about 3 minutes; VGG: 48 runs, dense and frozen ones 25-59 minutes each on one core, pruned ones
+# computing over their kept weights where a layer is under 5% dense (--sparse-compute, equal to
+# float rounding; dense and frozen runs ignore it; at q = 0.99 and 0.995 4-35 minutes): the 48
+# VGG runs took 88,581 s of training (8 times each run's median epoch), some 12 hours two at a
+# time on the 2-core machines (docs/protocols.md says how it was measured). Resumable, seed by
+# seed; a VGG run saves its training state after every epoch (--state-every 1: about 10 MB,
+# against 3-6 minutes an epoch), so a stopped machine loses at most one epoch of each run in hand.
+# Writes runs/fashion/ and its report; publish it with `python -m minifreeze publish runs/fashion
 # notebooks/results/fashion`.
 FASHION_OUT     ?= runs/fashion
 FASHION_METHODS ?= freezenet snip synflow_prune random_freeze random_prune
